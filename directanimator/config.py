@@ -1,0 +1,173 @@
+"""Configuration: one dataclass per concern, loaded strictly from YAML.
+
+An unknown key is an error (a typo must never fall back to a silent default), and the resolved
+config is written next to every output it produced so a result can always be traced to its settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from .errors import InputError
+
+T = TypeVar("T")
+
+
+@dataclass
+class SegmentationConfig:
+    """Person segmentation (paper 3.1: "isolate the foreground regions")."""
+
+    # MediaPipe selfie segmentation: 0 = general (256x256 input), 1 = landscape (144x256). The
+    # general model is much better on full-body people once zoomed in (see `roi`).
+    model_selection: int = 0
+    # A pixel is foreground when the model's probability is at least this.
+    threshold: float = 0.5
+    # Connected components smaller than this fraction of the frame are ignored as noise.
+    min_component_area: float = 0.0005
+    # Track the subject: segment (and detect the face in) a square crop around the previous
+    # frame's subject, so small people in wide frames fill the model's input.
+    roi: bool = True
+    # The crop's side is this times the subject box's longer side.
+    roi_expand: float = 1.4
+
+
+@dataclass
+class QualityConfig:
+    """Dropping low-quality segmentation frames (paper 3.1: "we discard low-quality segmentation
+    results, forcing the model to rely on adjacent results")."""
+
+    # A frame whose quality score (0..1, see cues/quality.py) is below this is dropped.
+    threshold: float = 0.4
+    # Relative area change against the neighbours at which the area term reaches 0.
+    max_area_jump: float = 0.6
+
+
+@dataclass
+class PoseCueConfig:
+    """Pose Cue: segmented foreground -> grayscale -> frequency-domain low-pass (paper A.2)."""
+
+    mode: Literal["gray_lowpass", "gray", "rgb"] = "gray_lowpass"
+    # Gaussian frequency response H(f) = exp(-f^2 / (2 fc^2)), fc in cycles per pixel at the
+    # working size; equivalent to a spatial Gaussian of sigma = 1 / (2 pi fc) pixels.
+    cutoff: float = 0.04
+
+
+@dataclass
+class FaceCueConfig:
+    """Face Cue: face detected, enlarged and centred (paper 3.1, A.2)."""
+
+    # MediaPipe face detection runs twice at most: the short-range model on an upscaled head crop,
+    # then the full-range model on the subject's crop (see cues/face.py SubjectFaceFinder).
+    min_confidence: float = 0.5
+    # The square crop is the face box enlarged by this factor (1.0 = the box side doubled).
+    margin: float = 0.6
+    # Gaps without a detection up to this many frames are linearly interpolated.
+    max_gap: int = 8
+    # Half-width in frames of the moving average that smooths box centre and size over time.
+    smooth_radius: int = 2
+    # Ablation S2 of Table 3: False keeps the face pixels where they are instead of enlarging and
+    # centring them.
+    enlarge_and_center: bool = True
+
+
+@dataclass
+class LocationCueConfig:
+    """Location Cue: body and face masks aligned to the reference (eqs 9-12), grid-softened."""
+
+    mode: Literal["soft", "hard", "off"] = "soft"
+    # Side of one grid cell in pixels at the working size.
+    grid_cell: int = 16
+
+
+@dataclass
+class CuesConfig:
+    """Everything `directanimator cues` needs."""
+
+    # Working size: frames are letterboxed into size x size.
+    size: int = 512
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    pose: PoseCueConfig = field(default_factory=PoseCueConfig)
+    face: FaceCueConfig = field(default_factory=FaceCueConfig)
+    location: LocationCueConfig = field(default_factory=LocationCueConfig)
+
+    def __post_init__(self) -> None:
+        if not 32 <= self.size <= 4096 or self.size % 8:
+            raise InputError(f"cues.size must be a multiple of 8 between 32 and 4096, got {self.size}")
+
+
+@dataclass
+class Config:
+    """The root of every YAML file in configs/. Sections not given keep their defaults."""
+
+    cues: CuesConfig = field(default_factory=CuesConfig)
+
+
+def _check_literal(value: Any, tp: Any, where: str) -> None:
+    allowed = typing.get_args(tp)
+    if value not in allowed:
+        raise InputError(f"config key '{where}' must be one of {list(allowed)}, got {value!r}")
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
+    """Build dataclass `cls` from a nested dict, rejecting unknown keys and wrong types."""
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise InputError(f"config section '{where or 'root'}' must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise InputError(
+            f"unknown config key '{prefix}{unknown[0]}' (known keys here: {', '.join(sorted(known))})"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        tp = hints[name]
+        key = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = from_dict(tp, value, key)
+        elif typing.get_origin(tp) is Literal:
+            _check_literal(value, tp, key)
+            kwargs[name] = value
+        elif tp is bool:
+            if not isinstance(value, bool):
+                raise InputError(f"config key '{key}' must be true or false, got {value!r}")
+            kwargs[name] = value
+        elif tp in (int, float, str):
+            ok = isinstance(value, tp) or (tp is float and isinstance(value, int))
+            if not ok or isinstance(value, bool):
+                raise InputError(f"config key '{key}' must be {tp.__name__}, got {value!r}")
+            kwargs[name] = tp(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path | None = None, cls: type[T] = Config) -> T:  # type: ignore[assignment]
+    """Load `path` (YAML) strictly into `cls`; no path gives the defaults."""
+    if path is None:
+        return cls()
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    return from_dict(cls, data)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

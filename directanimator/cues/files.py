@@ -1,0 +1,140 @@
+"""Writing the Driving Cue Triplet to a folder (the `directanimator cues` output).
+
+pose_cue.mp4, face_cue.mp4, location_cue.mp4 (body mask red, face mask green), cues.safetensors
+(the arrays `load_cues` returns), preview.png. Encoding runs in a background thread fed through a
+small bounded queue, so it overlaps with cue computation and memory stays flat.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+from safetensors import safe_open
+
+from ..storage import StreamingSafetensorsWriter
+from ..video import VideoWriter, save_image
+from ..config import CuesConfig, to_dict, dump_config
+from ..storage import atomic_output_dir, atomic_write_bytes
+from ..video import iter_frames, load_image, probe_video
+from .extract import CueReport, extract_cues
+
+PREVIEW_POINTS = 4
+
+
+class CueFileSink:
+    def __init__(self, out_dir: Path, size: int, fps, num_frames_hint: int, reference: np.ndarray,
+                 reference_mask: np.ndarray, audio_from: Path | None = None, metadata: dict | None = None):
+        self.out_dir = Path(out_dir)
+        self._writers = {name: VideoWriter(self.out_dir / f"{name}.mp4", fps, size, size, audio_from=audio_from)
+                         for name in ("pose_cue", "face_cue", "location_cue")}
+        self._tensors = StreamingSafetensorsWriter(self.out_dir / "cues.safetensors", self.out_dir)
+        self._tensors.put("reference", reference)
+        self._tensors.put("reference_mask", reference_mask.astype(np.uint8))
+        self._reference = reference
+        self._metadata = metadata or {}
+        n = max(1, num_frames_hint)
+        self._preview_at = sorted({int(round(i * (n - 1) / (PREVIEW_POINTS - 1))) for i in range(PREVIEW_POINTS)})
+        self._preview: list[tuple[np.ndarray, ...]] = []
+        self._queue: queue.Queue = queue.Queue(maxsize=8)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue
+            try:
+                pose, face, loc, body8, face8, pv, fv = item
+                self._writers["pose_cue"].write(pose)
+                self._writers["face_cue"].write(face)
+                self._writers["location_cue"].write(loc)
+                self._tensors.append("pose_cue", pose)
+                self._tensors.append("face_cue", face)
+                self._tensors.append("body_mask", body8)
+                self._tensors.append("face_mask", face8)
+                self._tensors.append("pose_valid", np.array([pv], np.uint8))
+                self._tensors.append("face_valid", np.array([fv], np.uint8))
+            except BaseException as exc:  # re-raised in close()
+                self._error = exc
+
+    def add(self, index, rgb, pose, face, body, face_mask, pose_valid, face_valid) -> None:
+        if self._error is not None:
+            raise self._error
+        body8 = np.clip(body * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        face8 = np.clip(face_mask * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        loc = np.stack([body8, face8, np.zeros_like(body8)], axis=2)
+        if index in self._preview_at:
+            self._preview.append((rgb, pose, face, loc))
+        self._queue.put((pose, face, loc, body8, face8, pose_valid, face_valid))
+
+    def close(self, report: CueReport) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        for w in self._writers.values():
+            w.close()
+        meta = dict(self._metadata, fps=report.fps, size=report.size, alignment=json.dumps(report.alignment))
+        self._tensors.close({k: str(v) for k, v in meta.items()})
+        save_image(self.out_dir / "preview.png", preview_mosaic(self._reference, self._preview))
+
+
+def preview_mosaic(reference: np.ndarray, columns: list[tuple[np.ndarray, ...]], tile: int = 192) -> np.ndarray:
+    """Rows: driving frame, pose cue, face cue, location cue; the reference heads the first column."""
+    def fit(img: np.ndarray) -> np.ndarray:
+        if img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        return cv2.resize(img, (tile, tile), interpolation=cv2.INTER_AREA)
+
+    labels = ["reference", "driving", "pose cue", "face cue", "location cue"]
+    ref_col = [fit(reference)] + [np.full((tile, tile, 3), 24, np.uint8)] * 4
+    cols = [ref_col] + [[np.zeros((tile, tile, 3), np.uint8)] + [fit(x) for x in c] for c in columns]
+    grid = np.vstack([np.hstack([col[r] for col in cols]) for r in range(5)])
+    for r, text in enumerate(labels):
+        cv2.putText(grid, text, (6, r * tile + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
+    return grid
+
+
+def load_cues(path: str | Path) -> dict[str, np.ndarray]:
+    """Read cues.safetensors: pose_cue, face_cue, body_mask, face_mask (uint8), pose_valid,
+    face_valid, reference, reference_mask; masks are returned as float32 in [0, 1]."""
+    out: dict[str, np.ndarray] = {}
+    with safe_open(str(path), framework="numpy") as f:
+        for key in f.keys():
+            out[key] = f.get_tensor(key)
+    for key in ("body_mask", "face_mask"):
+        out[key] = out[key].astype(np.float32) / 255.0
+    for key in ("pose_valid", "face_valid"):
+        out[key] = out[key].reshape(-1).astype(bool)
+    out["reference_mask"] = out["reference_mask"].astype(bool)
+    return out
+
+
+def write_cues(reference_path: str | Path, driving_path: str | Path, out_dir: str | Path, cfg: CuesConfig,
+               overwrite: bool = False, progress: bool = True) -> CueReport:
+    """The `directanimator cues` job: everything lands in `out_dir` at once, or nothing does."""
+    reference = load_image(reference_path)
+    info = probe_video(driving_path)
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+        def make_sink(reference_img: np.ndarray, reference_mask: np.ndarray) -> CueFileSink:
+            return CueFileSink(tmp, cfg.size, info.fps_fraction, info.num_frames, reference_img, reference_mask,
+                               audio_from=Path(driving_path) if info.has_audio else None)
+
+        report, _ = extract_cues(reference, lambda: iter_frames(driving_path), cfg, make_sink, fps=info.fps,
+                                 num_frames_hint=info.num_frames, progress=progress)
+        report.config = to_dict(cfg)
+        data = report.as_dict()
+        data["driving"] = {"path": str(driving_path), "width": info.width, "height": info.height,
+                           "variable_frame_rate": info.variable_frame_rate, "has_audio": info.has_audio}
+        atomic_write_bytes(tmp / "report.json", json.dumps(data, indent=2).encode())
+        atomic_write_bytes(tmp / "config.yaml", dump_config(cfg).encode())
+    return report

@@ -1,0 +1,234 @@
+"""Streaming video and image I/O (PyAV, OpenCV).
+
+Frames are read and written one at a time, never held all in memory. Every frame is letterboxed
+into a square working size; the `Letterbox` transform is recorded so any result (a box, a mask, a
+keypoint) maps back to source pixels. Audio is carried over by stream copy, never re-encoded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import cv2
+import numpy as np
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Source (src_w x src_h) scaled by `scale` and padded by (pad_x, pad_y) into size x size."""
+
+    src_w: int
+    src_h: int
+    size: int
+    scale: float
+    pad_x: int
+    pad_y: int
+
+    @classmethod
+    def fit(cls, src_w: int, src_h: int, size: int) -> "Letterbox":
+        scale = size / max(src_w, src_h)
+        new_w, new_h = max(1, round(src_w * scale)), max(1, round(src_h * scale))
+        return cls(src_w, src_h, size, scale, (size - new_w) // 2, (size - new_h) // 2)
+
+    @property
+    def inner(self) -> tuple[int, int]:
+        """(width, height) of the resized source inside the square."""
+        return max(1, round(self.src_w * self.scale)), max(1, round(self.src_h * self.scale))
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, C) or (H, W) source image -> (size, size[, C]) letterboxed, zero padding."""
+        w, h = self.inner
+        interp = cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR
+        resized = cv2.resize(image, (w, h), interpolation=interp)
+        out = np.zeros((self.size, self.size) + image.shape[2:], image.dtype)
+        out[self.pad_y : self.pad_y + h, self.pad_x : self.pad_x + w] = resized
+        return out
+
+    def to_source(self, xy: np.ndarray) -> np.ndarray:
+        """Points (..., 2) in working coordinates -> source pixel coordinates."""
+        xy = np.asarray(xy, dtype=np.float64)
+        return (xy - np.array([self.pad_x, self.pad_y])) / self.scale
+
+    def as_dict(self) -> dict:
+        return {"src_w": self.src_w, "src_h": self.src_h, "size": self.size, "scale": self.scale,
+                "pad_x": self.pad_x, "pad_y": self.pad_y}
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: Path
+    width: int
+    height: int
+    fps: float
+    fps_fraction: Fraction
+    num_frames: int  # from the container header; 0 when the container does not say
+    has_audio: bool
+    variable_frame_rate: bool
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    if not path.exists():
+        raise InputError(f"file not found: {path}")
+    if path.is_dir():
+        raise InputError(f"expected a video file, got a folder: {path}")
+    if path.stat().st_size == 0:
+        raise InputError(f"video file is empty (0 bytes): {path}")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"cannot read video {path}: not a video or corrupt ({exc.__class__.__name__})") from None
+    if not container.streams.video:
+        container.close()
+        raise InputError(f"no video stream in {path}")
+    return container
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Read the header and the packet timestamps (no decoding) of a video."""
+    path = Path(path)
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or Fraction(30)
+        # Timestamps of the first packets tell a variable frame rate apart from a constant one.
+        pts = []
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is not None:
+                    pts.append(packet.pts)
+                if len(pts) >= 120:
+                    break
+        except av.error.FFmpegError as exc:
+            raise InputError(f"cannot read video {path}: corrupt ({exc.__class__.__name__})") from None
+        deltas = np.diff(np.sort(np.array(pts, dtype=np.int64))) if len(pts) > 2 else np.array([1])
+        vfr = bool(len(deltas) and deltas.max() > 1.5 * max(1, np.median(deltas)))
+        return VideoInfo(path=path, width=stream.codec_context.width, height=stream.codec_context.height,
+                         fps=float(rate), fps_fraction=Fraction(rate), num_frames=int(stream.frames or 0),
+                         has_audio=bool(container.streams.audio), variable_frame_rate=vfr)
+
+
+def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
+    """Yield the frames of a video as (H, W, 3) uint8 RGB, one at a time, in display order."""
+    path = Path(path)
+    container = _open(path)
+    index = 0
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            yield frame.to_ndarray(format="rgb24")
+            index += 1
+    except av.error.FFmpegError as exc:
+        if index == 0:
+            raise InputError(f"cannot decode video {path}: corrupt ({exc.__class__.__name__})") from None
+        raise InputError(f"video {path} is corrupt after frame {index} ({exc.__class__.__name__})") from None
+    finally:
+        container.close()
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an image as (H, W, 3) uint8 RGB. Grayscale is expanded; alpha is composited on black."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"file not found: {path}")
+    if path.is_dir():
+        raise InputError(f"expected an image file, got a folder: {path}")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise InputError(f"cannot decode image {path}: not an image or corrupt")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    elif image.shape[2] == 4:
+        alpha = image[:, :, 3:4].astype(np.float32) / 255.0
+        image = cv2.cvtColor((image[:, :, :3] * alpha).astype(np.uint8), cv2.COLOR_BGR2RGB)
+    else:
+        image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(image)
+
+
+def save_image(path: str | Path, rgb: np.ndarray) -> None:
+    ok, buf = cv2.imencode(Path(path).suffix or ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise InputError(f"cannot encode image {path}")
+    Path(path).write_bytes(buf.tobytes())
+
+
+class VideoWriter:
+    """Write (H, W, 3) uint8 RGB or (H, W) gray frames to an H.264 mp4, one at a time.
+
+    `audio_from`, when given, is a video whose audio stream is stream-copied into the output on
+    close (the output then keeps the source's sound on the same timeline).
+    """
+
+    def __init__(self, path: str | Path, fps: Fraction | float, width: int, height: int,
+                 crf: int = 20, preset: str = "ultrafast", audio_from: str | Path | None = None):
+        self.path = Path(path)
+        self._audio_from = Path(audio_from) if audio_from else None
+        self._container = av.open(str(self.path), mode="w", format="mp4")
+        rate = Fraction(fps).limit_denominator(1001) if not isinstance(fps, Fraction) else fps
+        self._stream = self._container.add_stream("libx264", rate=rate)
+        self._stream.width, self._stream.height = width + width % 2, height + height % 2
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = {"crf": str(crf), "preset": preset, "tune": "zerolatency"}
+        self._audio_in = None
+        self._audio_out = None
+        if self._audio_from is not None:
+            self._audio_in = av.open(str(self._audio_from))
+            if self._audio_in.streams.audio:
+                self._audio_out = self._container.add_stream_from_template(self._audio_in.streams.audio[0])
+        self.frames_written = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.ndim == 2:
+            frame = np.repeat(frame[:, :, None], 3, axis=2)
+        h, w = frame.shape[:2]
+        if (w, h) != (self._stream.width, self._stream.height):
+            frame = np.pad(frame, ((0, self._stream.height - h), (0, self._stream.width - w), (0, 0)))
+        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        for packet in self._stream.encode(video_frame):
+            self._container.mux(packet)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        if self._audio_out is not None and self._audio_in is not None:
+            audio_in = self._audio_in.streams.audio[0]
+            # Copy only the audio that falls inside the video's duration.
+            end = self.frames_written / float(self._stream.average_rate or self._stream.rate)
+            for packet in self._audio_in.demux(audio_in):
+                if packet.dts is None:
+                    continue
+                if packet.pts is not None and float(packet.pts * audio_in.time_base) >= end:
+                    break
+                packet.stream = self._audio_out
+                self._container.mux(packet)
+        if self._audio_in is not None:
+            self._audio_in.close()
+        self._container.close()
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def count_frames(path: str | Path) -> int:
+    """Decode-free frame count (packets of the video stream)."""
+    with _open(Path(path)) as container:
+        stream = container.streams.video[0]
+        return sum(1 for p in container.demux(stream) if p.size)
+
+
+def ceil_to(x: float, multiple: int) -> int:
+    return int(math.ceil(x / multiple) * multiple)
