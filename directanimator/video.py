@@ -107,7 +107,9 @@ def probe_video(path: str | Path) -> VideoInfo:
         except av.error.FFmpegError as exc:
             raise InputError(f"cannot read video {path}: corrupt ({exc.__class__.__name__})") from None
         deltas = np.diff(np.sort(np.array(pts, dtype=np.int64))) if len(pts) > 2 else np.array([1])
-        vfr = bool(len(deltas) and deltas.max() > 1.5 * max(1, np.median(deltas)))
+        deltas = deltas[deltas > 0]
+        # Constant-rate files differ by a tick of rounding at most; VFR ones by much more.
+        vfr = bool(len(deltas) and deltas.max() > 1.25 * deltas.min() and deltas.max() - deltas.min() > 2)
         return VideoInfo(path=path, width=stream.codec_context.width, height=stream.codec_context.height,
                          fps=float(rate), fps_fraction=Fraction(rate), num_frames=int(stream.frames or 0),
                          has_audio=bool(container.streams.audio), variable_frame_rate=vfr)

@@ -31,9 +31,13 @@ class MediaPipeFaceDetector:
     def __init__(self, model_selection: int = 1, min_confidence: float = 0.5):
         import mediapipe as mp
 
+        from ._native import quiet_native_stderr
+
         self.name = f"mediapipe-{mp.__version__}/face_detection/model{model_selection}"
-        self._model = mp.solutions.face_detection.FaceDetection(
-            model_selection=model_selection, min_detection_confidence=min_confidence)
+        with quiet_native_stderr():
+            self._model = mp.solutions.face_detection.FaceDetection(
+                model_selection=model_selection, min_detection_confidence=min_confidence)
+            self._model.process(np.zeros((64, 64, 3), np.uint8))
 
     def detect(self, rgb: np.ndarray) -> list[tuple[Box, float]]:
         h, w = rgb.shape[:2]

@@ -91,7 +91,13 @@ def _cells(mask: np.ndarray, cell: int) -> tuple[np.ndarray, int, int]:
     gh, gw = -(-h // cell), -(-w // cell)
     padded = np.zeros((gh * cell, gw * cell), np.float32)
     padded[:h, :w] = mask
-    return cv2.resize(padded, (gw, gh), interpolation=cv2.INTER_AREA), gh, gw
+    cells = cv2.resize(padded, (gw, gh), interpolation=cv2.INTER_AREA)
+    if (gh * cell, gw * cell) != (h, w):
+        # Partial cells at the right/bottom edge: coverage of the in-frame pixels only.
+        inside = np.zeros_like(padded)
+        inside[:h, :w] = 1.0
+        cells /= cv2.resize(inside, (gw, gh), interpolation=cv2.INTER_AREA)
+    return cells, gh, gw
 
 
 def grid_quantize(mask: np.ndarray, cell: int) -> np.ndarray:

@@ -40,8 +40,12 @@ class MediaPipeSegmenter:
     def __init__(self, model_selection: int = 1):
         import mediapipe as mp
 
+        from ._native import quiet_native_stderr
+
         self.name = f"mediapipe-{mp.__version__}/selfie_segmentation/model{model_selection}"
-        self._model = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
+        with quiet_native_stderr():
+            self._model = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
+            self._model.process(np.zeros((64, 64, 3), np.uint8))
 
     def segment(self, rgb: np.ndarray, index: int) -> np.ndarray:
         result = self._model.process(rgb)

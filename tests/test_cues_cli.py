@@ -1,0 +1,170 @@
+"""End to end: `directanimator cues` on the bundled real clip, and every bad input of the issue."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from directanimator.assets import ASTRONAUT, WALK_VIDEO
+from directanimator.cli import main
+from directanimator.cues.files import load_cues
+from directanimator.video import iter_frames, probe_video
+
+from .media import write_clip
+
+pytestmark = pytest.mark.slow
+
+
+def run(args, capsys):
+    code = main(["cues", "--quiet", *map(str, args)])
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@pytest.fixture(scope="module")
+def walk_frames():
+    return list(iter_frames(WALK_VIDEO))
+
+
+@pytest.fixture(scope="module")
+def walk_cues(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cues") / "walk"
+    assert main(["cues", "--quiet", "--reference", str(ASTRONAUT), "--driving", str(WALK_VIDEO), "--out", str(out),
+                 "--size", "256"]) == 0
+    return out
+
+
+def test_real_clip_finds_person_and_face(walk_cues):
+    report = json.loads((walk_cues / "report.json").read_text())
+    n = report["num_frames"]
+    assert n == 45 and report["fps"] == 30
+    assert report["person_frames"] >= 0.9 * n
+    # The dancer faces the camera in every frame (checked by eye); his face is ~12 px tall.
+    assert report["face_frames"] >= 0.95 * n
+    assert report["reference"]["face_found"]
+    assert len(report["dropped_frames"]) < 0.3 * n
+    for key in ("alignment", "ms_per_frame", "models", "dropped_frames"):
+        assert key in report
+    assert set(report["ms_per_frame"]) >= {"decode", "segment", "face_detect", "pose_cue", "face_cue",
+                                           "location_cue", "write", "total"}
+    assert report["alignment"]["scale"] > 1.0  # the astronaut is bigger in her photo than the dancer
+
+
+def test_outputs_are_complete_and_consistent(walk_cues):
+    names = sorted(p.name for p in walk_cues.iterdir())
+    assert names == ["config.yaml", "cues.safetensors", "face_cue.mp4", "location_cue.mp4", "pose_cue.mp4",
+                     "preview.png", "report.json"]
+    for name in ("pose_cue", "face_cue", "location_cue"):
+        info = probe_video(walk_cues / f"{name}.mp4")
+        assert info.fps == 30 and info.has_audio  # same timeline as the driving video: audio kept
+        assert sum(1 for _ in iter_frames(walk_cues / f"{name}.mp4")) == 45
+    cues = load_cues(walk_cues / "cues.safetensors")
+    assert cues["pose_cue"].shape == (45, 256, 256) and cues["face_cue"].shape == (45, 256, 256, 3)
+    assert cues["body_mask"].shape == (45, 256, 256) and cues["body_mask"].max() <= 1.0
+    report = json.loads((walk_cues / "report.json").read_text())
+    # Dropped frames have a zero pose cue and are flagged.
+    for i in report["dropped_frames"]:
+        assert not cues["pose_valid"][i] and cues["pose_cue"][i].max() == 0
+    kept = [i for i in range(45) if cues["pose_valid"][i]]
+    assert all(cues["pose_cue"][i].max() > 0 for i in kept)
+    assert cues["face_valid"].sum() == report["face_frames"]
+    with safe_open(str(walk_cues / "cues.safetensors"), "numpy") as f:
+        assert json.loads(f.metadata()["alignment"]) == report["alignment"]
+    preview = cv2.imread(str(walk_cues / "preview.png"))
+    assert preview is not None and preview.shape[0] == 5 * 192
+
+
+def expect_error(capsys, tmp_path, args, message):
+    out = tmp_path / "out"
+    code, err = run([*args, "--out", out], capsys)
+    assert code == 2
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+    assert not out.exists() and not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
+
+
+def test_missing_files(tmp_path, capsys):
+    expect_error(capsys, tmp_path, ["--reference", ASTRONAUT, "--driving", tmp_path / "nope.mp4"], "file not found")
+    expect_error(capsys, tmp_path, ["--reference", tmp_path / "nope.jpg", "--driving", WALK_VIDEO], "file not found")
+
+
+def test_empty_and_fake_videos(tmp_path, capsys):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    expect_error(capsys, tmp_path, ["--reference", ASTRONAUT, "--driving", tmp_path / "empty.mp4"], "empty (0 bytes)")
+    (tmp_path / "text.mp4").write_text("this is not a video\n" * 20)
+    expect_error(capsys, tmp_path, ["--reference", ASTRONAUT, "--driving", tmp_path / "text.mp4"], "not a video or corrupt")
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(WALK_VIDEO.read_bytes()[:2000])
+    expect_error(capsys, tmp_path, ["--reference", ASTRONAUT, "--driving", corrupt], "video")
+
+
+def test_undecodable_image(tmp_path, capsys):
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG garbage")
+    expect_error(capsys, tmp_path, ["--reference", tmp_path / "bad.png", "--driving", WALK_VIDEO], "cannot decode image")
+
+
+def test_no_person_in_reference(tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "wall.png"), np.full((128, 128, 3), 180, np.uint8))
+    expect_error(capsys, tmp_path, ["--reference", tmp_path / "wall.png", "--driving", WALK_VIDEO],
+                 "no person found in the reference")
+
+
+def test_no_person_in_any_driving_frame(tmp_path, capsys):
+    write_clip(tmp_path / "blank.mp4", [np.full((64, 64, 3), 120, np.uint8)] * 6)
+    expect_error(capsys, tmp_path, ["--reference", ASTRONAUT, "--driving", tmp_path / "blank.mp4"],
+                 "no person found in any frame")
+
+
+def test_unknown_config_key(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("cues:\n  pose:\n    sigma: 3\n")
+    expect_error(capsys, tmp_path, ["--reference", ASTRONAUT, "--driving", WALK_VIDEO, "--config", tmp_path / "c.yaml"],
+                 "unknown config key 'cues.pose.sigma'")
+
+
+def test_person_in_some_frames_and_no_face_in_reference(tmp_path, capsys, walk_frames):
+    blank = np.full_like(walk_frames[0], 130)
+    write_clip(tmp_path / "partial.mp4", [blank] * 5 + walk_frames[:15])
+    faceless = cv2.imread(str(ASTRONAUT))
+    # Her face blurred beyond recognition; the head's shape (which the segmenter needs) is kept.
+    faceless[20:95, 75:140] = cv2.GaussianBlur(faceless[20:95, 75:140], (0, 0), 25)
+    cv2.imwrite(str(tmp_path / "faceless.png"), faceless)
+    out = tmp_path / "out"
+    code, err = run(["--reference", tmp_path / "faceless.png", "--driving", tmp_path / "partial.mp4", "--out", out,
+                     "--size", "128"], capsys)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["num_frames"] == 20 and report["no_person_frames"][:5] == [0, 1, 2, 3, 4]
+    assert report["person_frames"] >= 14 and not report["reference"]["face_found"]
+    cues = load_cues(out / "cues.safetensors")
+    assert cues["pose_cue"][:5].max() == 0 and not cues["pose_valid"][:5].any() and not cues["face_valid"][:5].any()
+
+
+def test_odd_sizes_4k_gray_and_rgba(tmp_path, capsys, walk_frames):
+    big = [cv2.resize(f, (3840, 2160)) for f in walk_frames[:3]]
+    write_clip(tmp_path / "4k.mp4", big)
+    odd = [cv2.resize(f, (253, 187)) for f in walk_frames[:4]]
+    write_clip(tmp_path / "odd.mp4", [np.pad(f, ((0, 1), (0, 1), (0, 0))) for f in odd])  # x264 wants even
+    ref = cv2.imread(str(ASTRONAUT))
+    cv2.imwrite(str(tmp_path / "gray.png"), cv2.cvtColor(ref, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(tmp_path / "rgba.png"), np.dstack([ref, np.full(ref.shape[:2], 255, np.uint8)]))
+    for video, reference in (("4k.mp4", "gray.png"), ("odd.mp4", "rgba.png")):
+        out = tmp_path / f"out-{video}"
+        code, err = run(["--reference", tmp_path / reference, "--driving", tmp_path / video, "--out", out,
+                         "--size", "128"], capsys)
+        assert code == 0, err
+        report = json.loads((out / "report.json").read_text())
+        assert report["person_frames"] >= 1 and report["letterbox"]["size"] == 128
+        assert load_cues(out / "cues.safetensors")["pose_cue"].shape[1:] == (128, 128)
+
+
+def test_subprocess_exit_code_and_single_line(tmp_path):
+    (tmp_path / "text.mp4").write_text("nope")
+    proc = subprocess.run([sys.executable, "-m", "directanimator", "cues", "--reference", str(ASTRONAUT),
+                           "--driving", str(tmp_path / "text.mp4"), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

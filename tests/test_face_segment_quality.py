@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+
+from directanimator.cues.face import enlarged_square, face_cue, head_roi, pick_face, track_boxes
+from directanimator.cues.quality import mask_stats, quality_scores
+from directanimator.cues.segment import (GivenMasks, Segmenter, SubjectTracker, crop_square, paste_square,
+                                         select_subject)
+
+
+def box(x0, y0, x1, y1):
+    return np.array([x0, y0, x1, y1], dtype=np.float64)
+
+
+def test_track_boxes_fills_short_gaps_and_not_long_ones():
+    b = [box(0, 0, 10, 10), None, None, box(30, 0, 40, 10), None, None, None, None, box(0, 0, 10, 10)]
+    out = track_boxes(b, max_gap=2, smooth_radius=0)
+    assert np.allclose(out[1], box(10, 0, 20, 10)) and np.allclose(out[2], box(20, 0, 30, 10))
+    assert all(out[i] is None for i in range(4, 8))
+
+
+def test_smoothing_keeps_a_steady_box_and_averages_jitter():
+    steady = [box(10, 10, 20, 20)] * 5
+    assert all(np.allclose(o, steady[0]) for o in track_boxes(steady, 0, 2))
+    jitter = [box(10, 10, 20, 20), box(12, 10, 22, 20), box(10, 10, 20, 20)]
+    mid = track_boxes(jitter, 0, 1)[1]
+    assert np.allclose(mid, box(32 / 3, 10, 62 / 3, 20))
+
+
+def test_face_cue_enlarges_and_centres():
+    rgb = np.zeros((100, 100, 3), np.uint8)
+    rgb[60:70, 20:30] = 255  # a 10x10 "face" off-centre
+    cue = face_cue(rgb, box(20, 60, 30, 70), margin=1.0, out_size=64)
+    # The square is 20 px around the face, so the face fills the central half of the cue.
+    assert cue.shape == (64, 64, 3)
+    assert cue[32, 32].min() == 255 and cue[2, 2].max() == 0
+    white = np.argwhere(cue[:, :, 0] > 127)
+    assert np.allclose(white.mean(0), [31.5, 31.5], atol=1.0)
+    assert 28 <= white[:, 0].ptp() + 1 <= 36
+    # Ablation: crop kept in place.
+    kept = face_cue(rgb, box(20, 60, 30, 70), margin=1.0, out_size=100, enlarge_and_center=False)
+    assert kept[65, 25].min() == 255 and kept[10, 10].max() == 0
+    assert np.array_equal(kept[60:70, 20:30], rgb[60:70, 20:30])
+    assert face_cue(rgb, None, 1.0, 64).max() == 0
+    assert np.allclose(enlarged_square(box(0, 0, 10, 20), 0.5), box(-10, -5, 20, 25))
+
+
+def test_pick_face_prefers_the_subject():
+    subject = np.zeros((100, 100), bool)
+    subject[50:100, 50:100] = True
+    dets = [(box(0, 0, 10, 10), 0.99), (box(60, 60, 70, 70), 0.6)]
+    assert np.allclose(pick_face(dets, subject), box(60, 60, 70, 70))
+    assert np.allclose(pick_face(dets, None), box(0, 0, 10, 10))
+    assert pick_face([(box(0, 0, 10, 10), 0.9)], subject) is None
+
+
+def test_head_roi_sits_on_top_of_the_mask():
+    subject = np.zeros((200, 200), bool)
+    subject[40:190, 80:120] = True
+    x0, y0, x1, y1 = head_roi(subject, np.array([80, 120, 40, 190.0]))
+    assert x1 - x0 == y1 - y0 == round(0.45 * 150)
+    assert x0 < 100 < x1 and y0 < 40 + 18 < y1
+
+
+def test_select_subject_tracks_the_first_person():
+    fg = np.zeros((100, 100), bool)
+    fg[10:60, 10:30] = True   # person A (1000 px)
+    fg[10:80, 60:90] = True   # person B (2100 px), bigger
+    first = select_subject(fg, None, 10)
+    assert first[50, 70] and not first[30, 20]          # largest first
+    prev = np.zeros_like(fg)
+    prev[12:58, 12:28] = True
+    tracked = select_subject(fg, prev, 10)
+    assert tracked[30, 20] and not tracked[50, 70]      # then the one that overlaps the previous
+    # A detached hand inside the subject's (widened) box stays with it; noise below min_area does not.
+    fg2 = np.zeros((100, 100), bool)
+    fg2[20:80, 40:60] = True
+    fg2[30:35, 61:63] = True  # inside the box widened by 15% (x up to 63)
+    fg2[0:2, 0:2] = True
+    s = select_subject(fg2, None, 10)
+    assert s[32, 62] and not s[0, 0]
+
+
+def test_crop_and_paste_round_trip():
+    rng = np.random.default_rng(0)
+    img = rng.random((50, 60)).astype(np.float32)
+    roi = (-5, 10, 25, 40)  # leaves the frame on the left
+    crop = crop_square(img, roi)
+    assert crop.shape == (30, 30) and np.all(crop[:, :5] == 0)
+    back = paste_square(crop, roi, img.shape)
+    assert np.array_equal(back[10:40, 0:25], img[10:40, 0:25]) and back[:10].sum() == 0
+
+
+def test_given_masks_and_protocol():
+    masks = [np.full((8, 8), 255, np.uint8), np.zeros((8, 8), np.uint8)]
+    g = GivenMasks(masks)
+    assert isinstance(g, Segmenter)
+    assert g.segment(np.zeros((8, 8, 3), np.uint8), 0).max() == 1.0
+    tracker = SubjectTracker(g, 0.5, 1)
+    assert not tracker.roi  # ground truth is used as it is
+    prob, subject = tracker(np.zeros((8, 8, 3), np.uint8), 1)
+    assert not subject.any()
+
+
+def test_quality_flags_area_jumps_and_fragments():
+    def stats(area_rows, fragmented=False):
+        subject = np.zeros((100, 100), bool)
+        subject[10:10 + area_rows, 10:50] = True
+        if fragmented:
+            subject[10:10 + area_rows:4, :] = False
+        return mask_stats(subject.astype(np.float32), subject)
+
+    seq = [stats(40), stats(40), stats(80), stats(40), stats(40, fragmented=True), stats(40)]
+    scores = quality_scores(seq, max_area_jump=0.6)
+    assert scores[0] == pytest.approx(1.0) and scores[1] < 0.5  # neighbour of the jump suffers a little
+    assert scores[2] == 0.0        # doubled area against its neighbours
+    assert scores[4] < 0.5         # fragmented
+    empty = mask_stats(np.zeros((10, 10), np.float32), np.zeros((10, 10), bool))
+    assert quality_scores([empty], 0.6)[0] == 0.0

@@ -1,0 +1,56 @@
+import cv2
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from directanimator.cues.pose import GaussianLowpass, pose_cue
+
+
+def test_frequency_filter_equals_spatial_gaussian():
+    rng = np.random.default_rng(0)
+    img = (rng.random((128, 160)) * 255).astype(np.float32)
+    lp = GaussianLowpass(0.05)
+    out = lp(img)
+    # With wrap-around borders the two are the same operator everywhere (up to the 4-sigma kernel
+    # truncation of the spatial one).
+    ref_wrap = ndimage.gaussian_filter(img.astype(np.float64), lp.sigma, mode="wrap", truncate=6.0)
+    assert np.abs(out - ref_wrap).max() < 0.05
+    # OpenCV's blur (reflecting borders) agrees away from a 4-sigma border.
+    ref_cv = cv2.GaussianBlur(img, (0, 0), lp.sigma)
+    b = int(np.ceil(4 * lp.sigma))
+    assert np.abs(out[b:-b, b:-b] - ref_cv[b:-b, b:-b]).max() < 0.5
+
+
+def test_removes_energy_above_the_cutoff():
+    n = 256
+    x = np.arange(n)
+    lp = GaussianLowpass(0.03)
+    low = np.sin(2 * np.pi * 0.01 * x)[None, :].repeat(n, 0).astype(np.float32)   # below cutoff
+    high = np.sin(2 * np.pi * 0.125 * x)[None, :].repeat(n, 0).astype(np.float32)  # 4x the cutoff
+    assert np.abs(lp(high)).max() < 1e-3  # exp(-0.5 * 4^2) = 3e-4
+    gain_low = np.abs(lp(low)).max()
+    assert gain_low == pytest.approx(np.exp(-0.5 * (0.01 / 0.03) ** 2), rel=0.02)
+    # Spectral energy above 2x the cutoff drops by at least 99% on noise.
+    rng = np.random.default_rng(1)
+    noise = rng.standard_normal((n, n)).astype(np.float32)
+    f = np.sqrt(np.fft.fftfreq(n)[:, None] ** 2 + np.fft.fftfreq(n)[None, :] ** 2)
+    e_in = (np.abs(np.fft.fft2(noise))[f > 0.06] ** 2).sum()
+    e_out = (np.abs(np.fft.fft2(lp(noise)))[f > 0.06] ** 2).sum()
+    assert e_out < 0.01 * e_in
+
+
+def test_pose_modes():
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[8:24, 8:24] = [200, 100, 50]
+    rgb[0:4, 0:4] = 255  # background, outside the mask
+    mask = np.zeros((32, 32), bool)
+    mask[8:24, 8:24] = True
+    gray = pose_cue(rgb, mask, "gray", None)
+    assert gray.shape == (32, 32) and gray[0, 0] == 0
+    assert gray[16, 16] == round(0.299 * 200 + 0.587 * 100 + 0.114 * 50)
+    rgb_cue = pose_cue(rgb, mask, "rgb", None)
+    assert rgb_cue.shape == (32, 32, 3) and rgb_cue[0, 0].sum() == 0 and (rgb_cue[16, 16] == [200, 100, 50]).all()
+    smooth = pose_cue(rgb, mask, "gray_lowpass", GaussianLowpass(0.05))
+    assert smooth[16, 16] <= gray[16, 16] and smooth[7, 16] > 0  # edge blurred outwards
+    with pytest.raises(ValueError):
+        pose_cue(rgb, mask, "sepia", None)

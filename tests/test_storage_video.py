@@ -1,0 +1,116 @@
+from fractions import Fraction
+
+import av
+import cv2
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from directanimator.errors import InputError
+from directanimator.storage import StreamingSafetensorsWriter, atomic_output_dir
+from directanimator.video import Letterbox, VideoWriter, iter_frames, load_image, probe_video
+
+from .media import write_clip
+
+
+def test_streaming_safetensors_loads_with_the_library(tmp_path):
+    w = StreamingSafetensorsWriter(tmp_path / "x.safetensors", tmp_path)
+    frames = [np.full((3, 4), i, np.uint8) for i in range(5)]
+    for f in frames:
+        w.append("a", f)
+        w.append("b", f.astype(np.float32) / 2)
+    w.put("ref", np.arange(6, dtype=np.uint8).reshape(2, 3))
+    w.close({"fps": "30"})
+    data = load_file(str(tmp_path / "x.safetensors"))
+    assert np.array_equal(data["a"], np.stack(frames))
+    assert np.array_equal(data["b"], np.stack(frames).astype(np.float32) / 2)
+    assert data["ref"].shape == (2, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.safetensors"]  # spool files removed
+    with pytest.raises(ValueError):
+        w2 = StreamingSafetensorsWriter(tmp_path / "y.safetensors", tmp_path)
+        w2.append("a", np.zeros((2, 2), np.uint8))
+        w2.append("a", np.zeros((3, 2), np.uint8))
+
+
+def test_atomic_output_dir(tmp_path):
+    out = tmp_path / "out"
+    with atomic_output_dir(out) as tmp:
+        (tmp / "a.txt").write_text("1")
+    assert (out / "a.txt").read_text() == "1"
+    with pytest.raises(RuntimeError):
+        with atomic_output_dir(out, overwrite=True) as tmp:
+            (tmp / "a.txt").write_text("2")
+            raise RuntimeError("boom")
+    assert (out / "a.txt").read_text() == "1"          # the old result survives a failure
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # and no partial folder is left
+    with pytest.raises(InputError, match="not empty"):
+        with atomic_output_dir(out):
+            pass
+
+
+def test_letterbox_maps_back_to_source():
+    lb = Letterbox.fit(200, 100, 64)
+    assert (lb.scale, lb.pad_x, lb.pad_y) == (0.32, 0, 16)
+    img = np.zeros((100, 200), np.uint8)
+    img[40:60, 90:110] = 255
+    out = lb.apply(img)
+    ys, xs = np.nonzero(out > 127)
+    src = lb.to_source(np.array([[xs.mean() + 0.5, ys.mean() + 0.5]]))[0]
+    assert np.allclose(src, [100, 50], atol=1.0)
+
+
+def test_writer_keeps_fps_frames_and_audio(tmp_path):
+    frames = [np.full((32, 48, 3), i * 20, np.uint8) for i in range(10)]
+    src = tmp_path / "src.mp4"
+    write_clip(src, frames, fps=25, audio=True)
+    info = probe_video(src)
+    assert info.fps == 25 and info.has_audio and (info.width, info.height) == (48, 32)
+    out = tmp_path / "out.mp4"
+    with VideoWriter(out, info.fps_fraction, 48, 32, audio_from=src) as w:
+        for f in iter_frames(src):
+            w.write(f[:, :, 0])  # gray frames are accepted
+    back = probe_video(out)
+    assert back.fps == 25 and back.has_audio
+    decoded = list(iter_frames(out))
+    assert len(decoded) == 10 and decoded[0].shape == (32, 48, 3)
+    assert abs(int(decoded[5].mean()) - 100) <= 3
+
+
+def test_variable_frame_rate_is_detected(tmp_path):
+    path = tmp_path / "vfr.mp4"
+    c = av.open(str(path), "w")
+    s = c.add_stream("libx264", rate=30)
+    s.width = s.height = 32
+    s.pix_fmt = "yuv420p"
+    s.codec_context.time_base = Fraction(1, 90000)
+    t = 0
+    for i in range(12):
+        f = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+        f.pts, f.time_base = t, Fraction(1, 90000)
+        t += 3000 if i % 2 else 9000
+        for p in s.encode(f):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+    assert probe_video(path).variable_frame_rate
+    assert len(list(iter_frames(path))) == 12
+
+
+def test_load_image_variants(tmp_path):
+    gray = np.full((10, 12), 77, np.uint8)
+    cv2.imwrite(str(tmp_path / "g.png"), gray)
+    assert load_image(tmp_path / "g.png").shape == (10, 12, 3)
+    rgba = np.zeros((10, 12, 4), np.uint8)
+    rgba[..., 2] = 200  # red in BGRA
+    rgba[..., 3] = 255
+    cv2.imwrite(str(tmp_path / "a.png"), rgba)
+    img = load_image(tmp_path / "a.png")
+    assert img.shape == (10, 12, 3) and img[0, 0, 0] == 200
+    cv2.imwrite(str(tmp_path / "d.png"), np.full((4, 4), 65535, np.uint16))
+    assert load_image(tmp_path / "d.png").max() == 255
+    (tmp_path / "bad.jpg").write_text("not an image")
+    with pytest.raises(InputError, match="cannot decode image"):
+        load_image(tmp_path / "bad.jpg")
+    with pytest.raises(InputError, match="file not found"):
+        load_image(tmp_path / "missing.jpg")
