@@ -1,0 +1,25 @@
+"""Shared helpers for the benchmark scripts: median timing and peak memory of a child process."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+
+
+def peak_rss_mib_of(code: str) -> float:
+    """Run `code` in a fresh interpreter; return its peak resident memory in MiB."""
+    wrapper = code + "\nimport resource, json\nprint(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
+    out = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1]) / 1024.0
+
+
+def machine() -> str:
+    import os
+    import platform
+
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+__all__ = ["peak_rss_mib_of", "machine", "resource"]

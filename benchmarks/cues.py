@@ -1,0 +1,68 @@
+"""Benchmark of `directanimator cues` (issue: Driving Cue Triplet).
+
+Measures, on a 512x512 H.264 clip made from the bundled real clip (person dancing):
+- median ms/frame end to end (decode twice, segment, face, three cues, encode three videos, write
+  the safetensors file) and per stage, over --runs runs;
+- peak resident memory of the whole job for the clip and for the same clip ten times longer.
+The paper's reference is 31 ms/frame (Grounded-SAM + low-pass on an H20 GPU, Table 7).
+
+    .venv/bin/python benchmarks/cues.py [--runs 5] [--frames 45]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import machine, peak_rss_mib_of  # noqa: E402
+
+from directanimator.assets import ASTRONAUT, WALK_VIDEO  # noqa: E402
+from directanimator.config import CuesConfig  # noqa: E402
+from directanimator.cues.files import write_cues  # noqa: E402
+from directanimator.video import Letterbox, VideoWriter, iter_frames  # noqa: E402
+
+
+def make_clip(path: Path, repeats: int, size: int = 512) -> int:
+    frames = [Letterbox.fit(f.shape[1], f.shape[0], size).apply(f) for f in iter_frames(WALK_VIDEO)]
+    with VideoWriter(path, 30, size, size, preset="veryfast") as w:
+        for r in range(repeats):
+            for f in (frames if r % 2 == 0 else frames[::-1]):  # ping-pong: no jump at the joins
+                w.write(f)
+    return len(frames) * repeats
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        n = make_clip(tmp / "clip.mp4", 1)
+        n10 = make_clip(tmp / "clip10.mp4", 10)
+        cfg = CuesConfig(size=512)
+        runs = []
+        for i in range(args.runs):
+            report = write_cues(ASTRONAUT, tmp / "clip.mp4", tmp / f"out{i}", cfg, progress=False)
+            runs.append(report.ms_per_frame)
+        stages = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        # Model start-up (~0.3 s) weighs on a 45-frame clip; the long clip shows the steady state.
+        long_total = write_cues(ASTRONAUT, tmp / "clip10.mp4", tmp / "long", cfg, progress=False).ms_per_frame["total"]
+        code = (f"from directanimator.config import CuesConfig\nfrom directanimator.cues.files import write_cues\n"
+                f"write_cues({str(ASTRONAUT)!r}, {{clip!r}}, {{out!r}}, CuesConfig(size=512), progress=False)")
+        mem1 = peak_rss_mib_of(code.format(clip=str(tmp / "clip.mp4"), out=str(tmp / "m1")))
+        mem10 = peak_rss_mib_of(code.format(clip=str(tmp / "clip10.mp4"), out=str(tmp / "m10")))
+    result = {"machine": machine(), "frames": n, "runs": args.runs, "size": 512,
+              "median_ms_per_frame": stages, "paper_ms_per_frame_H20": 31.0,
+              "ratio_vs_paper": round(31.0 / stages["total"], 3),
+              "ms_per_frame_450_frame_clip": long_total, "ratio_vs_paper_450": round(31.0 / long_total, 3),
+              "peak_rss_mib": {f"{n} frames": round(mem1, 1), f"{n10} frames": round(mem10, 1)}}
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
