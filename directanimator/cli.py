@@ -31,8 +31,20 @@ def _cues(args: argparse.Namespace) -> int:
     return 0
 
 
+def _synth(args: argparse.Namespace) -> int:
+    from .synth.world import build_world
+
+    records = build_world(args.out, args.identities, args.motions, args.clips, args.frames, args.size, args.seed,
+                          fps=args.fps, preview=args.preview, overwrite=args.overwrite, progress=not args.quiet)
+    splits = {s: sum(r.split == s for r in records) for s in ("train", "test")}
+    print(f"wrote {args.out}: {len(records)} clips ({splits['train']} train, {splits['test']} test in "
+          f"{splits['test'] // 3} cross-ID triples)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="directanimator", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="directanimator",
+                                     description="DirectAnimator: human image animation from raw driving videos")
     sub = parser.add_subparsers(dest="verb", required=True)
 
     p = sub.add_parser("cues", help="driving video + reference photo -> Driving Cue Triplet (paper 3.1)")
@@ -44,6 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cues)
+
+    p = sub.add_parser("synth", help="write a puppet-world dataset with ground truth")
+    p.add_argument("--out", required=True, help="dataset folder (written atomically)")
+    p.add_argument("--identities", type=int, default=10)
+    p.add_argument("--motions", type=int, default=10)
+    p.add_argument("--clips", type=int, default=20, help="train clips + test triples (a fifth are test triples)")
+    p.add_argument("--frames", type=int, default=17)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--fps", type=float, default=15.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preview", action="store_true", help="also write contact_sheet.png (identities x motions)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_synth)
     return parser
 
 

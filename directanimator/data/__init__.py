@@ -1,0 +1,1 @@
+"""On-disk datasets: the clip folder format and its manifest."""
