@@ -21,18 +21,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
 
-import cv2
 import numpy as np
 import torch
 
 from ..config import CuesConfig
 from ..errors import InputError
 from ..video import Letterbox
-from .face import FaceDetector, MediaPipeFaceDetector, SubjectFaceFinder, face_cue, pick_face, track_boxes
+from .face import FaceDetector, MediaPipeFaceDetector, SubjectFaceFinder, face_cue, track_boxes
 from .location import estimate_alignment, location_masks, tight_box
 from .pose import GaussianLowpass, pose_cue
 from .quality import MaskStats, mask_stats, quality_scores
-from .segment import MediaPipeSegmenter, Segmenter, SubjectTracker, crop_square, select_subject
+from .segment import MediaPipeSegmenter, Segmenter, SubjectTracker, select_subject
 
 FrameSource = Callable[[], Iterable[np.ndarray]]  # returns a fresh iterator of (H, W, 3) RGB frames
 

@@ -10,7 +10,6 @@ B performing M in B's scene at B's size, the answer an animation should give.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import cv2
