@@ -221,7 +221,8 @@ def render_frame(identity: Identity, pose: Pose, scene: Scene, size: int, backgr
             canvas[y0:y1, x0:x1] = (region * (1 - a) + tex * a + 0.5).astype(np.uint8)
         np.maximum(cover, scratch, out=cover)
     pt.line(sk.neck, sk.head, identity.skin, limb * 0.9)  # neck
-    _draw_head(pt, identity, pose, sk)
+    geometry = face_landmarks(sk, pose)
+    _draw_head(pt, identity, pose, sk, geometry)
     for k in (0, 1):
         if k not in behind:
             arm(k)
@@ -240,7 +241,6 @@ def render_frame(identity: Identity, pose: Pose, scene: Scene, size: int, backgr
                 kp[jj, 2] = 1
     outside = (j[:, 0] < 0) | (j[:, 1] < 0) | (j[:, 0] >= size) | (j[:, 1] >= size)
     kp[outside, 2] = 0
-    geometry = face_landmarks(sk, pose)
     if sk.front > FACE_VISIBLE:
         # The head's box, widened to hold the landmarks (they shift sideways as the head turns).
         c, r = sk.head, sk.head_r
@@ -252,7 +252,7 @@ def render_frame(identity: Identity, pose: Pose, scene: Scene, size: int, backgr
     return canvas, mask, box, kp, lm
 
 
-def _draw_head(pt: _Painter, identity: Identity, pose: Pose, sk: _Skeleton) -> None:
+def _draw_head(pt: _Painter, identity: Identity, pose: Pose, sk: _Skeleton, lm: np.ndarray) -> None:
     c, r = sk.head, sk.head_r
     hair = identity.hair
     if identity.hair_style == "long":
@@ -268,7 +268,6 @@ def _draw_head(pt: _Painter, identity: Identity, pose: Pose, sk: _Skeleton) -> N
     if identity.hair_style == "bun":
         pt.circle(c + (0, -1.05 * r), 0.4 * r, hair)
     if sk.front > 0.5:
-        lm = face_landmarks(sk, pose)
         for sl in (slice(36, 42), slice(42, 48)):
             pt.poly(lm[sl], (250, 250, 250), person=False)
             centre = lm[sl].mean(0)
@@ -283,7 +282,6 @@ def _draw_head(pt: _Painter, identity: Identity, pose: Pose, sk: _Skeleton) -> N
     if identity.accessory == "hat":
         pt.poly([c + (-1.2 * r, -0.7 * r), c + (1.2 * r, -0.7 * r), c + (0.7 * r, -1.5 * r), c + (-0.7 * r, -1.5 * r)], (30, 30, 30))
     elif identity.accessory == "glasses" and sk.front > 0.5:
-        lm = face_landmarks(sk, pose)
         for sl in (slice(36, 42), slice(42, 48)):
             e = lm[sl].mean(0)
             cv2.circle(pt.canvas, _p(e), int(0.2 * r * ONE), (20, 20, 20), max(1, int(0.05 * r)), AA, SHIFT)
