@@ -19,6 +19,8 @@ from typing import Iterator
 
 import numpy as np
 
+from .errors import InputError
+
 _DTYPES = {np.dtype(np.uint8): "U8", np.dtype(np.float32): "F32", np.dtype(np.float16): "F16",
            np.dtype(np.int64): "I64", np.dtype(np.int32): "I32", np.dtype(np.bool_): "BOOL"}
 
@@ -93,12 +95,8 @@ def atomic_output_dir(final: str | Path, overwrite: bool = False) -> Iterator[Pa
     removed and `final` is untouched."""
     final = Path(final)
     if final.exists() and not final.is_dir():
-        from .errors import InputError
-
         raise InputError(f"output path exists and is not a folder: {final}")
     if final.exists() and any(final.iterdir()) and not overwrite:
-        from .errors import InputError
-
         raise InputError(f"output folder {final} is not empty; pass --overwrite to replace it")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))

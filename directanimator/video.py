@@ -7,7 +7,6 @@ keypoint) maps back to source pixels. Audio is carried over by stream copy, neve
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -223,14 +222,3 @@ class VideoWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def count_frames(path: str | Path) -> int:
-    """Decode-free frame count (packets of the video stream)."""
-    with _open(Path(path)) as container:
-        stream = container.streams.video[0]
-        return sum(1 for p in container.demux(stream) if p.size)
-
-
-def ceil_to(x: float, multiple: int) -> int:
-    return int(math.ceil(x / multiple) * multiple)

@@ -138,15 +138,17 @@ def _letterboxed(source: FrameSource, size: int) -> Iterator[tuple[np.ndarray, L
         yield lb.apply(frame), lb
 
 
-def prepare_reference(reference: np.ndarray, cfg: CuesConfig, segmenter: Segmenter,
+def prepare_reference(reference: np.ndarray, cfg: CuesConfig, segmenter: Segmenter | None,
                       face_finder: SubjectFaceFinder, reference_mask: np.ndarray | None = None,
                       name: str = "reference image") -> tuple[np.ndarray, np.ndarray, dict]:
-    """Letterbox the reference, find its person (required) and face (optional)."""
+    """Letterbox the reference, find its person (required) and face (optional). The person mask is
+    `reference_mask` when given, else `segmenter`'s answer."""
     lb = Letterbox.fit(reference.shape[1], reference.shape[0], cfg.size)
     ref = lb.apply(reference)
     if reference_mask is not None:
         prob = lb.apply(reference_mask.astype(np.float32) / (255.0 if reference_mask.max() > 1 else 1.0))
     else:
+        assert segmenter is not None
         prob = segmenter.segment(ref, -1)
     min_area = int(cfg.segmentation.min_component_area * cfg.size * cfg.size)
     subject = select_subject(prob >= cfg.segmentation.threshold, None, min_area)
@@ -181,14 +183,14 @@ def extract_cues(reference: np.ndarray, driving: FrameSource, cfg: CuesConfig,
     else:
         face_finder = SubjectFaceFinder(face_detector)
     try:
-        if reference_mask is None and isinstance(segmenter, MediaPipeSegmenter):
-            # A separate instance, so the video model's temporal state starts clean.
-            ref_seg = MediaPipeSegmenter(cfg.segmentation.model_selection)
-            ref_img, ref_mask, ref_info = prepare_reference(reference, cfg, ref_seg, face_finder)
-            ref_seg.close()
-        else:
-            ref_img, ref_mask, ref_info = prepare_reference(reference, cfg, segmenter, face_finder,
-                                                            reference_mask)
+        # The reference is a photo, not a frame of the driving clip: it is segmented by its own
+        # model instance (clean temporal state) unless its mask is given.
+        ref_seg = MediaPipeSegmenter(cfg.segmentation.model_selection) if reference_mask is None else None
+        try:
+            ref_img, ref_mask, ref_info = prepare_reference(reference, cfg, ref_seg, face_finder, reference_mask)
+        finally:
+            if ref_seg is not None:
+                ref_seg.close()
         sink = make_sink(ref_img, ref_mask)
         timer = _Timer()
         with tempfile.TemporaryDirectory(prefix="directanimator-cues-") as spool:

@@ -53,21 +53,6 @@ class MediaPipeFaceDetector:
         self._model.close()
 
 
-class GivenFaceBoxes:
-    """Face boxes supplied with the video (the puppet world's ground truth); None = no face."""
-
-    name = "given-face-boxes"
-
-    def __init__(self, boxes):
-        self._boxes = boxes
-        self._index = 0
-
-    def detect(self, rgb: np.ndarray) -> list[tuple[Box, float]]:
-        box = self._boxes[self._index]
-        self._index += 1
-        return [] if box is None else [(np.asarray(box, dtype=np.float64), 1.0)]
-
-
 def head_roi(subject: np.ndarray, box: np.ndarray, fraction: float = 0.45) -> tuple[int, int, int, int]:
     """Square around the head: centred on the top 12% of the subject mask, side `fraction` of its
     height. `box` is the subject's tight box [x_min, x_max, y_min, y_max]."""
@@ -97,8 +82,8 @@ def detect_in_roi(detector: FaceDetector, rgb: np.ndarray, roi: tuple[int, int, 
 class SubjectFaceFinder:
     """Finds the main subject's face. Full-body frames make faces tiny, so the short-range detector
     first looks at an upscaled crop around the head (top of the subject mask); failing that, the
-    full-range detector looks at the subject's crop, or the whole frame. Detectors that know the
-    answer (`GivenFaceBoxes`) are asked once with the whole frame."""
+    full-range detector looks at the subject's crop, or the whole frame. Without a `wide`
+    detector, `head` is asked once with the whole frame."""
 
     def __init__(self, head: FaceDetector, wide: FaceDetector | None = None):
         self.head, self.wide = head, wide

@@ -28,6 +28,9 @@ class Segmenter(Protocol):
     """Anything that turns a frame into a person-probability map."""
 
     name: str
+    # True when the segmenter may be shown a zoomed crop instead of the whole frame (a model);
+    # False when it must see frame `index` as it is (ground-truth masks).
+    supports_roi: bool
 
     def segment(self, rgb: np.ndarray, index: int) -> np.ndarray:
         """(H, W, 3) uint8 RGB frame number `index` -> (H, W) float32 foreground probability."""
@@ -36,6 +39,8 @@ class Segmenter(Protocol):
 
 class MediaPipeSegmenter:
     """MediaPipe selfie segmentation (embedded weights; model 0 general, 1 landscape)."""
+
+    supports_roi = True
 
     def __init__(self, model_selection: int = 1):
         import mediapipe as mp
@@ -62,6 +67,7 @@ class GivenMasks:
     """
 
     name = "given-masks"
+    supports_roi = False
 
     def __init__(self, masks, transform=None):
         self._transform = transform
@@ -170,15 +176,15 @@ class SubjectTracker:
     Person segmenters built for selfies (MediaPipe's) return blobs when the person is small in a
     wide frame. So after the first frame the segmenter sees a square crop around the previous
     subject box (`roi_expand` times its longer side, resized to `roi_input` pixels), and its answer
-    is pasted back; the full frame is used again whenever the subject is lost. Segmenters with
-    ground-truth masks (`GivenMasks`) are used on the full frame as they are.
+    is pasted back; the full frame is used again whenever the subject is lost. Segmenters that
+    do not support crops (`supports_roi = False`, e.g. ground-truth masks) see the full frame.
     """
 
     def __init__(self, segmenter: Segmenter, threshold: float, min_area: int, roi: bool = True,
                  roi_expand: float = 1.4, roi_input: int = 256):
         self.segmenter = segmenter
         self.threshold, self.min_area = threshold, min_area
-        self.roi = roi and not isinstance(segmenter, GivenMasks)
+        self.roi = roi and segmenter.supports_roi
         self.roi_expand, self.roi_input = roi_expand, roi_input
         self.previous: np.ndarray | None = None
         self.last_roi: tuple[int, int, int, int] | None = None
