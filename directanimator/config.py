@@ -103,10 +103,88 @@ class CuesConfig:
 
 
 @dataclass
+class TransformerConfig:
+    """CogVideoX transformer sizes (diffusers' CogVideoXTransformer3DModel arguments). Channels come
+    from the codec (in = 2 x latent channels for image-to-video, out = latent channels). Ignored when
+    `model.pretrained` is set: the checkpoint's own config.json rules then."""
+
+    num_layers: int = 4
+    num_attention_heads: int = 4
+    attention_head_dim: int = 32
+    time_embed_dim: int = 128
+    text_embed_dim: int = 32
+    max_text_seq_length: int = 8
+    patch_size: int = 2
+    patch_size_t: int | None = None
+    ofs_embed_dim: int | None = None
+    use_rotary_positional_embeddings: bool = False
+    use_learned_positional_embeddings: bool = False
+    patch_bias: bool = True
+    attention_bias: bool = True
+    # in latent units (sample_frames in video frames, a diffusers quirk); the size positional
+    # embeddings are precomputed for, any other size is computed on the fly
+    sample_height: int = 16
+    sample_width: int = 16
+    sample_frames: int = 9
+    spatial_interpolation_scale: float = 1.875
+    temporal_interpolation_scale: float = 1.0
+    norm_eps: float = 1e-5
+    dropout: float = 0.0
+
+
+@dataclass
+class CodecConfig:
+    """Pixels <-> latents (model/codec.py)."""
+
+    kind: Literal["pixel_shuffle", "cogvideox"] = "pixel_shuffle"
+    # pixel_shuffle: pixels per latent cell side; cogvideox: fixed by the VAE (8)
+    spatial_factor: int = 4
+    # pixel_shuffle: DCT frequencies kept per cell side / per 4-frame group (None = all: lossless)
+    keep_spatial: int | None = None
+    keep_temporal: int | None = None
+    scale: float = 1.0
+    # cogvideox: local folder with vae/ (or the vae folder itself)
+    path: str | None = None
+    slicing: bool = True
+    tiling: bool = False
+
+
+@dataclass
+class TextConfig:
+    """Text conditioning (model/text.py): T5 from a local folder, or a null prompt when None."""
+
+    encoder_path: str | None = None
+    prompt: str = ""
+
+
+@dataclass
+class ModelConfig:
+    """The CueFusion DiT and its codec (paper 3.1)."""
+
+    # Local CogVideoX / CogVideoX1.5 I2V folder: the transformer starts from its weights.
+    pretrained: str | None = None
+    injection: Literal["cuefusion", "concat", "cross_attention", "none"] = "cuefusion"
+    use_face_cue: bool = True
+    use_location_cue: bool = True
+    gradient_checkpointing: bool = False
+    # Video frames and square pixel size of one training sample / generation window.
+    frames: int = 9
+    size: int = 64
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+
+    def __post_init__(self) -> None:
+        if self.frames < 1 or (self.frames - 1) % 4:
+            raise InputError(f"model.frames must be 1 + 4k (the codec groups 4 frames), got {self.frames}")
+
+
+@dataclass
 class Config:
     """The root of every YAML file in configs/. Sections not given keep their defaults."""
 
     cues: CuesConfig = field(default_factory=CuesConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
 
 
 def _check_literal(value: Any, tp: Any, where: str) -> None:
@@ -132,6 +210,12 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     for name, value in data.items():
         tp = hints[name]
         key = f"{where}.{name}" if where else name
+        args = typing.get_args(tp)
+        if type(None) in args and len(args) == 2:  # X | None
+            if value is None:
+                kwargs[name] = None
+                continue
+            tp = next(a for a in args if a is not type(None))
         if dataclasses.is_dataclass(tp):
             kwargs[name] = from_dict(tp, value, key)
         elif typing.get_origin(tp) is Literal:

@@ -1,0 +1,69 @@
+"""The CueFusion DiT (paper 3.1): codecs, the cue stream, the transformer, text conditioning."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ..config import ModelConfig
+from .codec import CogVideoXCodec, LatentCodec, PixelShuffleCodec, latent_frames, mask_to_latent, valid_frame_count
+from .cue_fusion import CueFusion, downsample_mask
+from .text import NullPrompt, T5PromptEncoder
+from .transformer import INJECTIONS, CueFusionOutput, CueFusionTransformer3D, i2v_hidden_states
+
+__all__ = [
+    "INJECTIONS", "CogVideoXCodec", "CueFusion", "CueFusionOutput", "CueFusionTransformer3D", "LatentCodec",
+    "NullPrompt", "PixelShuffleCodec", "T5PromptEncoder", "build_codec", "build_text_encoder",
+    "build_transformer", "downsample_mask", "i2v_hidden_states", "latent_frames", "mask_to_latent", "transformer_kwargs",
+    "valid_frame_count",
+]
+
+
+def build_codec(cfg: ModelConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LatentCodec:
+    c = cfg.codec
+    if c.kind == "pixel_shuffle":
+        return PixelShuffleCodec(c.spatial_factor, 4, c.scale, c.keep_spatial, c.keep_temporal)
+    path = c.path or cfg.pretrained
+    if path is None:
+        from ..errors import InputError
+
+        raise InputError("model.codec.kind is cogvideox but neither model.codec.path nor model.pretrained is set: "
+                         "give the local CogVideoX1.5-5B-I2V folder (it holds vae/)")
+    return CogVideoXCodec(path, dtype=dtype, device=device, slicing=c.slicing, tiling=c.tiling)
+
+
+def transformer_kwargs(cfg: ModelConfig, latent_channels: int) -> dict:
+    """Constructor arguments of CueFusionTransformer3D for a config without a pretrained folder."""
+    kw = dataclasses.asdict(cfg.transformer)
+    kw.update(
+        in_channels=2 * latent_channels,  # noisy latents + reference-image latents (I2V)
+        out_channels=latent_channels,
+        cue_latent_channels=latent_channels,
+        injection=cfg.injection,
+        use_face_cue=cfg.use_face_cue,
+        use_location_cue=cfg.use_location_cue,
+    )
+    return kw
+
+
+def build_transformer(cfg: ModelConfig, latent_channels: int) -> CueFusionTransformer3D:
+    """Random-initialised tiny model, or the pretrained CogVideoX with cue modules added."""
+    if cfg.pretrained:
+        model = CueFusionTransformer3D.from_cogvideox(
+            cfg.pretrained, injection=cfg.injection, use_face_cue=cfg.use_face_cue,
+            use_location_cue=cfg.use_location_cue,
+        )
+    else:
+        model = CueFusionTransformer3D(**transformer_kwargs(cfg, latent_channels))
+    if cfg.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    return model
+
+
+def build_text_encoder(cfg: ModelConfig, transformer: CueFusionTransformer3D, device: str | torch.device = "cpu"):
+    """T5 when `model.text.encoder_path` is set, else the null prompt; lengths follow the transformer."""
+    length, dim = transformer.config.max_text_seq_length, transformer.config.text_embed_dim
+    if cfg.text.encoder_path:
+        return T5PromptEncoder(cfg.text.encoder_path, length, device=device)
+    return NullPrompt(length, dim)

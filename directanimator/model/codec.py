@@ -1,0 +1,168 @@
+"""Latent codecs: pixels <-> latents, behind one protocol.
+
+Both codecs map a video of 1 + 4k frames to 1 + k latent frames (the CogVideoX VAE's causal
+temporal grouping: frame 0 alone, then groups of 4), so one data path serves the real VAE and the
+weights-free codec of the tiny CPU configs.
+
+Video tensors are (B, T, 3, H, W) in [-1, 1]; latents are (B, t, C, h, w), the layout the
+transformer takes. Masks go to the latent grid with `LatentCodec.downsample_mask`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from ..errors import InputError
+from .cue_fusion import downsample_mask
+
+
+@runtime_checkable
+class LatentCodec(Protocol):
+    name: str
+    latent_channels: int
+    spatial_factor: int
+    temporal_factor: int
+
+    def encode(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
+
+
+def latent_frames(num_frames: int, temporal_factor: int = 4) -> int:
+    """1 + 4k frames -> 1 + k latent frames; other counts are an error (see `valid_frame_count`)."""
+    if num_frames < 1 or (num_frames - 1) % temporal_factor:
+        raise ValueError(f"{num_frames} frames: the codec takes 1 + {temporal_factor}k frames")
+    return 1 + (num_frames - 1) // temporal_factor
+
+
+def valid_frame_count(num_frames: int, temporal_factor: int = 4) -> int:
+    """The largest 1 + 4k not above `num_frames` (at least 1)."""
+    return 1 + max(0, num_frames - 1) // temporal_factor * temporal_factor
+
+
+def mask_to_latent(mask: torch.Tensor, codec: LatentCodec) -> torch.Tensor:
+    """(B, T, 1, H, W) -> (B, t, 1, H/s, W/s), grouped in time as the codec groups frames."""
+    b, t, _, h, w = mask.shape
+    return downsample_mask(
+        mask, latent_frames(t, codec.temporal_factor), h // codec.spatial_factor, w // codec.spatial_factor,
+        codec.temporal_factor,
+    )
+
+
+def dct_matrix(n: int) -> torch.Tensor:
+    """Orthonormal DCT-II basis, rows = frequencies (lowest first)."""
+    k = torch.arange(n, dtype=torch.float64)[:, None]
+    i = torch.arange(n, dtype=torch.float64)[None]
+    m = torch.cos(math.pi * (i + 0.5) * k / n) * math.sqrt(2.0 / n)
+    m[0] /= math.sqrt(2.0)
+    return m.float()
+
+
+class PixelShuffleCodec:
+    """A weights-free codec for tiny CPU configs. Each latent cell holds the s x s pixels of its
+    patch for the 4 frames of its temporal group (a pixel shuffle), expressed in a fixed orthonormal
+    3D DCT basis and truncated to the `keep_spatial` x `keep_spatial` x `keep_temporal` lowest
+    frequencies: channels = 3 * keep_spatial^2 * keep_temporal.
+
+    With nothing truncated (the default) it is an exact, invertible pixel shuffle (rotated by an
+    orthonormal basis). Truncation makes it compact like a VAE latent, which a tiny transformer
+    needs: its output per token cannot exceed its width, and v-prediction must reproduce the noise
+    in every latent channel. Latent frame 0 holds frame 0 four times (decoding averages the
+    copies), like the causal padding of the CogVideoX VAE. Latents are multiplied by `scale`."""
+
+    name = "pixel_shuffle"
+
+    def __init__(self, spatial_factor: int = 4, temporal_factor: int = 4, scale: float = 1.0,
+                 keep_spatial: int | None = None, keep_temporal: int | None = None):
+        self.spatial_factor = spatial_factor
+        self.temporal_factor = temporal_factor
+        self.scale = scale
+        self.keep_spatial = keep_spatial or spatial_factor
+        self.keep_temporal = keep_temporal or temporal_factor
+        if not (1 <= self.keep_spatial <= spatial_factor and 1 <= self.keep_temporal <= temporal_factor):
+            raise ValueError("keep_spatial / keep_temporal must lie between 1 and the factor")
+        self._ds = dct_matrix(spatial_factor)[: self.keep_spatial]
+        self._dt = dct_matrix(temporal_factor)[: self.keep_temporal]
+        self.latent_channels = 3 * self.keep_spatial**2 * self.keep_temporal
+
+    def encode(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        b, t, c, h, w = video.shape
+        s, k = self.spatial_factor, self.temporal_factor
+        if h % s or w % s:
+            raise ValueError(f"frame size {h}x{w} is not a multiple of the codec's factor {s}")
+        n = latent_frames(t, k)
+        groups = torch.cat([video[:, :1].expand(-1, k, -1, -1, -1), video[:, 1:]], dim=1)
+        groups = groups.reshape(b, n, k, c, h // s, s, w // s, s)
+        ds, dt = self._ds.to(video), self._dt.to(video)
+        # coefficients (b, n, kt, c, ks, ks, h', w') -> channels (kt, c, ks, ks)
+        coef = torch.einsum("bnkcyixj,tk,ui,vj->bntcuvyx", groups, dt, ds, ds)
+        return coef.reshape(b, n, self.latent_channels, h // s, w // s) * self.scale
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        b, n, ch, hh, ww = latents.shape
+        s, k = self.spatial_factor, self.temporal_factor
+        coef = (latents / self.scale).reshape(b, n, self.keep_temporal, 3, self.keep_spatial, self.keep_spatial, hh, ww)
+        ds, dt = self._ds.to(latents), self._dt.to(latents)
+        x = torch.einsum("bntcuvyx,tk,ui,vj->bnkcyixj", coef, dt, ds, ds).reshape(b, n, k, 3, hh * s, ww * s)
+        first = x[:, :1].mean(dim=2)
+        rest = x[:, 1:].reshape(b, (n - 1) * k, 3, hh * s, ww * s)
+        return torch.cat([first, rest], dim=1)
+
+
+class CogVideoXCodec:
+    """diffusers' AutoencoderKLCogVideoX from a local folder (the model folder with `vae/`, or the
+    vae folder itself), frozen, with its scaling factor; slicing and tiling switchable for memory."""
+
+    name = "cogvideox"
+    spatial_factor = 8
+    temporal_factor = 4
+
+    def __init__(self, path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                 slicing: bool = True, tiling: bool = False, sample: bool = True):
+        from diffusers import AutoencoderKLCogVideoX
+
+        folder = _find_vae_folder(Path(path))
+        try:
+            self.vae = AutoencoderKLCogVideoX.from_pretrained(str(folder), torch_dtype=dtype).to(device)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise InputError(f"cannot load the CogVideoX VAE from {folder}: {str(exc).splitlines()[0]}") from None
+        self.vae.requires_grad_(False).eval()
+        if slicing:
+            self.vae.enable_slicing()
+        if tiling:
+            self.vae.enable_tiling()
+        self.sample = sample
+        self.scaling_factor = float(self.vae.config.scaling_factor)
+        self.latent_channels = int(self.vae.config.latent_channels)
+        self.spatial_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        # as diffusers' CogVideoX encoder: the first log2(ratio) down blocks halve time, the last
+        # block never downsamples
+        levels = len(self.vae.config.block_out_channels) - 1
+        self.temporal_factor = 2 ** min(levels, int(math.log2(self.vae.config.temporal_compression_ratio)))
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        latent_frames(video.shape[1], self.temporal_factor)
+        x = video.permute(0, 2, 1, 3, 4).to(self.vae.device, self.vae.dtype)  # (B, 3, T, H, W)
+        dist = self.vae.encode(x).latent_dist
+        z = dist.sample(generator) if self.sample else dist.mode()
+        return (z * self.scaling_factor).permute(0, 2, 1, 3, 4)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        z = latents.permute(0, 2, 1, 3, 4).to(self.vae.device, self.vae.dtype) / self.scaling_factor
+        return self.vae.decode(z).sample.permute(0, 2, 1, 3, 4).float().clamp(-1, 1)
+
+
+def _find_vae_folder(path: Path) -> Path:
+    for folder in (path / "vae", path):
+        if (folder / "config.json").is_file():
+            return folder
+    raise InputError(
+        f"no CogVideoX VAE at {path}: expected {path}/vae/config.json and "
+        "diffusion_pytorch_model.safetensors (e.g. the THUDM/CogVideoX1.5-5B-I2V folder from Hugging Face)"
+    )

@@ -1,0 +1,90 @@
+"""Text conditioning: a frozen T5 encoder from a local folder, with a prompt cache, or a null prompt.
+
+The paper captions its clips with Qwen2-VL and encodes them with CogVideoX's T5. Tiny configs have
+no text encoder: every sample gets the same null-prompt embedding (zeros), which makes the text
+branch a constant the model learns around.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+
+
+class NullPrompt:
+    """Zeros of shape (1, length, dim), whatever the prompt."""
+
+    def __init__(self, length: int, dim: int):
+        self.length, self.dim = length, dim
+
+    def __call__(self, prompts: list[str] | str, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        n = 1 if isinstance(prompts, str) else len(prompts)
+        return torch.zeros(n, self.length, self.dim, device=device, dtype=dtype)
+
+
+class T5PromptEncoder:
+    """CogVideoX's text encoder (T5 v1.1 XXL) from a local folder holding `text_encoder/` and
+    `tokenizer/` (the CogVideoX model folder) or both files directly. Frozen; each prompt is encoded
+    once and cached in memory, and on disk as safetensors when `cache_dir` is given."""
+
+    def __init__(self, path: str | Path, max_length: int = 226, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32, cache_dir: str | Path | None = None):
+        from transformers import AutoTokenizer, T5EncoderModel
+
+        path = Path(path)
+        enc_dir = path / "text_encoder" if (path / "text_encoder").is_dir() else path
+        tok_dir = path / "tokenizer" if (path / "tokenizer").is_dir() else path
+        if not (enc_dir / "config.json").is_file():
+            raise InputError(
+                f"no T5 text encoder at {path}: expected {path}/text_encoder/config.json with its "
+                "safetensors weights and {path}/tokenizer/ (the CogVideoX1.5-5B-I2V folder)"
+            )
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+            self.model = T5EncoderModel.from_pretrained(str(enc_dir), torch_dtype=dtype, use_safetensors=True)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot load the T5 encoder from {path}: {str(exc).splitlines()[0]}") from None
+        self.model.requires_grad_(False).eval().to(device)
+        self.max_length = max_length
+        self.device = device
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def _key(self, prompt: str) -> str:
+        return hashlib.sha256(f"{self.max_length}\0{prompt}".encode()).hexdigest()[:32]
+
+    @torch.no_grad()
+    def _encode_one(self, prompt: str) -> torch.Tensor:
+        key = self._key(prompt)
+        if key in self._cache:
+            return self._cache[key]
+        file = self.cache_dir / f"{key}.safetensors" if self.cache_dir else None
+        if file is not None and file.is_file():
+            from safetensors.torch import load_file
+
+            emb = load_file(str(file))["prompt_embeds"]
+        else:
+            ids = self.tokenizer(prompt, padding="max_length", max_length=self.max_length, truncation=True,
+                                 add_special_tokens=True, return_tensors="pt").input_ids
+            emb = self.model(ids.to(self.device))[0][0].float().cpu()
+            if file is not None:
+                import os
+
+                from safetensors.torch import save_file
+
+                file.parent.mkdir(parents=True, exist_ok=True)
+                tmp = file.with_suffix(".partial")
+                save_file({"prompt_embeds": emb.contiguous()}, str(tmp))
+                os.replace(tmp, file)
+        self._cache[key] = emb
+        return emb
+
+    def __call__(self, prompts: list[str] | str, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        prompts = [prompts] if isinstance(prompts, str) else prompts
+        return torch.stack([self._encode_one(p) for p in prompts]).to(device, dtype)

@@ -1,0 +1,425 @@
+"""CueFusionTransformer3D: diffusers' CogVideoX transformer with the driving cues injected in every
+block (paper 3.1, Figure 2b), plus the Table 5 baselines.
+
+Inputs, image-to-video as CogVideoX I2V: `hidden_states` is the noisy latent video concatenated on
+channels with the reference-image latent (first latent frame, zeros after), shape (B, F, 2C, H, W).
+Cues are given on the same latent grid: `pose_latents`/`face_latents` (B, F, C, H, W) from the codec,
+`body_mask`/`face_mask` (B, F, 1, H, W) from `cue_fusion.downsample_mask`. With the Location Cue on,
+each mask is concatenated to its cue latent (pose + body mask -> e_p, face + face mask -> e_f).
+
+Injection variants (`injection`):
+  cuefusion        eqs 1-3, AdaLN-modulated cue tokens added before every block (the paper)
+  concat           "DC": cue latents (and masks) concatenated to the input channels
+  cross_attention  "CA": a gated cross-attention from vision tokens to cue tokens before every block
+  none             no cue at all: diffusers' CogVideoXTransformer3DModel, bit for bit
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import CogVideoXTransformer3DModel
+from diffusers.configuration_utils import register_to_config
+from diffusers.models.embeddings import get_3d_rotary_pos_embed
+from diffusers.utils import BaseOutput
+from torch import nn
+
+from ..errors import InputError
+from .cue_fusion import CueCrossAttention, CueFusion, CuePatchEmbed
+
+INJECTIONS = ("cuefusion", "concat", "cross_attention", "none")
+
+
+@dataclass
+class CueFusionOutput(BaseOutput):
+    """`sample`: the prediction (B, F, C_out, H, W), None with `features_only`.
+    `features`: block depth D (1-based: the vision tokens after block D) -> (B, N, dim)."""
+
+    sample: torch.Tensor | None = None
+    features: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+class CueFusionTransformer3D(CogVideoXTransformer3DModel):
+    """See the module docstring. Saves and loads with `save_pretrained` / `from_pretrained`
+    (safetensors); the cue settings are part of its config."""
+
+    @register_to_config
+    def __init__(
+        self,
+        num_attention_heads: int = 30,
+        attention_head_dim: int = 64,
+        in_channels: int = 16,
+        out_channels: int | None = 16,
+        flip_sin_to_cos: bool = True,
+        freq_shift: int = 0,
+        time_embed_dim: int = 512,
+        ofs_embed_dim: int | None = None,
+        text_embed_dim: int = 4096,
+        num_layers: int = 30,
+        dropout: float = 0.0,
+        attention_bias: bool = True,
+        sample_width: int = 90,
+        sample_height: int = 60,
+        sample_frames: int = 49,
+        patch_size: int = 2,
+        patch_size_t: int | None = None,
+        temporal_compression_ratio: int = 4,
+        max_text_seq_length: int = 226,
+        activation_fn: str = "gelu-approximate",
+        timestep_activation_fn: str = "silu",
+        norm_elementwise_affine: bool = True,
+        norm_eps: float = 1e-5,
+        spatial_interpolation_scale: float = 1.875,
+        temporal_interpolation_scale: float = 1.0,
+        use_rotary_positional_embeddings: bool = False,
+        use_learned_positional_embeddings: bool = False,
+        patch_bias: bool = True,
+        # --- the cue stream ---
+        injection: str = "cuefusion",
+        cue_latent_channels: int | None = None,
+        use_face_cue: bool = True,
+        use_location_cue: bool = True,
+    ):
+        if injection not in INJECTIONS:
+            raise ValueError(f"injection must be one of {INJECTIONS}, got {injection!r}")
+        cue_latent = cue_latent_channels if cue_latent_channels is not None else (out_channels or in_channels)
+        cue_in = cue_latent + (1 if use_location_cue else 0)
+        num_cues = 2 if use_face_cue else 1
+        backbone_in = in_channels + (num_cues * cue_in if injection == "concat" else 0)
+        super().__init__(
+            num_attention_heads=num_attention_heads,
+            attention_head_dim=attention_head_dim,
+            in_channels=backbone_in,
+            out_channels=out_channels,
+            flip_sin_to_cos=flip_sin_to_cos,
+            freq_shift=freq_shift,
+            time_embed_dim=time_embed_dim,
+            ofs_embed_dim=ofs_embed_dim,
+            text_embed_dim=text_embed_dim,
+            num_layers=num_layers,
+            dropout=dropout,
+            attention_bias=attention_bias,
+            sample_width=sample_width,
+            sample_height=sample_height,
+            sample_frames=sample_frames,
+            patch_size=patch_size,
+            patch_size_t=patch_size_t,
+            temporal_compression_ratio=temporal_compression_ratio,
+            max_text_seq_length=max_text_seq_length,
+            activation_fn=activation_fn,
+            timestep_activation_fn=timestep_activation_fn,
+            norm_elementwise_affine=norm_elementwise_affine,
+            norm_eps=norm_eps,
+            spatial_interpolation_scale=spatial_interpolation_scale,
+            temporal_interpolation_scale=temporal_interpolation_scale,
+            use_rotary_positional_embeddings=use_rotary_positional_embeddings,
+            use_learned_positional_embeddings=use_learned_positional_embeddings,
+            patch_bias=patch_bias,
+        )
+        # diffusers registers the config before running __init__, so the base class has just recorded
+        # the widened channel count: record the caller's (the config must rebuild this same model).
+        self.register_to_config(in_channels=in_channels)
+        dim = num_attention_heads * attention_head_dim
+        self.num_cues = num_cues if injection != "none" else 0
+        self.cue_in_channels = cue_in
+        self.cue_embed = nn.ModuleList()
+        self.cue_fusion = nn.ModuleList()
+        self.cue_cross_attention = nn.ModuleList()
+        if injection in ("cuefusion", "cross_attention"):
+            self.cue_embed = nn.ModuleList(
+                CuePatchEmbed(cue_in, dim, patch_size, patch_size_t) for _ in range(num_cues)
+            )
+        if injection == "cuefusion":
+            self.cue_fusion = nn.ModuleList(
+                CueFusion(time_embed_dim, dim, num_cues, eps=norm_eps) for _ in range(num_layers)
+            )
+        elif injection == "cross_attention":
+            self.cue_cross_attention = nn.ModuleList(
+                CueCrossAttention(dim, num_attention_heads, attention_head_dim, eps=norm_eps)
+                for _ in range(num_layers)
+            )
+        elif injection == "concat":
+            # The extra input channels start at zero: the backbone sees the cues, but its output is
+            # unchanged until training moves these weights.
+            self._zero_cue_input_channels(in_channels)
+
+    # ------------------------------------------------------------------ construction helpers
+
+    @torch.no_grad()
+    def _zero_cue_input_channels(self, backbone_in: int) -> None:
+        w = self.patch_embed.proj.weight
+        if w.device.type == "meta":
+            return
+        if isinstance(self.patch_embed.proj, nn.Conv2d):
+            w[:, backbone_in:] = 0
+        else:  # Linear over patches flattened as (C, p_t, p, p), C outermost (CogVideoXPatchEmbed)
+            w.view(w.shape[0], -1, self.config.patch_size_t, self.config.patch_size, self.config.patch_size)[
+                :, backbone_in:
+            ] = 0
+
+    def cue_parameters(self) -> list[nn.Parameter]:
+        """The parameters the cue stream adds to the backbone."""
+        params = [*self.cue_embed.parameters(), *self.cue_fusion.parameters(), *self.cue_cross_attention.parameters()]
+        if self.config.injection == "concat":
+            params.append(self.patch_embed.proj.weight)  # widened; counted by `count_parameters`
+        return params
+
+    def count_parameters(self) -> dict[str, int]:
+        """{'backbone': ..., 'cue': ..., 'total': ...}; for `concat` the cue count is the extra input
+        channels of the patch embedding only."""
+        total = sum(p.numel() for p in self.parameters())
+        cue = sum(p.numel() for m in (self.cue_embed, self.cue_fusion, self.cue_cross_attention) for p in m.parameters())
+        if self.config.injection == "concat":
+            cue_channels = self.num_cues * self.cue_in_channels
+            w = self.patch_embed.proj.weight
+            cue += w.numel() * cue_channels // (self.config.in_channels + cue_channels)
+        return {"backbone": total - cue, "cue": cue, "total": total}
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> "CueFusionTransformer3D":
+        """diffusers' loader, then every tensor copied into freshly allocated memory. Tensors read
+        from safetensors can sit at unaligned addresses, and CPU kernels then take other code paths:
+        the weights were bit-exact but outputs differed by ~1e-7. After the copy a save/load round
+        trip reproduces outputs bit for bit (resumed training continues the same curve)."""
+        model = super().from_pretrained(*args, **kwargs)
+        with torch.no_grad():
+            for t in [*model.parameters(), *model.buffers()]:
+                t.data = t.data.clone()
+        return model
+
+    @classmethod
+    def from_cogvideox(cls, path: str | Path, **cue_kwargs: Any) -> "CueFusionTransformer3D":
+        """Load a CogVideoX / CogVideoX1.5 I2V transformer from a local folder (the model folder with
+        `transformer/`, or the transformer folder itself) and add the cue modules, initialised so
+        that the result computes exactly what the checkpoint computes (see CueFusion)."""
+        folder = _find_transformer_folder(Path(path))
+        base_config = json.loads((folder / "config.json").read_text())
+        kwargs = {k: v for k, v in base_config.items() if not k.startswith("_")}
+        model = cls(**kwargs, **cue_kwargs)
+        state = _read_safetensors_folder(folder)
+        own = model.state_dict()
+        key = "patch_embed.proj.weight"
+        if key in state and own[key].shape != state[key].shape:  # concat: widen with zeros
+            wide = torch.zeros_like(own[key])
+            src = state[key]
+            if src.dim() == 4:
+                wide[:, : src.shape[1]] = src
+            else:
+                p, pt = model.config.patch_size, model.config.patch_size_t
+                c = src.shape[1] // (pt * p * p)
+                wide.view(wide.shape[0], -1, pt, p, p)[:, :c] = src.view(src.shape[0], c, pt, p, p)
+            state[key] = wide
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected:
+            raise InputError(f"{folder}: checkpoint has weights this model does not know: {unexpected[:3]}")
+        not_cue = [k for k in missing if not k.startswith(("cue_embed", "cue_fusion", "cue_cross_attention"))]
+        if not_cue:
+            raise InputError(f"{folder}: checkpoint lacks backbone weights, e.g. {not_cue[:3]}")
+        return model
+
+    # ------------------------------------------------------------------ forward helpers
+
+    def rotary_embedding(
+        self, latent_frames: int, latent_height: int, latent_width: int, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """RoPE tables as diffusers' CogVideoX pipelines build them (1.0 and 1.5 variants), for a
+        latent video of the given size (frames already padded to a multiple of patch_size_t)."""
+        cfg = self.config
+        if not cfg.use_rotary_positional_embeddings:
+            return None
+        p, pt = cfg.patch_size, cfg.patch_size_t
+        gh, gw = latent_height // p, latent_width // p
+        base_w, base_h = cfg.sample_width // p, cfg.sample_height // p
+        if pt is None:
+            from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
+
+            crops = get_resize_crop_region_for_grid((gh, gw), base_w, base_h)
+            return get_3d_rotary_pos_embed(
+                embed_dim=cfg.attention_head_dim, crops_coords=crops, grid_size=(gh, gw),
+                temporal_size=latent_frames, device=device,
+            )
+        return get_3d_rotary_pos_embed(
+            embed_dim=cfg.attention_head_dim, crops_coords=None, grid_size=(gh, gw),
+            temporal_size=(latent_frames + pt - 1) // pt, grid_type="slice", max_size=(base_h, base_w),
+            device=device,
+        )
+
+    def _cue_inputs(
+        self,
+        latents: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        name: str,
+        like: torch.Tensor,
+    ) -> torch.Tensor:
+        b, f, _, h, w = like.shape
+        if latents is None:
+            raise ValueError(f"injection '{self.config.injection}' needs {name}_latents")
+        if latents.shape[0] != b or latents.shape[1] != f or latents.shape[3:] != (h, w):
+            raise ValueError(f"{name}_latents has shape {tuple(latents.shape)}; expected (B={b}, F={f}, C, {h}, {w})")
+        parts = [latents]
+        if self.config.use_location_cue:
+            if mask is None:
+                raise ValueError(f"the Location Cue is on: {name} mask missing")
+            if mask.shape != (b, f, 1, h, w):
+                raise ValueError(f"{name} mask has shape {tuple(mask.shape)}; expected {(b, f, 1, h, w)}")
+            parts.append(mask.to(latents.dtype))
+        cue = torch.cat(parts, dim=2) if len(parts) > 1 else latents
+        if cue.shape[2] != self.cue_in_channels:
+            raise ValueError(f"{name} cue has {cue.shape[2]} channels; this model takes {self.cue_in_channels}")
+        return cue
+
+    def forward(  # type: ignore[override]
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        timestep: int | float | torch.Tensor,
+        pose_latents: torch.Tensor | None = None,
+        face_latents: torch.Tensor | None = None,
+        body_mask: torch.Tensor | None = None,
+        face_mask: torch.Tensor | None = None,
+        timestep_cond: torch.Tensor | None = None,
+        ofs: int | float | torch.Tensor | None = None,
+        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        attention_kwargs: dict[str, Any] | None = None,
+        feature_depths: tuple[int, ...] | list[int] = (),
+        features_only: bool = False,
+        return_dict: bool = True,
+    ) -> CueFusionOutput | tuple:
+        """Predict from (B, F, C_in, H, W) latents. Any F is accepted: with `patch_size_t` the
+        sequence is padded at the front by repeating its first frame (as the CogVideoX1.5 I2V
+        pipeline does) and the padding is cut from the output. `feature_depths` asks for the vision
+        tokens after those blocks (1-based); with `features_only` the blocks after the deepest one are
+        skipped and no sample is returned (the frozen Same2X teacher needs nothing more)."""
+        cfg = self.config
+        injection = cfg.injection
+        b, f, _, h, w = hidden_states.shape
+        p, pt = cfg.patch_size, cfg.patch_size_t
+        if h % p or w % p:
+            raise ValueError(f"latent size {h}x{w} is not a multiple of the patch size {p}")
+        depths = sorted(set(int(d) for d in feature_depths))
+        if depths and not 1 <= depths[0] <= depths[-1] <= cfg.num_layers:
+            raise ValueError(f"feature depths must lie in 1..{cfg.num_layers}, got {depths}")
+        if features_only and not depths:
+            raise ValueError("features_only needs feature_depths")
+
+        cues: list[torch.Tensor] = []
+        if injection != "none":
+            cues.append(self._cue_inputs(pose_latents, body_mask, "pose", hidden_states))
+            if cfg.use_face_cue:
+                cues.append(self._cue_inputs(face_latents, face_mask, "face", hidden_states))
+
+        pad = 0
+        if pt is not None and f % pt:
+            pad = pt - f % pt
+            hidden_states = torch.cat([hidden_states[:, :1].expand(-1, pad, -1, -1, -1), hidden_states], dim=1)
+            cues = [torch.cat([c[:, :1].expand(-1, pad, -1, -1, -1), c], dim=1) for c in cues]
+        num_frames = f + pad
+        if image_rotary_emb is None and cfg.use_rotary_positional_embeddings:
+            image_rotary_emb = self.rotary_embedding(num_frames, h, w, device=hidden_states.device)
+        if ofs is None and self.ofs_embedding is not None:
+            ofs = hidden_states.new_full((b,), 2.0)  # what the CogVideoX1.5 I2V pipeline passes
+
+        # 1. time embedding (as diffusers)
+        t_emb = self.time_proj(timestep).to(dtype=hidden_states.dtype)
+        emb = self.time_embedding(t_emb, timestep_cond)
+        if self.ofs_embedding is not None:
+            ofs_emb = self.ofs_proj(ofs).to(dtype=hidden_states.dtype)
+            emb = emb + self.ofs_embedding(ofs_emb)
+
+        # 2. patch embedding; "concat" widens the input here
+        if injection == "concat":
+            hidden_states = torch.cat([hidden_states, *cues], dim=2)
+        hidden_states = self.patch_embed(encoder_hidden_states, hidden_states)
+        hidden_states = self.embedding_dropout(hidden_states)
+        text_seq_length = encoder_hidden_states.shape[1]
+        encoder_hidden_states = hidden_states[:, :text_seq_length]
+        hidden_states = hidden_states[:, text_seq_length:]
+
+        # e_p, e_f: one token per vision token
+        cue_tokens = [embed(c) for embed, c in zip(self.cue_embed, cues)]
+        cross_context = torch.cat(cue_tokens, dim=1) if injection == "cross_attention" else None
+
+        # 3. blocks, each preceded by its cue injection
+        features: dict[int, torch.Tensor] = {}
+        last = depths[-1] if features_only else len(self.transformer_blocks)
+        for i, block in enumerate(self.transformer_blocks[:last]):
+            if injection == "cuefusion":
+                # Eqs 1-3; the paper adds e^M "before entering the 3D full attention layers". We add
+                # it to the vision tokens' residual stream just before the block, so it reaches the
+                # attention through the block's own AdaLN (norm1) and persists in the residual.
+                injected, cue_tokens = self.cue_fusion[i](cue_tokens, emb)
+                hidden_states = hidden_states + injected
+            elif injection == "cross_attention":
+                hidden_states = self.cue_cross_attention[i](hidden_states, cross_context)
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                hidden_states, encoder_hidden_states = self._gradient_checkpointing_func(
+                    block, hidden_states, encoder_hidden_states, emb, image_rotary_emb, attention_kwargs
+                )
+            else:
+                hidden_states, encoder_hidden_states = block(
+                    hidden_states=hidden_states,
+                    encoder_hidden_states=encoder_hidden_states,
+                    temb=emb,
+                    image_rotary_emb=image_rotary_emb,
+                    attention_kwargs=attention_kwargs,
+                )
+            if i + 1 in depths:
+                features[i + 1] = hidden_states
+        if features_only:
+            return CueFusionOutput(sample=None, features=features) if return_dict else (None, features)
+
+        # 4. output head and unpatchify (as diffusers)
+        hidden_states = self.norm_final(hidden_states)
+        hidden_states = self.norm_out(hidden_states, temb=emb)
+        hidden_states = self.proj_out(hidden_states)
+        if pt is None:
+            output = hidden_states.reshape(b, num_frames, h // p, w // p, -1, p, p)
+            output = output.permute(0, 1, 4, 2, 5, 3, 6).flatten(5, 6).flatten(3, 4)
+        else:
+            output = hidden_states.reshape(b, num_frames // pt, h // p, w // p, -1, pt, p, p)
+            output = output.permute(0, 1, 5, 4, 2, 6, 3, 7).flatten(6, 7).flatten(4, 5).flatten(1, 2)
+        output = output[:, pad:]
+        if not return_dict:
+            return (output, features)
+        return CueFusionOutput(sample=output, features=features)
+
+
+def i2v_hidden_states(noisy: torch.Tensor, reference_latent: torch.Tensor) -> torch.Tensor:
+    """CogVideoX I2V input: the noisy latents (B, F, C, H, W) concatenated on channels with the
+    reference-image latent as first frame and zeros after."""
+    b, f, c, h, w = noisy.shape
+    if reference_latent.dim() == 4:
+        reference_latent = reference_latent.unsqueeze(1)
+    if reference_latent.shape != (b, 1, c, h, w):
+        raise ValueError(f"reference latent has shape {tuple(reference_latent.shape)}; expected {(b, 1, c, h, w)}")
+    image = torch.cat([reference_latent.to(noisy.dtype), noisy.new_zeros(b, f - 1, c, h, w)], dim=1)
+    return torch.cat([noisy, image], dim=2)
+
+
+def _find_transformer_folder(path: Path) -> Path:
+    for folder in (path / "transformer", path):
+        if (folder / "config.json").is_file():
+            return folder
+    raise InputError(
+        f"no CogVideoX transformer at {path}: expected {path}/transformer/config.json and its "
+        "diffusion_pytorch_model*.safetensors (e.g. the THUDM/CogVideoX1.5-5B-I2V folder from Hugging Face)"
+    )
+
+
+def _read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise InputError(f"{folder}: no *.safetensors weight file (pickled .bin checkpoints are not loaded)")
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        try:
+            state.update(load_file(str(file)))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises several types
+            raise InputError(f"cannot read weight file {file}: {exc}") from None
+    return state

@@ -1,0 +1,372 @@
+"""CueFusion DiT: parity with diffusers, eqs 1-3, parameter counts at 5B, save/load, codecs."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
+
+from directanimator.config import load_config
+from directanimator.errors import InputError
+from directanimator.model import (
+    CogVideoXCodec,
+    CueFusion,
+    CueFusionTransformer3D,
+    PixelShuffleCodec,
+    build_codec,
+    i2v_hidden_states,
+    mask_to_latent,
+    transformer_kwargs,
+)
+from directanimator.model.cue_fusion import patchify
+
+# 1.0-style (sin-cos positions, 2D patches) and 1.5-style (RoPE, patch_size_t=2, ofs embedding)
+STYLE = {
+    "1.0": dict(patch_size_t=None, use_rotary_positional_embeddings=False, ofs_embed_dim=None, patch_bias=True),
+    "1.5": dict(patch_size_t=2, use_rotary_positional_embeddings=True, ofs_embed_dim=32, patch_bias=False),
+}
+C = 4  # latent channels
+
+
+def small_kwargs(style: str) -> dict:
+    return dict(
+        num_attention_heads=2, attention_head_dim=16, in_channels=2 * C, out_channels=C, time_embed_dim=32,
+        text_embed_dim=16, num_layers=3, sample_width=8, sample_height=8, sample_frames=9, patch_size=2,
+        max_text_seq_length=4, **STYLE[style],
+    )
+
+
+def inputs(frames: int, seed: int = 0, b: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, frames, 2 * C, 8, 8, generator=g)
+    enc = torch.randn(b, 4, 16, generator=g)
+    cues = dict(
+        pose_latents=torch.randn(b, frames, C, 8, 8, generator=g),
+        face_latents=torch.randn(b, frames, C, 8, 8, generator=g),
+        body_mask=torch.rand(b, frames, 1, 8, 8, generator=g),
+        face_mask=torch.rand(b, frames, 1, 8, 8, generator=g),
+    )
+    return x, enc, torch.tensor([437] * b), cues
+
+
+def diffusers_twin(model: CueFusionTransformer3D, style: str) -> CogVideoXTransformer3DModel:
+    base = CogVideoXTransformer3DModel(**small_kwargs(style))
+    base.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("cue_")})
+    return base.eval()
+
+
+def diffusers_forward(base, model, x, enc, t, style):
+    """diffusers' own model on the input the 1.5 pipeline would give it (front-padded frames)."""
+    pad = 0
+    if style == "1.5" and x.shape[1] % 2:
+        pad = 1
+        x = torch.cat([x[:, :1], x], dim=1)
+    rope = model.rotary_embedding(x.shape[1], 8, 8)
+    ofs = torch.full((x.shape[0],), 2.0) if style == "1.5" else None
+    return base(x, enc, t, ofs=ofs, image_rotary_emb=rope).sample[:, pad:]
+
+
+@pytest.mark.parametrize("style", ["1.0", "1.5"])
+@pytest.mark.parametrize("injection", ["none", "cuefusion"])
+@pytest.mark.parametrize("frames", [2, 3])
+def test_parity_with_diffusers_bit_exact(style, injection, frames):
+    """`none` is diffusers' model; `cuefusion` at initialisation too (1 + alpha = 0, beta = gamma = 0)."""
+    torch.manual_seed(0)
+    model = CueFusionTransformer3D(**small_kwargs(style), injection=injection).eval()
+    base = diffusers_twin(model, style)
+    x, enc, t, cues = inputs(frames)
+    with torch.no_grad():
+        ours = model(x, enc, t, **cues).sample
+        ref = diffusers_forward(base, model, x, enc, t, style)
+    assert ours.shape == (1, frames, C, 8, 8)
+    assert torch.equal(ours, ref)
+
+
+def perturb_cue_modules(model, scale=0.5, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith("cue_"):
+                p.add_(scale * torch.randn(p.shape, generator=g))
+
+
+@pytest.mark.parametrize("injection", ["cuefusion", "cross_attention", "concat"])
+def test_trained_injection_makes_every_cue_matter(injection):
+    torch.manual_seed(0)
+    model = CueFusionTransformer3D(**small_kwargs("1.5"), injection=injection).eval()
+    perturb_cue_modules(model)
+    if injection == "concat":
+        with torch.no_grad():
+            model.patch_embed.proj.weight.add_(0.1 * torch.randn_like(model.patch_embed.proj.weight))
+    x, enc, t, cues = inputs(3)
+    with torch.no_grad():
+        out = model(x, enc, t, **cues).sample
+        for key in cues:
+            changed = dict(cues, **{key: cues[key] + 1.0})
+            assert not torch.allclose(model(x, enc, t, **changed).sample, out), key
+
+
+def reference_cue_fusion(module: CueFusion, cues, temb):
+    """Eqs 1-3 written out by hand from the paper, independent of the module's code."""
+    w, b = module.linear.weight, module.linear.bias
+    silu = temb * torch.sigmoid(temb)
+    factors = silu @ w.T + b  # (B, 3 * num_cues * dim)
+    d = module.dim
+    injected, carried = 0, []
+    for i, e in enumerate(cues):
+        alpha = factors[:, (3 * i) * d:(3 * i + 1) * d][:, None]
+        beta = factors[:, (3 * i + 1) * d:(3 * i + 2) * d][:, None]
+        gamma = factors[:, (3 * i + 2) * d:(3 * i + 3) * d][:, None]
+        mu = e.mean(-1, keepdim=True)
+        var = ((e - mu) ** 2).mean(-1, keepdim=True)
+        ln = (e - mu) / torch.sqrt(var + 1e-5)
+        e_m = ln * (1 + alpha) + beta
+        injected = injected + e_m
+        carried.append(e + gamma * e_m)
+    return injected, carried
+
+
+def test_eqs_1_to_3_against_hand_written_reference():
+    torch.manual_seed(0)
+    module = CueFusion(time_embed_dim=12, dim=10, num_cues=2)
+    with torch.no_grad():
+        module.linear.weight.normal_()
+        module.linear.bias.normal_()
+    cues = [torch.randn(3, 7, 10), torch.randn(3, 7, 10)]
+    temb = torch.randn(3, 12)
+    got_inj, got_carry = module(cues, temb)
+    ref_inj, ref_carry = reference_cue_fusion(module, cues, temb)
+    torch.testing.assert_close(got_inj, ref_inj, rtol=1e-5, atol=1e-5)
+    for a, b in zip(got_carry, ref_carry):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_cue_fusion_identity_at_init_but_learns():
+    module = CueFusion(time_embed_dim=12, dim=10, num_cues=1)
+    e = torch.randn(2, 5, 10)
+    injected, (carried,) = module([e], torch.randn(2, 12))
+    assert torch.equal(injected, torch.zeros_like(injected)) and torch.equal(carried, e)
+    injected.pow(2).sum().backward()  # zero loss, zero gradient: use a linear probe instead
+    module.zero_grad()
+    injected, _ = module([e], torch.randn(2, 12))
+    (injected * torch.randn_like(injected)).sum().backward()
+    assert module.linear.bias.grad.abs().sum() > 0  # d e^M / d alpha = LN(e) != 0
+
+
+def test_patchify_matches_diffusers_token_order():
+    """A cue embedded with the backbone's own patch weights gives the backbone's own tokens."""
+    for style in ("1.0", "1.5"):
+        torch.manual_seed(0)
+        model = CueFusionTransformer3D(**small_kwargs(style), injection="cuefusion")
+        x = torch.randn(1, 4, 2 * C, 8, 8)
+        enc = torch.zeros(1, 4, 16)
+        pe = model.patch_embed
+        tokens = pe(enc, x)[:, 4:]
+        if pe.use_positional_embeddings:  # remove the sin-cos positions the patch embedding adds
+            tokens = tokens - pe._get_positional_embeddings(8, 8, 13)[:, 4:].to(tokens.dtype)
+        w = pe.proj.weight.reshape(pe.proj.weight.shape[0], -1)
+        mine = patchify(x, 2, STYLE[style]["patch_size_t"]) @ w.T
+        if pe.proj.bias is not None:
+            mine = mine + pe.proj.bias
+        torch.testing.assert_close(mine, tokens, rtol=1e-4, atol=1e-4)
+
+
+def test_features_tap_and_features_only():
+    torch.manual_seed(0)
+    model = CueFusionTransformer3D(**small_kwargs("1.5"), injection="cuefusion").eval()
+    perturb_cue_modules(model)
+    x, enc, t, cues = inputs(3)
+    with torch.no_grad():
+        full = model(x, enc, t, **cues, feature_depths=(1, 2))
+        only = model(x, enc, t, **cues, feature_depths=(2,), features_only=True)
+    assert set(full.features) == {1, 2} and only.sample is None
+    assert full.features[2].shape == (1, 2 * 4 * 4, 32)  # 4 latent frames (padded) / 2 x 4 x 4
+    assert torch.equal(full.features[2], only.features[2])
+    with pytest.raises(ValueError, match="feature depths"):
+        model(x, enc, t, **cues, feature_depths=(4,))
+
+
+def test_face_and_location_switches_change_the_inputs():
+    kw = small_kwargs("1.0")
+    no_face = CueFusionTransformer3D(**kw, use_face_cue=False)
+    assert no_face.num_cues == 1 and len(no_face.cue_embed) == 1
+    no_loc = CueFusionTransformer3D(**kw, use_location_cue=False)
+    assert no_loc.cue_in_channels == C
+    x, enc, t, cues = inputs(2)
+    no_loc(x, enc, t, pose_latents=cues["pose_latents"], face_latents=cues["face_latents"])
+    no_face(x, enc, t, pose_latents=cues["pose_latents"], body_mask=cues["body_mask"])
+    with pytest.raises(ValueError, match="mask missing"):
+        no_face(x, enc, t, pose_latents=cues["pose_latents"])
+    with pytest.raises(ValueError, match="pose_latents has shape"):
+        no_face(x, enc, t, pose_latents=cues["pose_latents"][:, :1], body_mask=cues["body_mask"])
+
+
+def test_save_load_round_trip_bit_exact(tmp_path):
+    for injection in ("cuefusion", "concat", "cross_attention"):
+        torch.manual_seed(0)
+        model = CueFusionTransformer3D(**small_kwargs("1.5"), injection=injection, use_face_cue=False).eval()
+        perturb_cue_modules(model)
+        model.save_pretrained(tmp_path / injection)
+        assert (tmp_path / injection / "diffusion_pytorch_model.safetensors").is_file()
+        loaded = CueFusionTransformer3D.from_pretrained(tmp_path / injection).eval()
+        assert loaded.config.injection == injection and loaded.config.use_face_cue is False
+        assert loaded.config.in_channels == 2 * C
+        for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+            assert torch.equal(a, b), k
+        x, enc, t, cues = inputs(3)
+        cues.pop("face_latents"), cues.pop("face_mask")
+        with torch.no_grad():
+            assert torch.equal(model(x, enc, t, **cues).sample, loaded(x, enc, t, **cues).sample)
+
+
+def test_from_cogvideox_starts_as_the_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    base = CogVideoXTransformer3DModel(**small_kwargs("1.5")).eval()
+    base.save_pretrained(tmp_path / "CogVideoX" / "transformer")
+    x, enc, t, cues = inputs(3)
+    for injection in ("cuefusion", "concat", "cross_attention"):
+        model = CueFusionTransformer3D.from_cogvideox(tmp_path / "CogVideoX", injection=injection).eval()
+        with torch.no_grad():
+            ours = model(x, enc, t, **cues).sample
+            ref = diffusers_forward(base, model, x, enc, t, "1.5")
+        if injection == "cuefusion":
+            assert torch.equal(ours, ref)
+        else:  # zero extra input channels / zero gate: the same up to summation order
+            torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(InputError, match="config.json"):
+        CueFusionTransformer3D.from_cogvideox(tmp_path / "nowhere")
+
+
+def test_real_size_5b_config_on_meta_device():
+    cfg = load_config("configs/cogvideox1.5-5b-i2v.yaml").model
+    with torch.device("meta"):
+        model = CueFusionTransformer3D(**transformer_kwargs(cfg, 16))
+        base = CogVideoXTransformer3DModel(**{k: v for k, v in transformer_kwargs(cfg, 16).items()
+                                              if k not in ("injection", "cue_latent_channels", "use_face_cue",
+                                                           "use_location_cue")})
+    counts = model.count_parameters()
+    print(f"\n5B config: backbone {counts['backbone']:,}  cue modules {counts['cue']:,} "
+          f"({100 * counts['cue'] / counts['backbone']:.2f}%)")
+    assert counts["backbone"] == sum(p.numel() for p in base.parameters())
+    assert 5.5e9 < counts["backbone"] < 5.65e9
+    dim, temb, layers, cue_in = 48 * 64, 512, 42, 16 + 1
+    per_block = temb * 6 * dim + 6 * dim  # eq 1's Linear for pose and face
+    embed = 2 * (cue_in * 2 * 2 * 2 * dim + dim)  # e_p and e_f patch embeddings (p=2, p_t=2)
+    assert counts["cue"] == layers * per_block + embed
+
+
+def test_pixel_shuffle_codec_round_trip_and_frame_grouping():
+    codec = PixelShuffleCodec(spatial_factor=4)
+    video = torch.rand(2, 9, 3, 16, 24) * 2 - 1
+    lat = codec.encode(video)
+    assert lat.shape == (2, 3, 192, 4, 6)
+    torch.testing.assert_close(codec.decode(lat), video, rtol=0, atol=1e-5)  # orthonormal basis
+    # truncated: 2x2 spatial x 2 temporal frequencies keep constant and linear content exactly
+    small = PixelShuffleCodec(4, keep_spatial=2, keep_temporal=2, scale=0.75)
+    assert small.encode(video).shape == (2, 3, 24, 4, 6)
+    flat = torch.full((1, 9, 3, 8, 8), 0.3)
+    torch.testing.assert_close(small.decode(small.encode(flat)), flat, rtol=0, atol=1e-5)
+    noisy = small.decode(small.encode(video))
+    assert 0 < (noisy - video).abs().mean() < 0.5
+    with pytest.raises(ValueError, match="1 \\+ 4k"):
+        codec.encode(video[:, :8])
+    mask = torch.zeros(1, 9, 1, 16, 16)
+    mask[:, 5:9, :, :, :8] = 1.0  # frames 5-8 = latent frame 2, left half
+    m = mask_to_latent(mask, codec)
+    assert m.shape == (1, 3, 1, 4, 4)
+    assert torch.equal(m[0, 2, 0, :, :2], torch.ones(4, 2)) and m[0, :2].sum() == 0
+
+
+def test_cogvideox_codec_with_a_small_random_vae(tmp_path):
+    torch.manual_seed(0)
+    vae = AutoencoderKLCogVideoX(block_out_channels=(32, 32, 32), down_block_types=("CogVideoXDownBlock3D",) * 3,
+                                 up_block_types=("CogVideoXUpBlock3D",) * 3, latent_channels=4, layers_per_block=1,
+                                 norm_num_groups=32, temporal_compression_ratio=4)
+    vae.save_pretrained(tmp_path / "vae")
+    codec = CogVideoXCodec(tmp_path, sample=False)
+    assert (codec.latent_channels, codec.spatial_factor, codec.temporal_factor) == (4, 4, 4)
+    video = torch.rand(1, 9, 3, 16, 16) * 2 - 1
+    lat = codec.encode(video)
+    assert lat.shape == (1, 3, 4, 4, 4)
+    assert codec.decode(lat).shape == (1, 9, 3, 16, 16)
+    with pytest.raises(InputError, match="vae/config.json"):
+        CogVideoXCodec(tmp_path / "missing")
+
+
+def test_i2v_input_layout():
+    noisy = torch.randn(2, 3, C, 8, 8)
+    ref = torch.randn(2, 1, C, 8, 8)
+    x = i2v_hidden_states(noisy, ref)
+    assert x.shape == (2, 3, 2 * C, 8, 8)
+    assert torch.equal(x[:, :, :C], noisy) and torch.equal(x[:, :1, C:], ref) and x[:, 1:, C:].abs().sum() == 0
+
+
+def _overfit(injection: str, steps: int) -> tuple[float, float, CueFusionTransformer3D, CueFusionTransformer3D]:
+    """Train one tiny model on one synthetic clip with 4 fixed (noise, timestep) pairs."""
+    from directanimator.synth.identity import Identity
+    from directanimator.synth.motion import Motion
+    from directanimator.synth.render import render_clip
+    from directanimator.synth.scene import Scene
+    from directanimator.train.losses import denoising_loss, make_scheduler
+
+    torch.manual_seed(0)
+    cfg = load_config("configs/tiny.yaml").model
+    cfg.injection = injection
+    codec = build_codec(cfg)
+    clip = render_clip(Identity.from_id(3), Motion.from_id(7), Scene.from_id(1), num_frames=9, size=64)
+    video = torch.from_numpy(clip.frames).float().div(127.5).sub(1).permute(0, 3, 1, 2)[None]
+    masks = torch.from_numpy(clip.masks).float()[None, :, None]
+    lat = codec.encode(video).expand(4, -1, -1, -1, -1)
+    body = mask_to_latent(masks, codec).expand(4, -1, -1, -1, -1)
+    model = CueFusionTransformer3D(**transformer_kwargs(cfg, codec.latent_channels))
+    initial = copy.deepcopy(model)
+    sched = make_scheduler()
+    t = torch.tensor([100, 300, 600, 900])
+    noise = torch.randn(lat.shape, generator=torch.Generator().manual_seed(0))
+    x = i2v_hidden_states(sched.add_noise(lat, noise, t), lat[:, :1])
+    enc = torch.zeros(4, 8, 32)
+    assert lat.shape == (4, 3, 24, 16, 16)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(steps):
+        pred = model(x, enc, t, pose_latents=lat, face_latents=lat, body_mask=body, face_mask=body).sample
+        loss = denoising_loss(pred, lat, noise, t, sched)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses[0], min(losses[-5:]), model, initial
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("injection", ["cuefusion", "concat", "cross_attention", "none"])
+def test_each_injection_variant_overfits_one_clip(injection):
+    first, last, model, initial = _overfit(injection, steps=120)
+    print(f"\n{injection}: loss {first:.4f} -> {last:.4f} ({first / last:.1f}x)")
+    assert last < first / 10
+    if injection != "none":  # the cue modules were trained, not left at their initialisation
+        moved = [n for n, p in model.named_parameters()
+                 if n.startswith("cue_") and not torch.equal(p, dict(initial.named_parameters())[n])]
+        assert moved or injection == "concat"
+    if injection == "concat":
+        w0 = initial.patch_embed.proj.weight.view(128, -1, 2, 2)[:, 2 * 24:]
+        w1 = model.patch_embed.proj.weight.view(128, -1, 2, 2)[:, 2 * 24:]
+        assert w0.abs().sum() == 0 and w1.abs().sum() > 0
+
+
+def test_config_rejects_bad_model_keys(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  injection: adapter\n")
+    with pytest.raises(InputError, match="model.injection"):
+        load_config(bad)
+    bad.write_text("model:\n  frames: 8\n")
+    with pytest.raises(InputError, match="1 \\+ 4k"):
+        load_config(bad)
+    bad.write_text("model:\n  transformer:\n    patch_size_t: two\n")
+    with pytest.raises(InputError, match="patch_size_t"):
+        load_config(bad)
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("model:\n  transformer:\n    patch_size_t: 2\n  pretrained: null\n")
+    assert load_config(ok).model.transformer.patch_size_t == 2
