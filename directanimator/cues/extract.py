@@ -234,7 +234,7 @@ def _analyse(driving: FrameSource, cfg: CuesConfig, segmenter: Segmenter, face_f
             boxes.append(tight_box(subject))
             out.write(subject.astype(np.uint8).tobytes())
             t = timer("segment", t)
-            faces.append(face_finder(rgb, subject, boxes[-1], tracker.last_roi) if subject.any() else None)
+            faces.append(face_finder(rgb, subject, boxes[-1], tracker.last_roi, index) if subject.any() else None)
             t = timer("face_detect", t)
             bar.update()
     if shape is None:

@@ -79,6 +79,26 @@ def detect_in_roi(detector: FaceDetector, rgb: np.ndarray, roi: tuple[int, int, 
     return [(box / k + offset, score) for box, score in detector.detect(small)]
 
 
+class GivenFaceBoxes:
+    """Face boxes supplied with the video (the puppet world's ground truth): (T, 4) x0, y0, x1, y1 in
+    source pixels, NaN rows = no face, mapped into the working frame by `scale` and `offset` (the
+    letterbox). `reference_box` answers for the reference image (index None)."""
+
+    name = "given-face-boxes"
+
+    def __init__(self, boxes: np.ndarray, scale: float = 1.0, offset: tuple[float, float] = (0.0, 0.0),
+                 reference_box: np.ndarray | None = None):
+        shift = np.array([offset[0], offset[1], offset[0], offset[1]], np.float32)
+        self.boxes = np.asarray(boxes, np.float32) * scale + shift
+        self.reference_box = None if reference_box is None else np.asarray(reference_box, np.float32) * scale + shift
+
+    def detect(self, rgb: np.ndarray, index: int | None = None) -> list[tuple[Box, float]]:
+        box = self.reference_box if index is None else (self.boxes[index] if index < len(self.boxes) else None)
+        if box is None or not np.isfinite(box).all():
+            return []
+        return [(box.copy(), 1.0)]
+
+
 class SubjectFaceFinder:
     """Finds the main subject's face. Full-body frames make faces tiny, so the short-range detector
     first looks at an upscaled crop around the head (top of the subject mask); failing that, the
@@ -93,7 +113,9 @@ class SubjectFaceFinder:
         return self.head.name if self.wide is None else f"{self.head.name} + {self.wide.name}"
 
     def __call__(self, rgb: np.ndarray, subject: np.ndarray, subject_box: np.ndarray | None,
-                 roi: tuple[int, int, int, int] | None) -> Box | None:
+                 roi: tuple[int, int, int, int] | None, index: int | None = None) -> Box | None:
+        if isinstance(self.head, GivenFaceBoxes):  # frame-indexed ground truth, no search
+            return pick_face(self.head.detect(rgb, index), None)
         if self.wide is None or subject_box is None:
             return pick_face(self.head.detect(rgb), subject)
         found = pick_face(detect_in_roi(self.head, rgb, head_roi(subject, subject_box), 192), subject)

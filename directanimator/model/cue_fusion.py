@@ -87,18 +87,20 @@ class CueFusion(nn.Module):
         bias[:, 0] = -1.0  # alpha = -1  ->  1 + alpha = 0
 
     def forward(
-        self, cues: list[torch.Tensor], temb: torch.Tensor
+        self, cues: list[torch.Tensor], temb: torch.Tensor, carry: bool = True
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """cues: e_c, each (B, N, dim); temb: e_t, (B, time_embed_dim).
-        Returns (sum of e_c^M to add to the vision tokens, [e_c^G for the next block])."""
+        Returns (sum of e_c^M to add to the vision tokens, [e_c^G for the next block]); with
+        `carry=False` (the last block) e^G, which nothing would read, is not computed."""
         # (1): (B, num_cues, 3, 1, dim)
         factors = self.linear(self.silu(temb)).view(temb.shape[0], self.num_cues, 3, 1, self.dim)
         injected = None
         carried = []
         for i, e in enumerate(cues):
             alpha, beta, gamma = factors[:, i, 0], factors[:, i, 1], factors[:, i, 2]
-            e_m = self.norm(e) * (1 + alpha) + beta  # (2)
-            carried.append(e + gamma * e_m)  # (3)
+            e_m = torch.addcmul(beta, self.norm(e), 1 + alpha)  # (2)  LN(e) * (1 + alpha) + beta
+            if carry:
+                carried.append(torch.addcmul(e, gamma, e_m))  # (3)  e + gamma * e^M
             injected = e_m if injected is None else injected + e_m
         assert injected is not None
         return injected, carried

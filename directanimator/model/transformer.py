@@ -351,7 +351,7 @@ class CueFusionTransformer3D(CogVideoXTransformer3DModel):
                 # Eqs 1-3; the paper adds e^M "before entering the 3D full attention layers". We add
                 # it to the vision tokens' residual stream just before the block, so it reaches the
                 # attention through the block's own AdaLN (norm1) and persists in the residual.
-                injected, cue_tokens = self.cue_fusion[i](cue_tokens, emb)
+                injected, cue_tokens = self.cue_fusion[i](cue_tokens, emb, carry=i + 1 < last)
                 hidden_states = hidden_states + injected
             elif injection == "cross_attention":
                 hidden_states = self.cue_cross_attention[i](hidden_states, cross_context)
