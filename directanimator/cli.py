@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from .errors import InputError
+from .errors import InputError, TrainingError
 
 
 def _cues(args: argparse.Namespace) -> int:
@@ -42,6 +42,79 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace):
+    from .config import load_config
+
+    cfg = load_config(args.config)
+    if getattr(args, "dataset", None):
+        cfg.data.dataset = args.dataset
+    return cfg
+
+
+def _preprocess(args: argparse.Namespace) -> int:
+    from .data.preprocess import preprocess
+
+    report = preprocess(args.dataset, _load(args), progress=not args.quiet)
+    failed = report["failed"] + report["pseudo_failed"]
+    print(f"cache {report['cache']}: " + json.dumps({k: v for k, v in report.items() if k not in ("cache", "failures")}))
+    for f in report["failures"]:
+        print(f"skipped {f['clip_id']}: {f['error']}", file=sys.stderr)
+    return 0 if not failed or report["built"] + report["kept"] > 0 else 2
+
+
+def _pseudo(args: argparse.Namespace) -> int:
+    from .train.pseudo import make_pseudo
+
+    cfg = _load(args)
+    if args.generator:
+        cfg.pseudo.generator = args.generator
+    if args.manifest:
+        cfg.pseudo.external_manifest = args.manifest
+    if args.checkpoint:
+        cfg.pseudo.checkpoint = args.checkpoint
+    report = make_pseudo(args.dataset, cfg, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"wrote {args.dataset}/pseudo: " + json.dumps({k: report[k] for k in ("pseudo_clips", "kept", "dropped",
+                                                                             "dropped_by")}))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train.trainer import train
+
+    cfg = _load(args)
+    if args.stage:
+        cfg.train.stage = args.stage
+    if args.teacher:
+        cfg.train.teacher = args.teacher
+    if args.max_steps is not None:
+        cfg.train.max_steps = args.max_steps
+    summary = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    if summary.get("last") is not None and int(os.environ.get("RANK", "0")) == 0:
+        print(f"trained {args.out}: " + json.dumps({k: summary[k] for k in ("stage", "steps", "world_size",
+                                                                           "skipped_nonfinite", "seconds")}
+                                                  | {"loss": summary["last"].get("loss")}))
+    return 0
+
+
+def _plot_losses(args: argparse.Namespace) -> int:
+    from .train.plot import plot_losses
+
+    out = plot_losses(args.runs, args.out, labels=args.labels, smooth_window=args.smooth, title=args.title)
+    print(f"wrote {out}")
+    return 0
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="YAML config (e.g. configs/tiny.yaml)")
+    p.add_argument("--stage", choices=["same_id", "cross_id"], default=None, help="overrides train.stage")
+    p.add_argument("--dataset", default=None, help="dataset folder; overrides data.dataset")
+    p.add_argument("--out", required=True, help="run directory (config, log.jsonl, checkpoints/)")
+    p.add_argument("--teacher", default=None, help="cross_id: same-ID run directory or checkpoint directory")
+    p.add_argument("--max-steps", type=int, default=None, help="overrides train.max_steps")
+    p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    p.add_argument("--quiet", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="directanimator",
                                      description="DirectAnimator: human image animation from raw driving videos")
@@ -70,6 +143,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_synth)
+
+    p = sub.add_parser("preprocess", help="cache cues and latents of a dataset for training (resumable)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--config", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_preprocess)
+
+    p = sub.add_parser("pseudo", help="pseudo cross-ID driving clips + automated quality filter (Same2X)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--config", default=None)
+    p.add_argument("--generator", choices=["puppet", "directanimator", "external"], default=None)
+    p.add_argument("--manifest", default=None, help="external: JSONL of {source_clip, video}")
+    p.add_argument("--checkpoint", default=None, help="directanimator: same-ID run or checkpoint")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_pseudo)
+
+    p = sub.add_parser("train", help="Same2X training, either stage (also: accelerate launch -m directanimator.train)")
+    add_train_arguments(p)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("plot-losses", help="loss curves of training runs to a PNG")
+    p.add_argument("runs", nargs="+", help="run directories")
+    p.add_argument("--out", required=True)
+    p.add_argument("--labels", nargs="+", default=None)
+    p.add_argument("--smooth", type=int, default=1, help="moving-average window in steps")
+    p.add_argument("--title", default=None)
+    p.set_defaults(func=_plot_losses)
     return parser
 
 
@@ -80,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except TrainingError as exc:
+        print(f"error: training stopped: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written", file=sys.stderr)
         return 130

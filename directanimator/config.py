@@ -180,11 +180,99 @@ class ModelConfig:
 
 
 @dataclass
+class DataConfig:
+    """Training data (data/): the on-disk dataset and its caches."""
+
+    dataset: str | None = None
+    # consecutive windows of model.frames frames are cut from each clip every `window_stride` frames
+    # (None = model.frames: no overlap)
+    window_stride: int | None = None
+    # store cached latents in float16 (halves the cache; exact for the pixel-shuffle codec's range)
+    cache_float16: bool = False
+    num_workers: int = 0
+
+
+@dataclass
+class PseudoFilterConfig:
+    """Automated quality filter for pseudo driving clips (train/pseudo.py); a clip below any
+    threshold is dropped, and the report says which."""
+
+    min_mask_iou: float = 0.5          # silhouette IoU with the source after eqs 9-10 alignment
+    min_pose_consistency: float = 0.6  # 1 - normalised keypoint distance (or mask IoU without keypoints)
+    min_face_presence: float = 0.7     # faces found in pseudo / faces found in source
+    min_expression_consistency: float = 0.0  # correlation of mouth opening; 0 = off
+    max_flicker: float = 2.5           # mean |f(t+1) - 2 f(t) + f(t-1)|, pseudo / source
+
+
+@dataclass
+class PseudoConfig:
+    """Pseudo cross-ID driving cues (paper 3.2, A.2-A.3)."""
+
+    generator: Literal["puppet", "directanimator", "external"] = "puppet"
+    # pseudo references per driving clip, drawn uniformly from min..max (the paper: 0-3)
+    min_per_clip: int = 0
+    max_per_clip: int = 3
+    # puppet generator: strength ranges of its degradations (synth/pseudo.py), drawn per clip
+    max_blur: float = 0.5
+    max_colour_drift: float = 0.5
+    max_pose_jitter: float = 0.3
+    max_identity_leak: float = 0.3
+    # misalignment augmentation (A.2): the person in the pseudo pose cue scaled by 1 +- scale and
+    # shifted by +- shift x size, while the Location Cue stays the source's
+    misalign_scale: float = 0.15
+    misalign_shift: float = 0.08
+    external_manifest: str | None = None
+    checkpoint: str | None = None  # directanimator generator: a same-ID run or checkpoint
+    filter: PseudoFilterConfig = field(default_factory=PseudoFilterConfig)
+    seed: int = 0
+
+
+@dataclass
+class S2XConfig:
+    """Same2X alignment loss (eq 4)."""
+
+    weight: float = 0.5                # lambda
+    depth: int | None = None           # D; None = round(num_layers * 10 / 42), the paper's 10 of 42
+    projector: bool = False            # a trainable Linear on the student's features (not in the paper)
+
+
+@dataclass
+class TrainConfig:
+    """One trainer for both stages (train/trainer.py)."""
+
+    stage: Literal["same_id", "cross_id"] = "same_id"
+    # cross_id: where the student starts: the same-ID teacher's weights, or the base model
+    init: Literal["same_id", "base"] = "same_id"
+    teacher: str | None = None
+    max_steps: int = 1000
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    mixed_precision: Literal["auto", "no", "bf16"] = "auto"
+    ema_decay: float = 0.0             # 0 = no EMA
+    checkpoint_every: int = 500
+    keep_last: int = 2
+    log_every: int = 1
+    seed: int = 0
+    max_nonfinite_in_row: int = 10
+    # the cues of a training sample are dropped (zeros) with this probability, for classifier-free
+    # guidance on the cues at inference
+    cue_dropout: float = 0.0
+    s2x: S2XConfig = field(default_factory=S2XConfig)
+
+
+@dataclass
 class Config:
     """The root of every YAML file in configs/. Sections not given keep their defaults."""
 
     cues: CuesConfig = field(default_factory=CuesConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def _check_literal(value: Any, tp: Any, where: str) -> None:

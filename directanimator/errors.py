@@ -8,3 +8,7 @@ CLI prints it as a single line and exits non-zero; everything else is a bug and 
 
 class InputError(Exception):
     """Bad input the user can fix. The message is shown as is, on one line."""
+
+
+class TrainingError(RuntimeError):
+    """A training run that cannot go on (e.g. too many non-finite losses in a row)."""

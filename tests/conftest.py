@@ -9,3 +9,50 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    """configs/tiny.yaml with quick training settings for tests."""
+    from directanimator.config import load_config
+
+    def make(**train):
+        cfg = load_config("configs/tiny.yaml")
+        cfg.train.batch_size = 2
+        cfg.train.warmup_steps = 5
+        cfg.train.checkpoint_every = 5
+        cfg.train.keep_last = 5
+        for k, v in train.items():
+            setattr(cfg.train, k, v)
+        return cfg
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def puppet_dataset(tmp_path_factory, tiny_cfg):
+    """A small puppet world (64 px, 9 frames) with pseudo clips and caches for configs/tiny.yaml."""
+    from directanimator.data.preprocess import preprocess
+    from directanimator.synth.world import build_world
+    from directanimator.train.pseudo import make_pseudo
+
+    root = tmp_path_factory.mktemp("puppets") / "world"
+    build_world(root, identities=5, motions=5, clips=6, frames=9, size=64, seed=1, progress=False)
+    cfg = tiny_cfg()
+    cfg.pseudo.min_per_clip = 1
+    cfg.pseudo.max_per_clip = 2
+    make_pseudo(root, cfg, progress=False)
+    report = preprocess(root, cfg, progress=False)
+    assert report["failed"] == 0 and report["built"] > 0
+    return root
+
+
+@pytest.fixture(scope="session")
+def same_id_run(tmp_path_factory, puppet_dataset, tiny_cfg):
+    from directanimator.train.trainer import train
+
+    cfg = tiny_cfg(max_steps=10)
+    cfg.data.dataset = str(puppet_dataset)
+    out = tmp_path_factory.mktemp("runs") / "same_id"
+    train(cfg, out, progress=False)
+    return out

@@ -1,0 +1,260 @@
+"""Training caches: Driving Cue Triplets and codec latents, computed once per clip and config.
+
+    DATASET/cache/<config key>/
+      clips/<clip_id>.safetensors      same-ID windows of a clip (see ENTRY_KEYS)
+      pseudo/<pseudo_id>.safetensors   pseudo pose/face cue latents for a source clip's windows
+      failures-<rank>.jsonl            clips that failed, with the error (skipped, never fatal)
+      config.yaml                      the resolved config the key stands for
+
+The key hashes everything that changes the cached numbers (cue settings, frames, size, codec), so a
+changed config never reads a stale cache; each file also records the fingerprint (SHA-1) of its
+source files and is rebuilt when they change. Files are written to a temporary name and renamed.
+
+A clip of T frames gives the windows [s, s + F) for s = 0, stride, ... (F = model.frames). Each
+window holds (t latent frames of C x h x w):
+  latents (t, C, h, w)              the target video
+  reference_latent (1, C, h, w)     the reference frame (one frame of the clip, fixed per clip)
+  pose_latents, face_latents        the Pose Cue (gray, as RGB) and Face Cue through the codec
+  body_mask, face_mask (t, 1, h, w) the Location Cue on the latent grid
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..config import Config, dump_config, to_dict
+from ..cues.extract import DrivingCues, extract_cues_in_memory
+from ..cues.face import GivenFaceBoxes
+from ..cues.segment import GivenMasks
+from ..errors import InputError
+from ..model.codec import LatentCodec, mask_to_latent
+from ..video import Letterbox, iter_frames, probe_video
+from .format import ClipRecord, clip_dir
+
+CACHE_VERSION = 1
+ENTRY_KEYS = ("latents", "reference_latent", "pose_latents", "face_latents", "body_mask", "face_mask")
+PSEUDO_KEYS = ("pose_latents", "face_latents")
+
+
+def cache_key(cfg: Config) -> str:
+    relevant = {"version": CACHE_VERSION, "cues": to_dict(cfg.cues), "frames": cfg.model.frames,
+                "size": cfg.model.size, "codec": to_dict(cfg.model.codec),
+                "stride": cfg.data.window_stride, "float16": cfg.data.cache_float16,
+                "pretrained": cfg.model.pretrained if cfg.model.codec.kind == "cogvideox" else None}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cache_root(dataset: str | Path, cfg: Config) -> Path:
+    return Path(dataset) / "cache" / cache_key(cfg)
+
+
+def fingerprint(folder: Path) -> str:
+    h = hashlib.sha1()
+    for name in ("video.mp4", "annotations.safetensors"):
+        f = folder / name
+        if f.is_file():
+            h.update(name.encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class ClipFrames:
+    """A clip at the working size: frames (T, S, S, 3) uint8; ground truth when annotated."""
+
+    frames: np.ndarray
+    fps: float
+    masks: np.ndarray | None = None       # (T, S, S) float32 0/1
+    face_boxes: np.ndarray | None = None  # (T, 4) in working pixels, NaN = none
+    keypoints: np.ndarray | None = None   # (T, 17, 3) working pixels
+    face_landmarks: np.ndarray | None = None  # (T, 68, 2)
+
+
+def load_clip_frames(folder: Path, size: int) -> ClipFrames:
+    video = folder / "video.mp4"
+    if not video.is_file():
+        raise InputError(f"clip video missing: {video}")
+    info = probe_video(video)
+    lb = Letterbox.fit(info.width, info.height, size)
+    frames = np.stack([lb.apply(f) for f in iter_frames(video)])
+    out = ClipFrames(frames, info.fps)
+    ann_path = folder / "annotations.safetensors"
+    if ann_path.is_file():
+        from safetensors.numpy import load_file
+
+        ann = load_file(str(ann_path))
+        n = len(frames)
+        if "masks" in ann:
+            out.masks = np.stack([lb.apply(m.astype(np.float32)) for m in ann["masks"][:n]])
+        shift = np.array([lb.pad_x, lb.pad_y], np.float32)
+        if "face_boxes" in ann:
+            out.face_boxes = ann["face_boxes"][:n] * lb.scale + np.tile(shift, 2)
+        if "keypoints" in ann:
+            kp = ann["keypoints"][:n].copy()
+            kp[..., :2] = kp[..., :2] * lb.scale + shift
+            out.keypoints = kp
+        if "face_landmarks" in ann:
+            out.face_landmarks = ann["face_landmarks"][:n] * lb.scale + shift
+    return out
+
+
+def reference_index(clip_id: str, num_frames: int, seed: int = 0) -> int:
+    """The clip's reference frame: fixed per clip and seed, anywhere in the clip."""
+    return int(np.random.default_rng([zlib.crc32(clip_id.encode()), seed]).integers(num_frames))
+
+
+def window_starts(num_frames: int, frames: int, stride: int | None) -> list[int]:
+    return list(range(0, num_frames - frames + 1, stride or frames))
+
+
+def compute_cues(clip: ClipFrames, ref_index: int, cfg: Config) -> DrivingCues:
+    """The Driving Cue Triplet of a clip with one of its frames as reference; ground-truth masks and
+    face boxes are used when the clip has them, the embedded models otherwise."""
+    cues_cfg = cfg.cues
+    if cues_cfg.size != cfg.model.size:
+        from dataclasses import replace
+
+        cues_cfg = replace(cues_cfg, size=cfg.model.size)
+    kwargs = {}
+    if clip.masks is not None:
+        kwargs["segmenter"] = GivenMasks(list(clip.masks))
+        kwargs["reference_mask"] = clip.masks[ref_index]
+    if clip.face_boxes is not None:
+        kwargs["face_detector"] = GivenFaceBoxes(clip.face_boxes, reference_box=clip.face_boxes[ref_index])
+    return extract_cues_in_memory(clip.frames[ref_index], list(clip.frames), cues_cfg, fps=clip.fps, **kwargs)
+
+
+def video_tensor(frames: np.ndarray) -> torch.Tensor:
+    """(T, H, W, 3) or (T, H, W) uint8 -> (1, T, 3, H, W) float in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).float().div(127.5).sub(1.0)
+    if x.dim() == 3:
+        x = x[..., None].expand(-1, -1, -1, 3)
+    return x.permute(0, 3, 1, 2)[None]
+
+
+def misalign(pose: np.ndarray, body: np.ndarray | None, scale: float, shift: tuple[float, float]) -> np.ndarray:
+    """Appendix A.2's misalignment augmentation: the person in the pose cue scaled about its mean
+    centre and shifted (fractions of the size); the frames keep their size."""
+    size = pose.shape[1]
+    if body is not None and body.any():
+        ys, xs = np.nonzero(body.max(axis=0) > 0.5)
+        cx, cy = float(xs.mean()), float(ys.mean())
+    else:
+        cx = cy = size / 2
+    m = np.array([[scale, 0, (1 - scale) * cx + shift[0] * size], [0, scale, (1 - scale) * cy + shift[1] * size]],
+                 np.float32)
+    return np.stack([cv2.warpAffine(f, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=0) for f in pose])
+
+
+@torch.no_grad()
+def encode_windows(codec: LatentCodec, frames: np.ndarray | None, cues: DrivingCues, starts: list[int], length: int,
+                   reference: np.ndarray | None, dtype: torch.dtype = torch.float32,
+                   pose: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    """Stack the per-window tensors of ENTRY_KEYS (only the cue latents when `frames` is None)."""
+    pose = cues.pose_cue if pose is None else pose
+    out: dict[str, list[torch.Tensor]] = {}
+
+    def add(key: str, value: torch.Tensor) -> None:
+        out.setdefault(key, []).append(value[0].to(dtype).contiguous())
+
+    for s in starts:
+        sl = slice(s, s + length)
+        if frames is not None:
+            add("latents", codec.encode(video_tensor(frames[sl])))
+            add("body_mask", mask_to_latent(torch.from_numpy(cues.body_mask[sl])[None, :, None], codec))
+            add("face_mask", mask_to_latent(torch.from_numpy(cues.face_mask[sl])[None, :, None], codec))
+        add("pose_latents", codec.encode(video_tensor(pose[sl])))
+        add("face_latents", codec.encode(video_tensor(cues.face_cue[sl])))
+    result = {k: torch.stack(v) for k, v in out.items()}
+    if frames is not None and reference is not None:
+        ref = codec.encode(video_tensor(reference[None]))[0].to(dtype)  # (1, C, h, w)
+        result["reference_latent"] = ref[None].expand(len(starts), -1, -1, -1, -1).contiguous()
+    return result
+
+
+def write_entry(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta)})
+    os.replace(tmp, path)
+
+
+def read_meta(path: Path) -> dict | None:
+    try:
+        with safe_open(str(path), "pt") as f:
+            return json.loads((f.metadata() or {}).get("meta", "null"))
+    except Exception:  # noqa: BLE001 - a truncated or foreign file is simply not a valid entry
+        return None
+
+
+def read_window(path: Path, window: int, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    with safe_open(str(path), "pt") as f:
+        return {k: f.get_slice(k)[window].float() for k in keys}
+
+
+def build_clip_entry(dataset: Path, record: ClipRecord, cfg: Config, codec: LatentCodec, out: Path) -> dict:
+    """Cues + latents of one same-ID clip; returns the entry's metadata."""
+    folder = clip_dir(dataset, record.clip_id)
+    fp = fingerprint(folder)
+    clip = load_clip_frames(folder, cfg.model.size)
+    n = len(clip.frames)
+    starts = window_starts(n, cfg.model.frames, cfg.data.window_stride)
+    if not starts:
+        raise InputError(f"clip {record.clip_id} has {n} frames, fewer than model.frames = {cfg.model.frames}")
+    ref = reference_index(record.clip_id, n, cfg.train.seed)
+    cues = compute_cues(clip, ref, cfg)
+    dtype = torch.float16 if cfg.data.cache_float16 else torch.float32
+    tensors = encode_windows(codec, clip.frames, cues, starts, cfg.model.frames, cues.reference, dtype)
+    meta = {"clip_id": record.clip_id, "fingerprint": fp, "key": cache_key(cfg), "starts": starts,
+            "reference_index": ref, "num_frames": n, "shape": list(tensors["latents"].shape[1:]),
+            "pose_valid": float(cues.pose_valid.mean()), "face_valid": float(cues.face_valid.mean())}
+    write_entry(out, tensors, meta)
+    return meta
+
+
+def build_pseudo_entry(dataset: Path, pseudo_root: Path, pseudo: dict, source_meta: dict, cfg: Config,
+                       codec: LatentCodec, out: Path) -> dict:
+    """Pseudo pose/face cue latents over the source clip's windows, with the misalignment
+    augmentation applied to the pose cue (the Location Cue stays the source's)."""
+    folder = clip_dir(pseudo_root, pseudo["pseudo_id"])
+    fp = fingerprint(folder)
+    clip = load_clip_frames(folder, cfg.model.size)
+    starts = source_meta["starts"]
+    if len(clip.frames) < starts[-1] + cfg.model.frames:
+        raise InputError(f"pseudo clip {pseudo['pseudo_id']} has {len(clip.frames)} frames; its source needs "
+                         f"{starts[-1] + cfg.model.frames}")
+    ref = min(source_meta["reference_index"], len(clip.frames) - 1)
+    cues = compute_cues(clip, ref, cfg)
+    r = np.random.default_rng([zlib.crc32(pseudo["pseudo_id"].encode()), cfg.pseudo.seed])
+    scale = 1.0 + r.uniform(-1, 1) * cfg.pseudo.misalign_scale
+    shift = (r.uniform(-1, 1) * cfg.pseudo.misalign_shift, r.uniform(-1, 1) * cfg.pseudo.misalign_shift)
+    pose = misalign(cues.pose_cue, clip.masks, scale, shift)
+    dtype = torch.float16 if cfg.data.cache_float16 else torch.float32
+    tensors = encode_windows(codec, None, cues, starts, cfg.model.frames, None, dtype, pose=pose)
+    meta = {"pseudo_id": pseudo["pseudo_id"], "source_clip": pseudo["source_clip"], "fingerprint": fp,
+            "key": cache_key(cfg), "starts": starts, "misalign": {"scale": scale, "shift": list(shift)},
+            "shape": source_meta["shape"]}
+    write_entry(out, tensors, meta)
+    return meta
+
+
+def write_cache_config(root: Path, cfg: Config) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / "config.yaml"
+    if not target.exists():
+        tmp = root / f"config.yaml.{os.getpid()}.partial"
+        tmp.write_text(dump_config(cfg))
+        os.replace(tmp, target)

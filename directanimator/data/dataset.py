@@ -1,0 +1,66 @@
+"""Training samples read from the caches (data/cache.py), for the two Same2X stages.
+
+same_id   reference, cues and target all from one clip.
+cross_id  the student's pose and face cues come from a kept pseudo clip (another identity doing the
+          clip's motion, misaligned); the Location Cue, reference and target stay the clip's own;
+          the teacher's cues (`teacher_*`) are the clip's own same-ID cues (paper 3.2, A.3).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from ..config import Config
+from ..errors import InputError
+from .cache import ENTRY_KEYS, PSEUDO_KEYS, cache_key, cache_root, read_meta, read_window
+
+
+class CachedSamples(Dataset):
+    def __init__(self, dataset: str | Path, cfg: Config, stage: str):
+        self.root = cache_root(dataset, cfg)
+        key = cache_key(cfg)
+        self.items: list[tuple[Path, Path | None, int]] = []
+        self.shapes: list[tuple[int, ...]] = []
+        metas: dict[str, dict] = {}
+        for f in sorted((self.root / "clips").glob("*.safetensors")):
+            meta = read_meta(f)
+            if meta and meta.get("key") == key:
+                metas[meta["clip_id"]] = meta
+        if stage == "same_id":
+            for clip_id, meta in metas.items():
+                for w in range(len(meta["starts"])):
+                    self.items.append((self.root / "clips" / f"{clip_id}.safetensors", None, w))
+                    self.shapes.append(tuple(meta["shape"]))
+        elif stage == "cross_id":
+            from ..train.pseudo import read_pseudo_manifest
+
+            for item in read_pseudo_manifest(dataset):
+                pfile = self.root / "pseudo" / f"{item['pseudo_id']}.safetensors"
+                pmeta = read_meta(pfile) if pfile.is_file() else None
+                smeta = metas.get(item["source_clip"])
+                if not pmeta or pmeta.get("key") != key or smeta is None:
+                    continue
+                for w in range(len(smeta["starts"])):
+                    self.items.append((self.root / "clips" / f"{item['source_clip']}.safetensors", pfile, w))
+                    self.shapes.append(tuple(smeta["shape"]))
+        else:
+            raise ValueError(f"unknown stage {stage!r}")
+        if not self.items:
+            raise InputError(f"no cached {stage} samples for this config in {self.root}: run "
+                             f"`directanimator preprocess --dataset {dataset} --config CONFIG` first")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        source, pseudo, w = self.items[i]
+        sample = read_window(source, w, ENTRY_KEYS)
+        if pseudo is not None:
+            p = read_window(pseudo, w, PSEUDO_KEYS)
+            sample["teacher_pose_latents"] = sample["pose_latents"]
+            sample["teacher_face_latents"] = sample["face_latents"]
+            sample["pose_latents"], sample["face_latents"] = p["pose_latents"], p["face_latents"]
+        return sample

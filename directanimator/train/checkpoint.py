@@ -1,0 +1,147 @@
+"""Training checkpoints as plain files: safetensors for tensors, JSON for the rest (no pickles).
+
+    RUN/checkpoints/step_0000100/
+      model/                     save_pretrained of the transformer (config.json + safetensors)
+      optimizer.safetensors      every optimizer state tensor, keyed state.<param index>.<name>
+      optimizer.json             the optimizer's param_groups
+      scheduler.json             the LR scheduler's state_dict
+      rng.safetensors            torch CPU (and CUDA) generator states
+      ema.safetensors            the EMA weights, when EMA is on
+      state.json                 step, data position, counters
+
+Written into `step_N.partial/` and renamed, so a checkpoint directory is always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import InputError
+
+PREFIX = "step_"
+
+
+def checkpoints_of(run: Path) -> list[Path]:
+    folder = Path(run) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    done = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and not p.name.endswith(".partial")
+            and (p / "state.json").is_file()]
+    return sorted(done, key=lambda p: int(p.name[len(PREFIX):]))
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    found = checkpoints_of(run)
+    return found[-1] if found else None
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A run directory (its latest checkpoint), a checkpoint directory, or a model directory -> the
+    folder holding the transformer's config.json and weights."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"checkpoint not found: {p}")
+    if (p / "checkpoints").is_dir():
+        latest = latest_checkpoint(p)
+        if latest is None:
+            raise InputError(f"run {p} has no complete checkpoint yet")
+        p = latest
+    if (p / "model" / "config.json").is_file():
+        p = p / "model"
+    if not (p / "config.json").is_file():
+        raise InputError(f"{p} is not a checkpoint: config.json missing")
+    if not any(p.glob("*.safetensors")):
+        raise InputError(f"{p} is not a checkpoint: no *.safetensors weight file")
+    return p
+
+
+def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, state in sd["state"].items():
+        for name, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"state.{idx}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{name}"] = value
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def _optimizer_from_files(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        _, idx, name = key.split(".", 2)
+        state.setdefault(int(idx), {})[name] = value
+    for key, value in meta.get("scalars", {}).items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    out = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"torch_cuda_{i}"] = s
+    return out
+
+
+def save_checkpoint(run: Path, step: int, model, optimizer, scheduler, state: dict,
+                    ema: dict[str, torch.Tensor] | None = None, keep_last: int = 2) -> Path:
+    folder = Path(run) / "checkpoints"
+    final = folder / f"{PREFIX}{step:07d}"
+    tmp = folder / f"{PREFIX}{step:07d}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp / "model", safe_serialization=True)
+    tensors, meta = _optimizer_to_files(optimizer)
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    (tmp / "optimizer.json").write_text(json.dumps(meta))
+    (tmp / "scheduler.json").write_text(json.dumps(scheduler.state_dict()))
+    save_file({k: v.contiguous() for k, v in rng_state().items()}, str(tmp / "rng.safetensors"))
+    if ema is not None:
+        save_file({k: v.contiguous() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
+    (tmp / "state.json").write_text(json.dumps(state, indent=1))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    if keep_last > 0:
+        for old in checkpoints_of(run)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(folder: Path, model, optimizer, scheduler) -> tuple[dict, dict[str, torch.Tensor] | None]:
+    """Restore everything save_checkpoint wrote; returns (state, ema or None)."""
+    folder = Path(folder)
+    try:
+        weights = {}
+        for f in sorted((folder / "model").glob("*.safetensors")):
+            weights.update(load_file(str(f)))
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        if missing or unexpected:
+            raise InputError(f"checkpoint {folder} was made for another model: missing {missing[:2]}, "
+                             f"unexpected {unexpected[:2]}")
+        optimizer.load_state_dict(_optimizer_from_files(load_file(str(folder / "optimizer.safetensors")),
+                                                        json.loads((folder / "optimizer.json").read_text())))
+        scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text()))
+        rng = load_file(str(folder / "rng.safetensors"))
+        torch.set_rng_state(rng["torch_cpu"])
+        if torch.cuda.is_available():
+            states = [rng[k] for k in sorted(rng) if k.startswith("torch_cuda_")]
+            if len(states) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(states)
+        ema = load_file(str(folder / "ema.safetensors")) if (folder / "ema.safetensors").is_file() else None
+        state = json.loads((folder / "state.json").read_text())
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise InputError(f"cannot resume from {folder}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    return state, ema

@@ -1,0 +1,313 @@
+"""One accelerate training loop for both Same2X stages (paper 3.2, A.3); the config picks the stage.
+
+same_id   L = L_denoise on (reference, same-ID cues) -> the clip itself
+cross_id  L = L_denoise + lambda * L_S2X: the student sees pseudo cues, the frozen same-ID teacher
+          sees the clip's own cues, both with the same noisy latents and timestep (eq 4)
+
+L_denoise is CogVideoX's v-prediction MSE with timesteps uniform over {0..999} (train/losses.py).
+Noise, timesteps and cue dropout come from a generator seeded by (seed, step, micro-batch, rank),
+and the data order from (seed, epoch), so a resumed run draws exactly what the uninterrupted run
+would have drawn and continues the same loss curve.
+
+Run directory: config.yaml, log.jsonl (one line per optimizer step), checkpoints/ (train/checkpoint.py),
+tensorboard/ when TensorBoard is installed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..config import Config, dump_config, to_dict
+from ..data.dataset import CachedSamples
+from ..data.sampler import BucketBatchSampler
+from ..errors import InputError, TrainingError
+from ..model import CueFusionTransformer3D, build_codec, build_text_encoder, build_transformer, i2v_hidden_states
+from ..model import transformer_kwargs
+from .checkpoint import latest_checkpoint, load_checkpoint, resolve_model_dir, save_checkpoint
+from .losses import add_noise, denoising_loss, make_scheduler, s2x_loss
+
+
+def s2x_depth(cfg: Config, num_layers: int) -> int:
+    d = cfg.train.s2x.depth
+    if d is None:
+        d = max(1, round(num_layers * 10 / 42))  # the paper aligns block 10 of 42
+    if not 1 <= d <= num_layers:
+        raise InputError(f"train.s2x.depth must lie in 1..{num_layers}, got {d}")
+    return d
+
+
+def check_compatible(model: CueFusionTransformer3D, cfg: Config, latent_channels: int, what: str) -> None:
+    """A checkpoint must have been made for this config's model (sizes, injection, switches)."""
+    if cfg.model.pretrained:
+        return
+    want = transformer_kwargs(cfg.model, latent_channels)
+    for key, value in want.items():
+        have = model.config.get(key)
+        if have != value and not (isinstance(value, float) and have is not None and math.isclose(have, value)):
+            raise InputError(f"{what} was made for another config: model {key} = {have!r}, this config has {value!r}")
+
+
+def load_transformer(path: str | Path) -> CueFusionTransformer3D:
+    folder = resolve_model_dir(path)
+    try:
+        return CueFusionTransformer3D.from_pretrained(str(folder))
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise InputError(f"cannot load the checkpoint in {folder}: {str(exc).splitlines()[0]}") from None
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    import hashlib
+
+    h = hashlib.sha1()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _mixed_precision(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def _step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
+    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 131 + micro) * 4099 + rank)
+
+
+def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    tc = cfg.train
+    if cfg.data.dataset is None:
+        raise InputError("no dataset: pass --dataset DIR or set data.dataset in the config")
+    if tc.stage == "cross_id" and tc.teacher is None:
+        raise InputError("the cross_id stage needs a same-ID teacher: pass --teacher RUN_OR_CHECKPOINT")
+    out = Path(out)
+    if not resume and latest_checkpoint(out) is not None:
+        raise InputError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+
+    # cpu=True without CUDA: only then does accelerate form a gloo process group from the launcher's
+    # WORLD_SIZE (without it every process silently trains alone)
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        gradient_accumulation_steps=tc.grad_accum, mixed_precision=_mixed_precision(tc.mixed_precision),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
+    )
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    main = accelerator.is_main_process
+    torch.manual_seed(tc.seed)
+
+    codec = build_codec(cfg.model)
+    data = CachedSamples(cfg.data.dataset, cfg, tc.stage)
+    sampler = BucketBatchSampler(data.shapes, tc.batch_size, tc.seed, rank, world)
+    loader = DataLoader(data, batch_sampler=sampler, num_workers=cfg.data.num_workers)
+
+    teacher = None
+    if tc.stage == "cross_id":
+        teacher = load_transformer(tc.teacher)
+        check_compatible(teacher, cfg, codec.latent_channels, f"teacher {tc.teacher}")
+        teacher.requires_grad_(False).eval().to(device)
+        teacher_digest = weights_digest(teacher)
+    if teacher is not None and tc.init == "same_id":
+        model = copy.deepcopy(teacher).train().requires_grad_(True)
+        if cfg.model.gradient_checkpointing:
+            model.enable_gradient_checkpointing()
+    else:
+        torch.manual_seed(tc.seed)
+        model = build_transformer(cfg.model, codec.latent_channels)
+    model.train()
+    depth = s2x_depth(cfg, model.config.num_layers) if teacher is not None else None
+    use_s2x = teacher is not None and tc.s2x.weight > 0
+    if use_s2x and teacher.config.num_attention_heads * teacher.config.attention_head_dim != \
+            model.config.num_attention_heads * model.config.attention_head_dim and not tc.s2x.projector:
+        raise InputError("teacher and student widths differ: set train.s2x.projector: true")
+    projector = None
+    if use_s2x and tc.s2x.projector:
+        dim_s = model.config.num_attention_heads * model.config.attention_head_dim
+        dim_t = teacher.config.num_attention_heads * teacher.config.attention_head_dim
+        projector = torch.nn.Linear(dim_s, dim_t)
+        if dim_s == dim_t:
+            with torch.no_grad():
+                projector.weight.copy_(torch.eye(dim_s))
+                projector.bias.zero_()
+    text = build_text_encoder(cfg.model, model, device=device)
+
+    params = list(model.parameters()) + (list(projector.parameters()) if projector is not None else [])
+    optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, tc.warmup_steps)))
+    # The LR schedule is stepped by hand once per optimizer step: accelerate's wrapper would step it
+    # once per process.
+    if projector is not None:
+        model_p, projector, optimizer = accelerator.prepare(model, projector, optimizer)
+    else:
+        model_p, optimizer = accelerator.prepare(model, optimizer)
+    scheduler = make_scheduler(cfg.model.pretrained)
+    ema = {k: v.detach().float().clone() for k, v in model.state_dict().items()} if tc.ema_decay > 0 else None
+
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "nonfinite_in_row": 0, "skipped_nonfinite": 0}
+    if resume:
+        ckpt = latest_checkpoint(out)
+        if ckpt is None:
+            raise InputError(f"--resume: {out} has no checkpoint to resume from")
+        state, ema_loaded = load_checkpoint(ckpt, accelerator.unwrap_model(model_p), optimizer, lr_sched)
+        if ema is not None and ema_loaded is not None:
+            ema = ema_loaded
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(dump_config(cfg))
+        log_path = out / "log.jsonl"
+        if log_path.is_file():  # drop lines a killed run wrote after its last checkpoint
+            keep = [ln for ln in log_path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= state["step"]]
+            log_path.write_text("".join(ln + "\n" for ln in keep))
+    accelerator.wait_for_everyone()
+    tb = None
+    if main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            tb = SummaryWriter(str(out / "tensorboard"))
+        except ImportError:
+            tb = None
+
+    def batches():
+        while True:
+            sampler.set_epoch(state["epoch"], state["batch_in_epoch"])
+            for batch in loader:
+                state["batch_in_epoch"] += 1
+                yield batch
+            state["epoch"] += 1
+            state["batch_in_epoch"] = 0
+
+    stream = batches()
+    bar = tqdm(total=tc.max_steps, initial=state["step"], desc=f"train {tc.stage}", unit="step",
+               disable=not (progress and main), leave=False)
+    last_log: dict = {}
+    t_start = time.perf_counter()
+    while state["step"] < tc.max_steps:
+        step = state["step"]
+        t0 = time.perf_counter()
+        sums = {"loss": 0.0, "loss_denoise": 0.0, "loss_s2x": 0.0}
+        finite_all = True
+        samples = 0
+        for micro in range(tc.grad_accum):
+            batch = {k: v.to(device) for k, v in next(stream).items()}
+            gen = _step_generator(tc.seed, step, micro, rank)
+            lat = batch["latents"]
+            b = lat.shape[0]
+            samples += b
+            noise = torch.randn(lat.shape, generator=gen).to(device)
+            t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen).to(device)
+            keep = (torch.rand(b, generator=gen) >= tc.cue_dropout).float().to(device).view(b, 1, 1, 1, 1)
+            x = i2v_hidden_states(add_noise(lat, noise, t, scheduler), batch["reference_latent"])
+            enc = text([cfg.model.text.prompt] * b, device=device)
+            cues = dict(pose_latents=batch["pose_latents"] * keep, face_latents=batch["face_latents"] * keep,
+                        body_mask=batch["body_mask"] * keep, face_mask=batch["face_mask"] * keep)
+            with accelerator.accumulate(model_p):
+                with accelerator.autocast():
+                    out_s = model_p(x, enc, t, **cues, feature_depths=(depth,) if use_s2x else ())
+                    loss_d = denoising_loss(out_s.sample, lat, noise, t, scheduler)
+                    loss = loss_d
+                    loss_a = torch.zeros((), device=device)
+                    if use_s2x:
+                        with torch.no_grad():
+                            h_t = teacher(x, enc, t, pose_latents=batch["teacher_pose_latents"] * keep,
+                                          face_latents=batch["teacher_face_latents"] * keep,
+                                          body_mask=cues["body_mask"], face_mask=cues["face_mask"],
+                                          feature_depths=(depth,), features_only=True).features[depth]
+                        h_s = out_s.features[depth]
+                        if projector is not None:
+                            h_s = projector(h_s)
+                        loss_a = s2x_loss(h_t, h_s)
+                        loss = loss_d + tc.s2x.weight * loss_a
+                finite = accelerator.gather(torch.isfinite(loss.detach()).float().reshape(1)).min().item() > 0
+                if not finite:
+                    finite_all = False
+                    optimizer.zero_grad(set_to_none=True)
+                    continue
+                accelerator.backward(loss)
+                sums["loss"] += loss.item() / tc.grad_accum
+                sums["loss_denoise"] += loss_d.item() / tc.grad_accum
+                sums["loss_s2x"] += loss_a.item() / tc.grad_accum
+                grad_norm = None
+                if accelerator.sync_gradients:
+                    grad_norm = accelerator.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+                    if not torch.isfinite(torch.as_tensor(grad_norm)):
+                        finite_all = False
+                        optimizer.zero_grad(set_to_none=True)
+                        continue
+                optimizer.step()
+                if accelerator.sync_gradients:
+                    lr_sched.step()
+                optimizer.zero_grad(set_to_none=True)
+        if not finite_all:
+            state["nonfinite_in_row"] += 1
+            state["skipped_nonfinite"] += 1
+            state["step"] += 1
+            if state["nonfinite_in_row"] > tc.max_nonfinite_in_row:
+                raise TrainingError(f"{state['nonfinite_in_row']} non-finite losses or gradients in a row at step "
+                                    f"{step}: lower train.lr or check the data (last finite loss: "
+                                    f"{last_log.get('loss', 'none')})")
+            bar.update()
+            continue
+        state["nonfinite_in_row"] = 0
+        if ema is not None:
+            with torch.no_grad():
+                for k, v in accelerator.unwrap_model(model_p).state_dict().items():
+                    ema[k].mul_(tc.ema_decay).add_(v.detach().float(), alpha=1 - tc.ema_decay)
+        state["step"] += 1
+        # mean over processes of each loss term
+        red = accelerator.reduce(torch.tensor([sums["loss"], sums["loss_denoise"], sums["loss_s2x"]], device=device),
+                                 reduction="mean").tolist()
+        dt = time.perf_counter() - t0
+        last_log = {"step": state["step"], "loss": red[0], "loss_denoise": red[1], "loss_s2x": red[2] if use_s2x else None,
+                    "lr": lr_sched.get_last_lr()[0], "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                    "step_time": dt, "samples_per_s": samples * world / dt, "epoch": state["epoch"],
+                    "skipped_nonfinite": state["skipped_nonfinite"]}
+        if main and (state["step"] % tc.log_every == 0 or state["step"] == 1 or state["step"] == tc.max_steps):
+            with open(out / "log.jsonl", "a") as fh:
+                fh.write(json.dumps(last_log) + "\n")
+            if tb is not None:
+                for k in ("loss", "loss_denoise", "loss_s2x", "lr", "grad_norm"):
+                    if last_log[k] is not None:
+                        tb.add_scalar(f"train/{k}", last_log[k], state["step"])
+        bar.update()
+        bar.set_postfix(loss=f"{red[0]:.4f}")
+        if state["step"] % tc.checkpoint_every == 0 or state["step"] == tc.max_steps:
+            accelerator.wait_for_everyone()
+            if main:
+                save_checkpoint(out, state["step"], accelerator.unwrap_model(model_p), optimizer, lr_sched,
+                                {**state, "stage": tc.stage, "config": to_dict(cfg)}, ema, tc.keep_last)
+            accelerator.wait_for_everyone()
+    bar.close()
+    if tb is not None:
+        tb.close()
+    # DDP keeps replicas identical; check it rather than trust it (a SHA-1 of every weight, per rank)
+    digest = weights_digest(accelerator.unwrap_model(model_p))
+    digests = accelerator.gather(torch.tensor([int(digest[:15], 16)], device=device)).tolist()
+    if len(set(digests)) != 1:
+        raise TrainingError(f"the {world} processes ended with different weights: {digests}")
+    if teacher is not None and weights_digest(teacher) != teacher_digest:
+        raise TrainingError("the frozen same-ID teacher changed during training")
+    summary = {"run": str(out), "stage": tc.stage, "steps": state["step"], "world_size": world,
+               "skipped_nonfinite": state["skipped_nonfinite"], "last": last_log,
+               "seconds": round(time.perf_counter() - t_start, 2), "s2x_depth": depth,
+               "weights_sha1": digest, "ranks_in_sync": True,
+               "teacher_sha1": teacher_digest if teacher is not None else None}
+    if main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return summary
+

@@ -1,0 +1,292 @@
+"""Same2X training: losses, caches, bucket sampler, pseudo filter, trainer, checkpoints, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from directanimator.data.cache import cache_key, cache_root, read_meta
+from directanimator.data.dataset import CachedSamples
+from directanimator.data.preprocess import preprocess
+from directanimator.data.sampler import BucketBatchSampler
+from directanimator.errors import InputError, TrainingError
+from directanimator.train.checkpoint import latest_checkpoint, resolve_model_dir
+from directanimator.train.losses import make_scheduler, s2x_loss, velocity
+from directanimator.train.trainer import load_transformer, train, weights_digest
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def cli(*args, env=None, timeout=300):
+    e = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
+    return subprocess.run([PY, "-m", "directanimator", *args], capture_output=True, text=True, env=e, cwd=ROOT,
+                          timeout=timeout)
+
+
+def read_log(run):
+    return [json.loads(line) for line in (Path(run) / "log.jsonl").read_text().splitlines()]
+
+
+# ------------------------------------------------------------------ losses
+
+
+def test_s2x_loss_is_minus_one_when_student_is_teacher(same_id_run, puppet_dataset, tiny_cfg):
+    model = load_transformer(same_id_run).eval()
+    data = CachedSamples(puppet_dataset, tiny_cfg(), "cross_id")
+    b = data[0]
+    x = torch.cat([b["latents"], torch.cat([b["reference_latent"], torch.zeros_like(b["latents"][1:])])], dim=1)[None]
+    cues = {k: b[k][None] for k in ("pose_latents", "face_latents", "body_mask", "face_mask")}
+    enc = torch.zeros(1, 8, 32)
+    with torch.no_grad():
+        h1 = model(x, enc, torch.tensor([500]), **cues, feature_depths=(1,), features_only=True).features[1]
+        h2 = model(x, enc, torch.tensor([500]), **cues, feature_depths=(1,)).features[1]
+    assert s2x_loss(h1, h2).item() == pytest.approx(-1.0, abs=1e-6)
+    assert s2x_loss(h1, -h2).item() == pytest.approx(1.0, abs=1e-6)
+    student = h2.clone().requires_grad_(True)
+    teacher = h1.clone().requires_grad_(True)
+    s2x_loss(teacher, student * 0.5 + torch.randn_like(student)).backward()
+    assert teacher.grad is None and student.grad is not None
+
+
+def test_v_target_matches_the_x0_form():
+    sched = make_scheduler()
+    x0, eps = torch.randn(3, 2, 4, 4, 4), torch.randn(3, 2, 4, 4, 4)
+    t = torch.tensor([10, 500, 990])
+    a = sched.alphas_cumprod[t].float().view(3, 1, 1, 1, 1)
+    torch.testing.assert_close(velocity(x0, eps, t, sched), a.sqrt() * eps - (1 - a).sqrt() * x0)
+
+
+# ------------------------------------------------------------------ data
+
+
+def test_bucket_sampler_uniform_sharded_deterministic_resumable():
+    shapes = [(3, 16, 16)] * 7 + [(5, 16, 16)] * 5 + [(3, 8, 24)] * 4
+    s0 = BucketBatchSampler(shapes, 2, seed=3, rank=0, world_size=2)
+    s1 = BucketBatchSampler(shapes, 2, seed=3, rank=1, world_size=2)
+    b0, b1 = s0.batches(0), s1.batches(0)
+    assert len(b0) == len(b1) > 0
+    for batch in b0 + b1:
+        assert len({shapes[i] for i in batch}) == 1
+    flat0, flat1 = {i for b in b0 for i in b}, {i for b in b1 for i in b}
+    assert not flat0 & flat1
+    assert s0.batches(0) == BucketBatchSampler(shapes, 2, seed=3, rank=0, world_size=2).batches(0)
+    assert s0.batches(1) != s0.batches(0)
+    s0.set_epoch(0, start=2)
+    assert list(s0) == b0[2:]
+    one = BucketBatchSampler(shapes, 2, seed=3)
+    assert sorted(i for b in one.batches(0) for i in b) == list(range(len(shapes)))  # every sample once
+
+
+def test_cache_is_keyed_by_config_and_content(puppet_dataset, tiny_cfg):
+    cfg = tiny_cfg()
+    root = cache_root(puppet_dataset, cfg)
+    entries = sorted((root / "clips").glob("*.safetensors"))
+    assert entries and all(read_meta(e)["key"] == cache_key(cfg) for e in entries)
+    other = tiny_cfg()
+    other.cues.pose.cutoff = 0.08
+    assert cache_key(other) != cache_key(cfg)
+    with pytest.raises(InputError, match="preprocess"):
+        CachedSamples(puppet_dataset, other, "same_id")
+    again = preprocess(puppet_dataset, cfg, progress=False)  # resumable: nothing rebuilt
+    assert again["built"] == 0 and again["kept"] == len(entries)
+    sample = CachedSamples(puppet_dataset, cfg, "same_id")[0]
+    assert sample["latents"].shape == (3, 24, 16, 16) and sample["reference_latent"].shape == (1, 24, 16, 16)
+    assert sample["body_mask"].shape == (3, 1, 16, 16) and 0 <= sample["body_mask"].min() <= sample["body_mask"].max() <= 1
+
+
+def test_cross_id_samples_pair_pseudo_cues_with_own_location_and_target(puppet_dataset, tiny_cfg):
+    cfg = tiny_cfg()
+    same = CachedSamples(puppet_dataset, cfg, "same_id")
+    cross = CachedSamples(puppet_dataset, cfg, "cross_id")
+    src, pseudo, w = cross.items[0]
+    s = cross[0]
+    own = same[same.items.index((src, None, w))]
+    for k in ("latents", "reference_latent", "body_mask", "face_mask"):
+        assert torch.equal(s[k], own[k])
+    assert torch.equal(s["teacher_pose_latents"], own["pose_latents"])
+    assert not torch.equal(s["pose_latents"], own["pose_latents"])
+
+
+def test_corrupt_clip_is_skipped_and_reported(tmp_path, tiny_cfg):
+    from directanimator.synth.world import build_world
+
+    root = tmp_path / "w"
+    build_world(root, identities=3, motions=3, clips=4, frames=9, size=64, seed=2, progress=False)
+    (root / "clips" / "train_00001" / "video.mp4").write_bytes(b"not a video at all")
+    report = preprocess(root, tiny_cfg(), progress=False)
+    assert report["failed"] == 1 and report["built"] == 2
+    assert report["failures"][0]["clip_id"] == "train_00001"
+    failures = (cache_root(root, tiny_cfg()) / "failures-0.jsonl").read_text()
+    assert "train_00001" in failures
+    r = cli("preprocess", "--dataset", str(root), "--config", "configs/tiny.yaml", "--quiet")
+    assert r.returncode == 0 and "skipped train_00001" in r.stderr
+
+
+def test_pseudo_filter_drops_a_broken_clip_and_keeps_a_good_one():
+    from directanimator.config import PseudoFilterConfig
+    from directanimator.data.cache import ClipFrames
+    from directanimator.synth.pseudo import Degradation, render_pseudo
+    from directanimator.synth.render import render_clip
+    from directanimator.train.pseudo import score_pseudo
+
+    def frames_of(clip):
+        return ClipFrames(clip.frames, 15.0, clip.masks.astype(np.float32), clip.face_boxes, clip.keypoints,
+                          clip.face_landmarks)
+
+    source = frames_of(render_clip(11, 21, 31, 12, 64))
+    good = frames_of(render_pseudo(11, 21, 12, 32, 12, 64, 15.0, Degradation(blur=0.3, pose_jitter=0.1, identity_leak=0.2)))
+    broken_clip = render_pseudo(11, 23, 12, 32, 12, 64, 15.0, Degradation())  # another motion ...
+    order = np.random.default_rng(0).permutation(12)                         # ... and shuffled in time
+    broken = ClipFrames(broken_clip.frames[order], 15.0, broken_clip.masks[order].astype(np.float32),
+                        np.full((12, 4), np.nan, np.float32), broken_clip.keypoints[order], None)
+    thresholds = PseudoFilterConfig()
+    ok = score_pseudo(source, good, thresholds)
+    bad = score_pseudo(source, broken, thresholds)
+    assert ok.kept, ok
+    assert not bad.kept
+    assert any(r.startswith("face_presence") for r in bad.reasons)
+    assert bad.scores["pose_consistency"] < ok.scores["pose_consistency"]
+    assert bad.scores["flicker"] > ok.scores["flicker"]
+
+
+def test_pseudo_report_on_disk(puppet_dataset):
+    report = json.loads((puppet_dataset / "pseudo" / "filter_report.json").read_text())
+    lines = [json.loads(x) for x in (puppet_dataset / "pseudo" / "manifest.jsonl").read_text().splitlines()]
+    assert report["pseudo_clips"] == len(lines) == report["kept"] + report["dropped"]
+    assert all(set(x["scores"]) >= {"mask_iou", "pose_consistency", "face_presence", "flicker"} for x in lines)
+    assert all(x["kept"] == (not x["reasons"]) for x in lines)
+
+
+def test_misalignment_moves_the_person_but_keeps_the_frame():
+    from directanimator.data.cache import misalign
+
+    pose = np.zeros((2, 32, 32), np.uint8)
+    pose[:, 10:20, 12:18] = 200
+    out = misalign(pose, (pose > 0).astype(np.float32), 1.0, (0.25, 0.0))
+    assert out.shape == pose.shape
+    assert np.array_equal(out[:, 10:20, 20:26], pose[:, 10:20, 12:18])
+
+
+# ------------------------------------------------------------------ trainer
+
+
+def test_same_id_run_logs_and_checkpoints(same_id_run):
+    log = read_log(same_id_run)
+    assert [e["step"] for e in log] == list(range(1, 11))
+    for key in ("loss", "loss_denoise", "lr", "grad_norm", "step_time", "samples_per_s"):
+        assert all(np.isfinite(e[key]) for e in log), key
+    assert latest_checkpoint(same_id_run).name == "step_0000010"
+    files = {p.name for p in latest_checkpoint(same_id_run).iterdir()}
+    assert {"model", "optimizer.safetensors", "optimizer.json", "scheduler.json", "rng.safetensors", "state.json"} <= files
+    assert not list(Path(same_id_run).rglob("*.pt")) and not list(Path(same_id_run).rglob("*.bin"))
+    assert resolve_model_dir(same_id_run) == latest_checkpoint(same_id_run) / "model"
+
+
+def test_cross_id_keeps_teacher_frozen_and_logs_both_terms(same_id_run, puppet_dataset, tiny_cfg, tmp_path):
+    cfg = tiny_cfg(stage="cross_id", teacher=str(same_id_run), max_steps=6)
+    cfg.data.dataset = str(puppet_dataset)
+    before = weights_digest(load_transformer(same_id_run))
+    summary = train(cfg, tmp_path / "x", progress=False)
+    assert summary["teacher_sha1"] == before == weights_digest(load_transformer(same_id_run))
+    log = read_log(tmp_path / "x")
+    assert all(-1 <= e["loss_s2x"] <= 1 for e in log)
+    assert all(e["loss"] == pytest.approx(e["loss_denoise"] + 0.5 * e["loss_s2x"], rel=1e-5) for e in log)
+    assert summary["s2x_depth"] == 1  # round(4 * 10 / 42)
+    # the student starts from the teacher: at step 1 their block-D features nearly agree
+    assert log[0]["loss_s2x"] < -0.9
+
+
+def test_nonfinite_losses_are_skipped_then_stop_the_run(puppet_dataset, tiny_cfg, tmp_path, monkeypatch):
+    import directanimator.train.trainer as trainer_mod
+
+    real = trainer_mod.denoising_loss
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        loss = real(*a, **k)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(trainer_mod, "denoising_loss", flaky)
+    cfg = tiny_cfg(max_steps=6)
+    cfg.data.dataset = str(puppet_dataset)
+    summary = train(cfg, tmp_path / "flaky", progress=False)
+    assert summary["skipped_nonfinite"] == 1 and summary["steps"] == 6
+    assert all(np.isfinite(e["loss"]) for e in read_log(tmp_path / "flaky"))
+
+    monkeypatch.setattr(trainer_mod, "denoising_loss", lambda *a, **k: real(*a, **k) * float("nan"))
+    cfg = tiny_cfg(max_steps=50, max_nonfinite_in_row=3)
+    cfg.data.dataset = str(puppet_dataset)
+    with pytest.raises(TrainingError, match="non-finite"):
+        train(cfg, tmp_path / "broken", progress=False)
+
+
+@pytest.mark.slow
+def test_train_cli_bad_inputs(same_id_run, puppet_dataset, tmp_path):
+    base = ["train", "--config", "configs/tiny.yaml", "--dataset", str(puppet_dataset), "--quiet"]
+    r = cli(*base, "--stage", "cross_id", "--out", str(tmp_path / "a"))
+    assert r.returncode == 2 and r.stderr.startswith("error:") and "--teacher" in r.stderr
+    r = cli(*base, "--out", str(same_id_run))
+    assert r.returncode == 2 and "--resume" in r.stderr
+    r = cli(*base, "--stage", "cross_id", "--teacher", str(tmp_path / "nope"), "--out", str(tmp_path / "b"))
+    assert r.returncode == 2 and "checkpoint not found" in r.stderr
+    bad_cfg = tmp_path / "wide.yaml"
+    bad_cfg.write_text((ROOT / "configs/tiny.yaml").read_text().replace("num_layers: 4", "num_layers: 3"))
+    r = cli("train", "--config", str(bad_cfg), "--dataset", str(puppet_dataset), "--stage", "cross_id",
+            "--teacher", str(same_id_run), "--out", str(tmp_path / "c"), "--quiet")
+    assert r.returncode == 2 and "another config" in r.stderr and "num_layers" in r.stderr
+    r = cli("train", "--config", "configs/tiny.yaml", "--out", str(tmp_path / "d"))
+    assert r.returncode == 2 and "dataset" in r.stderr
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_on_the_same_loss_curve(puppet_dataset, tmp_path):
+    base = ["train", "--config", "configs/tiny.yaml", "--dataset", str(puppet_dataset), "--quiet"]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text((ROOT / "configs/tiny.yaml").read_text() +
+                   "train:\n  batch_size: 2\n  checkpoint_every: 5\n  keep_last: 3\n  warmup_steps: 5\n")
+    base[2] = str(cfg)
+    straight = cli(*base, "--out", str(tmp_path / "straight"), "--max-steps", "40")
+    assert straight.returncode == 0, straight.stderr
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([PY, "-m", "directanimator", *base, "--out", str(tmp_path / "killed"), "--max-steps", "40"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "killed" / "checkpoints" / "step_0000010").is_dir() and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = latest_checkpoint(tmp_path / "killed")
+    assert killed_at is not None
+    resumed = cli(*base, "--out", str(tmp_path / "killed"), "--max-steps", "40", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = read_log(tmp_path / "straight"), read_log(tmp_path / "killed")
+    assert [e["step"] for e in b] == list(range(1, 41))
+    for x, y in zip(a, b):
+        assert x["loss"] == y["loss"] and x["lr"] == y["lr"], (x["step"], x["loss"], y["loss"])
+
+
+@pytest.mark.slow
+def test_two_processes_train_with_ddp_and_end_identical(puppet_dataset, tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [str(Path(PY).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "directanimator.train",
+           "--config", "configs/tiny.yaml", "--dataset", str(puppet_dataset), "--out", str(out), "--max-steps", "6",
+           "--quiet"]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["ranks_in_sync"] is True
+    assert summary["weights_sha1"] == weights_digest(load_transformer(out))
+    assert all(np.isfinite(e["loss"]) for e in read_log(out))
