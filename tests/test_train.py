@@ -290,3 +290,41 @@ def test_two_processes_train_with_ddp_and_end_identical(puppet_dataset, tmp_path
     assert summary["world_size"] == 2 and summary["ranks_in_sync"] is True
     assert summary["weights_sha1"] == weights_digest(load_transformer(out))
     assert all(np.isfinite(e["loss"]) for e in read_log(out))
+
+
+def test_accelerate_config_files_load_with_accelerate():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    types = {}
+    for f in sorted((ROOT / "configs" / "accelerate").glob("*.yaml")):
+        c = load_config_from_file(str(f))
+        types[f.stem] = str(c.distributed_type).split(".")[-1]
+    assert types == {"ddp_cpu_2proc": "MULTI_CPU", "ddp_8gpu": "MULTI_GPU", "deepspeed_zero2_8gpu": "DEEPSPEED",
+                     "fsdp_8gpu": "FSDP"}
+    ds = load_config_from_file(str(ROOT / "configs/accelerate/deepspeed_zero2_8gpu.yaml"))
+    assert ds.deepspeed_config["zero_stage"] == 2 and ds.mixed_precision == "bf16"
+    fsdp = load_config_from_file(str(ROOT / "configs/accelerate/fsdp_8gpu.yaml"))
+    assert fsdp.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "CogVideoXBlock"
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_cfg):
+    from directanimator.model import build_transformer
+
+    cfg = tiny_cfg().model
+    torch.manual_seed(0)
+    a = build_transformer(cfg, 24)
+    b = build_transformer(cfg, 24)
+    b.load_state_dict(a.state_dict())
+    b.enable_gradient_checkpointing()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 3, 48, 16, 16, generator=g)
+    cues = {k: torch.randn(1, 3, c, 16, 16, generator=g) for k, c in
+            (("pose_latents", 24), ("face_latents", 24), ("body_mask", 1), ("face_mask", 1))}
+    for m in (a, b):
+        with torch.no_grad():  # move the injection off zero so its gradients are not trivially zero
+            for n, p in m.named_parameters():
+                if n.startswith("cue_fusion") and n.endswith("bias"):
+                    p.add_(0.1)
+        m(x, torch.zeros(1, 8, 32), torch.tensor([300]), **cues).sample.square().mean().backward()
+    for (n, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-4, atol=1e-6, msg=n)

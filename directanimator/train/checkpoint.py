@@ -95,17 +95,26 @@ def rng_state() -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(run: Path, step: int, model, optimizer, scheduler, state: dict,
-                    ema: dict[str, torch.Tensor] | None = None, keep_last: int = 2) -> Path:
+                    ema: dict[str, torch.Tensor] | None = None, keep_last: int = 2,
+                    model_state: dict[str, torch.Tensor] | None = None) -> Path:
+    """`optimizer` None = not saved (its state is sharded across processes: DeepSpeed, FSDP);
+    `model_state` = weights gathered from shards, written in save_pretrained's layout."""
     folder = Path(run) / "checkpoints"
     final = folder / f"{PREFIX}{step:07d}"
     tmp = folder / f"{PREFIX}{step:07d}.partial"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp / "model", safe_serialization=True)
-    tensors, meta = _optimizer_to_files(optimizer)
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
-    (tmp / "optimizer.json").write_text(json.dumps(meta))
+    if model_state is None:
+        model.save_pretrained(tmp / "model", safe_serialization=True)
+    else:
+        model.save_config(tmp / "model")
+        save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()},
+                  str(tmp / "model" / "diffusion_pytorch_model.safetensors"))
+    if optimizer is not None:
+        tensors, meta = _optimizer_to_files(optimizer)
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        (tmp / "optimizer.json").write_text(json.dumps(meta))
     (tmp / "scheduler.json").write_text(json.dumps(scheduler.state_dict()))
     save_file({k: v.contiguous() for k, v in rng_state().items()}, str(tmp / "rng.safetensors"))
     if ema is not None:
@@ -123,6 +132,9 @@ def save_checkpoint(run: Path, step: int, model, optimizer, scheduler, state: di
 def load_checkpoint(folder: Path, model, optimizer, scheduler) -> tuple[dict, dict[str, torch.Tensor] | None]:
     """Restore everything save_checkpoint wrote; returns (state, ema or None)."""
     folder = Path(folder)
+    if not (folder / "optimizer.safetensors").is_file():
+        raise InputError(f"cannot resume from {folder}: it holds no optimizer state (a DeepSpeed/FSDP run, whose "
+                         "optimizer state is sharded); start a new run from its weights instead")
     try:
         weights = {}
         for f in sorted((folder / "model").glob("*.safetensors")):

@@ -85,7 +85,7 @@ def _step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Genera
 
 def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
+    from accelerate.utils import DistributedDataParallelKwargs, DistributedType
 
     tc = cfg.train
     if cfg.data.dataset is None:
@@ -284,9 +284,13 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         bar.set_postfix(loss=f"{red[0]:.4f}")
         if state["step"] % tc.checkpoint_every == 0 or state["step"] == tc.max_steps:
             accelerator.wait_for_everyone()
+            sharded = accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+            # collective under DeepSpeed/FSDP: every process takes part in gathering the weights
+            gathered = accelerator.get_state_dict(model_p) if sharded else None
             if main:
-                save_checkpoint(out, state["step"], accelerator.unwrap_model(model_p), optimizer, lr_sched,
-                                {**state, "stage": tc.stage, "config": to_dict(cfg)}, ema, tc.keep_last)
+                save_checkpoint(out, state["step"], accelerator.unwrap_model(model_p), None if sharded else optimizer,
+                                lr_sched, {**state, "stage": tc.stage, "config": to_dict(cfg)}, ema, tc.keep_last,
+                                model_state=gathered)
             accelerator.wait_for_everyone()
     bar.close()
     if tb is not None:
