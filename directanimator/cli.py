@@ -104,6 +104,25 @@ def _plot_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def _animate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .pipeline import DirectAnimatorPipeline
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".mp4", ".mkv", ".mov"):
+        raise InputError(f"--out must end in .mp4, .mkv or .mov, got {out.name}")
+    side = out.with_name(out.stem + "_side_by_side" + out.suffix) if args.side_by_side else None
+    for path in (out, side):
+        if path is not None and path.exists() and not args.overwrite:
+            raise InputError(f"{path} exists; pass --overwrite to replace it")
+    pipe = DirectAnimatorPipeline.from_pretrained(args.checkpoint, scheduler=args.scheduler)
+    result = pipe(args.reference, args.driving, out, steps=args.steps, seed=args.seed, size=args.size,
+                  guidance_scale=args.guidance, side_by_side=side, progress=not args.quiet)
+    print(f"wrote {out}" + (f" and {side}" if side else "") + ": " + json.dumps(result.as_dict()))
+    return 0
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="YAML config (e.g. configs/tiny.yaml)")
     p.add_argument("--stage", choices=["same_id", "cross_id"], default=None, help="overrides train.stage")
@@ -163,6 +182,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="Same2X training, either stage (also: accelerate launch -m directanimator.train)")
     add_train_arguments(p)
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("animate", help="reference photo + driving video -> animated video (one command)")
+    p.add_argument("--reference", required=True, help="reference photo")
+    p.add_argument("--driving", required=True, help="driving video; the output keeps its frame count, fps, audio")
+    p.add_argument("--out", required=True, help="output video (.mp4)")
+    p.add_argument("--checkpoint", default=None,
+                   help="pipeline folder, training run or checkpoint (default: the embedded puppet-world demo model)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the checkpoint's config)")
+    p.add_argument("--seed", type=int, default=None, help="the same seed gives the same video")
+    p.add_argument("--size", type=int, default=None, help="working size in pixels (default: the model's)")
+    p.add_argument("--scheduler", choices=["ddim", "dpm"], default=None)
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance on the cues (1 = off)")
+    p.add_argument("--side-by-side", action="store_true",
+                   help="also write OUT_side_by_side.mp4: reference | driving | pose cue | result")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_animate)
 
     p = sub.add_parser("plot-losses", help="loss curves of training runs to a PNG")
     p.add_argument("runs", nargs="+", help="run directories")

@@ -265,6 +265,21 @@ class TrainConfig:
 
 
 @dataclass
+class InferenceConfig:
+    """`directanimator animate` (pipeline.py)."""
+
+    steps: int = 50
+    scheduler: Literal["ddim", "dpm"] = "ddim"
+    # classifier-free guidance on the driving cues (pose, face and location dropped together);
+    # 1.0 = off. Useful only for models trained with train.cue_dropout > 0.
+    guidance_scale: float = 1.0
+    # long videos: windows of model.frames frames overlapping by this many, blended with triangular
+    # weights (MimicMotion: 6 of 72, StableAnimator: 4 of 16)
+    window_overlap: int = 4
+    seed: int = 0
+
+
+@dataclass
 class Config:
     """The root of every YAML file in configs/. Sections not given keep their defaults."""
 
@@ -273,6 +288,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
 
 def _check_literal(value: Any, tp: Any, where: str) -> None:

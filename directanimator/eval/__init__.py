@@ -1,0 +1,1 @@
+"""Evaluation metrics (paper 4.1, appendix A.4)."""

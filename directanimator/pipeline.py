@@ -1,0 +1,365 @@
+"""DirectAnimatorPipeline: a reference photo and a driving video to an animated video (Figure 2a).
+
+In the diffusers style: components (transformer, scheduler, codec, text encoder), `from_pretrained`
+/ `save_pretrained`, and `__call__` in numbered steps:
+
+  1. check_inputs        files exist, sizes valid, the model matches its config
+  2. driving cues        streamed through cues/extract.py into a spool file (memory bounded by a frame)
+  3. windows             model.frames frames each, overlapping by inference.window_overlap
+  4. encode              reference image and the window's cues through the codec
+  5. denoise             CogVideoX DDIM or DPM scheduler; optional classifier-free guidance on the
+                         driving cues (pose, face and location dropped together)
+  6. decode and blend    overlapping frames blended with triangular weights (as MimicMotion and
+                         StableAnimator join windows), finished frames written at once
+  7. write               the driving video's frame count and fps, its audio stream copied
+
+Memory is bounded by one window: cues are spooled to disk, windows are read back one at a time,
+and frames leave as soon as no later window overlaps them.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from tqdm import tqdm
+
+from .config import Config, dump_config, from_dict, load_config
+from .cues.extract import extract_cues
+from .errors import InputError
+from .model import CueFusionTransformer3D, build_codec, build_text_encoder, i2v_hidden_states, mask_to_latent
+from .storage import StreamingSafetensorsWriter
+from .video import Letterbox, VideoWriter, iter_frames, load_image, probe_video
+
+EMBEDDED = Path(__file__).parent / "assets" / "demo_model"
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def resolve_checkpoint(path: str | Path | None) -> tuple[Path, Config]:
+    """A pipeline folder (config.yaml + transformer/), a training run (config.yaml + checkpoints/),
+    or one checkpoint (model/ + state.json) -> (transformer folder, its config)."""
+    from .train.checkpoint import resolve_model_dir
+
+    if path is None:
+        path = EMBEDDED
+        if not (EMBEDDED / "transformer" / "config.json").is_file():
+            raise InputError(f"the embedded demo model is missing from {EMBEDDED}; pass --checkpoint DIR")
+    p = Path(path)
+    if (p / "transformer" / "config.json").is_file():
+        model_dir = resolve_model_dir(p / "transformer")
+    else:
+        model_dir = resolve_model_dir(p)
+    cfg = None
+    for cand in (p / "config.yaml", model_dir.parent / "config.yaml", model_dir.parent.parent.parent / "config.yaml"):
+        if cand.is_file():
+            cfg = load_config(cand)
+            break
+    if cfg is None and (model_dir.parent / "state.json").is_file():
+        cfg = from_dict(Config, json.loads((model_dir.parent / "state.json").read_text()).get("config"))
+    if cfg is None:
+        raise InputError(f"{p}: no config.yaml next to the checkpoint (needed to rebuild its codec and cues)")
+    return model_dir, cfg
+
+
+@dataclass
+class AnimationResult:
+    path: Path
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    windows: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    cue_report: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"path": str(self.path), "num_frames": self.num_frames, "fps": self.fps, "width": self.width,
+                "height": self.height, "windows": self.windows, "seconds": self.seconds}
+
+
+class _SpoolSink:
+    """Cue sink that appends each frame's cues to a safetensors spool (read back per window)."""
+
+    def __init__(self, path: Path, reference: np.ndarray, reference_mask: np.ndarray):
+        self.writer = StreamingSafetensorsWriter(path, path.parent)
+        self.writer.put("reference", reference)
+        self.writer.put("reference_mask", reference_mask.astype(np.uint8))
+
+    def add(self, index, rgb, pose, face, body, face_mask, pose_valid, face_valid) -> None:
+        self.writer.append("pose_cue", pose)
+        self.writer.append("face_cue", face)
+        self.writer.append("body_mask", body.astype(np.float32))
+        self.writer.append("face_mask", face_mask.astype(np.float32))
+
+    def close(self, report) -> None:
+        self.writer.close()
+
+
+def window_starts(num_frames: int, window: int, overlap: int) -> list[int]:
+    """Starts of windows covering [0, num_frames): step window - overlap, the last one flush with
+    the end. A video shorter than a window gets one window (padded)."""
+    if num_frames <= window:
+        return [0]
+    step = window - overlap
+    starts = list(range(0, num_frames - window + 1, step))
+    if starts[-1] + window < num_frames:
+        starts.append(num_frames - window)
+    return starts
+
+
+def triangular_weights(window: int) -> np.ndarray:
+    """w(j) = min(j + 1, window - j): highest mid-window, lowest at the borders."""
+    j = np.arange(window)
+    return np.minimum(j + 1, window - j).astype(np.float32)
+
+
+class DirectAnimatorPipeline:
+    def __init__(self, transformer: CueFusionTransformer3D, scheduler, codec, text_encoder, config: Config,
+                 device: str | torch.device = "cpu"):
+        self.transformer = transformer.eval().to(device)
+        self.scheduler = scheduler
+        self.codec = codec
+        self.text_encoder = text_encoder
+        self.config = config
+        self.device = torch.device(device)
+
+    @property
+    def components(self) -> dict:
+        return {"transformer": self.transformer, "scheduler": self.scheduler, "codec": self.codec,
+                "text_encoder": self.text_encoder}
+
+    # ------------------------------------------------------------------ loading and saving
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, device: str | torch.device = "cpu",
+                        scheduler: str | None = None) -> "DirectAnimatorPipeline":
+        """`path` None = the embedded demo model. See `resolve_checkpoint` for the folders taken."""
+        from .train.trainer import check_compatible, load_transformer
+
+        model_dir, cfg = resolve_checkpoint(path)
+        transformer = load_transformer(model_dir)
+        codec = build_codec(cfg.model, device=device)
+        check_compatible(transformer, cfg, codec.latent_channels, f"checkpoint {model_dir}")
+        kind = scheduler or cfg.inference.scheduler
+        return cls(transformer, make_inference_scheduler(kind, cfg.model.pretrained), codec,
+                   build_text_encoder(cfg.model, transformer, device=device), cfg, device)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.transformer.save_pretrained(path / "transformer", safe_serialization=True)
+        self.scheduler.save_pretrained(path / "scheduler")
+        (path / "config.yaml").write_text(dump_config(self.config))
+
+    # ------------------------------------------------------------------ steps
+
+    def check_inputs(self, reference: str | Path | np.ndarray, driving: str | Path, steps: int, size: int) -> int:
+        """Returns the working size, rounded to what the model takes (with a note) when needed."""
+        if not isinstance(reference, np.ndarray) and not Path(reference).is_file():
+            raise InputError(f"reference image not found: {reference}")
+        if not Path(driving).is_file():
+            raise InputError(f"driving video not found: {driving}")
+        if steps < 1:
+            raise InputError(f"--steps must be at least 1, got {steps}")
+        unit = self.codec.spatial_factor * self.transformer.config.patch_size
+        rounded = max(unit, int(round(size / unit)) * unit)
+        if rounded != size:
+            print(f"note: size {size} rounded to {rounded} (a multiple of {unit} for this model)")
+        if not 32 <= rounded <= 4096:
+            raise InputError(f"size must lie between 32 and 4096, got {size}")
+        return rounded
+
+    def prepare_latents(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+        return (noise * self.scheduler.init_noise_sigma).to(self.device)
+
+    @torch.no_grad()
+    def encode_window(self, spool: Path, start: int, length: int, num_frames: int) -> dict[str, torch.Tensor]:
+        """The window's cues through the codec; frames past the end repeat the last frame."""
+        idx = [min(i, num_frames - 1) for i in range(start, start + length)]
+        with safe_open(str(spool), "np") as f:
+            def take(key):
+                first, last = idx[0], idx[-1] + 1
+                block = f.get_slice(key)[first:last]
+                return block[[i - first for i in idx]]
+
+            pose, face, body, fmask = take("pose_cue"), take("face_cue"), take("body_mask"), take("face_mask")
+        from .data.cache import video_tensor
+
+        c = self.codec
+        return {
+            "pose_latents": c.encode(video_tensor(pose)).to(self.device),
+            "face_latents": c.encode(video_tensor(face)).to(self.device),
+            "body_mask": mask_to_latent(torch.from_numpy(body)[None, :, None], c).to(self.device),
+            "face_mask": mask_to_latent(torch.from_numpy(fmask)[None, :, None], c).to(self.device),
+            "pose_cue": pose,
+        }
+
+    @torch.no_grad()
+    def denoise(self, reference_latent: torch.Tensor, cues: dict[str, torch.Tensor], generator: torch.Generator,
+                steps: int, guidance_scale: float, progress: bool = False) -> torch.Tensor:
+        from diffusers import CogVideoXDPMScheduler
+
+        shape = cues["pose_latents"].shape
+        latents = self.prepare_latents(tuple(shape), generator)
+        sched = self.scheduler
+        sched.set_timesteps(steps, device=self.device)
+        enc = self.text_encoder([self.config.model.text.prompt], device=self.device)
+        keys = ("pose_latents", "face_latents", "body_mask", "face_mask")
+        cond = {k: cues[k] for k in keys}
+        uncond = {k: torch.zeros_like(cues[k]) for k in keys}
+        old_pred = None
+        timesteps = sched.timesteps
+        for i, t in enumerate(tqdm(timesteps, desc="denoise", leave=False, disable=not progress)):
+            x = i2v_hidden_states(sched.scale_model_input(latents, t), reference_latent)
+            tt = t.expand(latents.shape[0])
+            v = self.transformer(x, enc, tt, **cond).sample
+            if guidance_scale != 1.0:
+                v_u = self.transformer(x, enc, tt, **uncond).sample
+                v = v_u + guidance_scale * (v - v_u)
+            if isinstance(sched, CogVideoXDPMScheduler):
+                latents, old_pred = sched.step(v, old_pred, t, timesteps[i - 1] if i > 0 else None, latents,
+                                               generator=generator, return_dict=False)
+            else:
+                latents = sched.step(v, t, latents, return_dict=False)[0]
+        return latents
+
+    # ------------------------------------------------------------------ the call
+
+    def __call__(self, reference: str | Path | np.ndarray, driving: str | Path, out: str | Path,
+                 steps: int | None = None, seed: int | None = None, size: int | None = None,
+                 guidance_scale: float | None = None, side_by_side: str | Path | None = None,
+                 segmenter=None, face_detector=None, reference_mask: np.ndarray | None = None,
+                 progress: bool = True) -> AnimationResult:
+        cfg = self.config
+        inf = cfg.inference
+        steps = inf.steps if steps is None else steps
+        seed = inf.seed if seed is None else seed
+        guidance = inf.guidance_scale if guidance_scale is None else guidance_scale
+        # 1. check inputs
+        size = self.check_inputs(reference, driving, steps, size or cfg.model.size)
+        out = Path(out)
+        ref_img = reference if isinstance(reference, np.ndarray) else load_image(reference)
+        info = probe_video(driving)  # a corrupt or unreadable video is an InputError here
+        window = cfg.model.frames
+        overlap = min(max(0, inf.window_overlap), window - 1)
+        seconds = {"cues": 0.0, "codec": 0.0, "transformer": 0.0, "write": 0.0}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".directanimator-", dir=out.parent) as tmpdir:
+            tmp = Path(tmpdir)
+            spool = tmp / "cues.safetensors"
+            # 2. driving cues, streamed to disk
+            t0 = time.perf_counter()
+            cues_cfg = replace(cfg.cues, size=size)
+            report, _ = extract_cues(ref_img, lambda: iter_frames(driving), cues_cfg,
+                                     lambda r, m: _SpoolSink(spool, r, m), fps=info.fps, segmenter=segmenter,
+                                     face_detector=face_detector, reference_mask=reference_mask,
+                                     num_frames_hint=info.num_frames, progress=progress)
+            seconds["cues"] = time.perf_counter() - t0
+            n = report.num_frames
+            with safe_open(str(spool), "np") as f:
+                ref_lb = f.get_tensor("reference")
+            # output frame: the reference's own framing (letterbox padding cropped), even sides
+            lb = Letterbox.fit(ref_img.shape[1], ref_img.shape[0], size)
+            iw, ih = lb.inner
+            x0, y0 = lb.pad_x, lb.pad_y
+            ow, oh = max(2, iw // 2 * 2), max(2, ih // 2 * 2)
+            t0 = time.perf_counter()
+            ref_latent = self.codec.encode(_video(ref_lb[None])).to(self.device)
+            seconds["codec"] += time.perf_counter() - t0
+            starts = window_starts(n, window, overlap)
+            weights = triangular_weights(window)
+            tmp_out = tmp / ("result" + out.suffix)
+            tmp_sbs = tmp / ("side" + out.suffix) if side_by_side else None
+            writer = VideoWriter(tmp_out, info.fps_fraction, ow, oh, crf=18,
+                                 audio_from=Path(driving) if info.has_audio else None)
+            sbs = None
+            if tmp_sbs is not None:
+                sbs = VideoWriter(tmp_sbs, info.fps_fraction, 4 * size, size, crf=18,
+                                  audio_from=Path(driving) if info.has_audio else None)
+            acc = np.zeros((0, size, size, 3), np.float32)  # blended frames not yet written
+            wacc = np.zeros((0,), np.float32)
+            pose_buf: dict[int, np.ndarray] = {}
+            written = 0
+            drv_frames = iter_frames(driving) if sbs is not None else None
+            drv_lb = Letterbox.fit(info.width, info.height, size)
+            bar = tqdm(total=len(starts), desc="animate", unit="window", disable=not progress, leave=False)
+            try:
+                for wi, s in enumerate(starts):
+                    t0 = time.perf_counter()
+                    enc_cues = self.encode_window(spool, s, window, n)
+                    seconds["codec"] += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    g = torch.Generator().manual_seed(seed * 1_000_003 + wi)
+                    latents = self.denoise(ref_latent, enc_cues, g, steps, guidance)
+                    seconds["transformer"] += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    video = self.codec.decode(latents.cpu())[0]  # (F, 3, S, S) in [-1, 1]
+                    seconds["codec"] += time.perf_counter() - t0
+                    frames = ((video.clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1).numpy()
+                    t0 = time.perf_counter()
+                    for j in range(window):
+                        if s + j < n:
+                            pose_buf.setdefault(s + j, enc_cues["pose_cue"][j])
+                    # accumulate into the blend buffer [written, ...)
+                    end = min(s + window, n)
+                    need = end - written
+                    if need > len(acc):
+                        acc = np.concatenate([acc, np.zeros((need - len(acc), size, size, 3), np.float32)])
+                        wacc = np.concatenate([wacc, np.zeros(need - len(wacc), np.float32)])
+                    for j in range(end - s):
+                        k = s + j - written
+                        acc[k] += weights[j] * frames[j]
+                        wacc[k] += weights[j]
+                    # frames before the next window's start are final
+                    final_upto = (starts[wi + 1] if wi + 1 < len(starts) else n) - written
+                    for k in range(final_upto):
+                        full = np.clip(acc[k] / wacc[k] + 0.5, 0, 255).astype(np.uint8)
+                        writer.write(np.ascontiguousarray(full[y0:y0 + oh, x0:x0 + ow]))
+                        pose = pose_buf.pop(written + k)
+                        if sbs is not None:  # reference | driving | pose cue | result, letterboxed
+                            drv = drv_lb.apply(next(drv_frames))
+                            pose3 = np.repeat(pose[..., None], 3, axis=2) if pose.ndim == 2 else pose
+                            sbs.write(np.ascontiguousarray(np.concatenate([ref_lb, drv, pose3, full], axis=1)))
+                    acc, wacc = acc[final_upto:], wacc[final_upto:]
+                    written += final_upto
+                    seconds["write"] += time.perf_counter() - t0
+                    bar.update()
+            finally:
+                bar.close()
+                writer.close()
+                if sbs is not None:
+                    sbs.close()
+            if written != n:
+                raise RuntimeError(f"wrote {written} of {n} frames")
+            tmp_out.replace(out)
+            if tmp_sbs is not None:
+                Path(side_by_side).parent.mkdir(parents=True, exist_ok=True)
+                tmp_sbs.replace(side_by_side)
+        seconds = {k: round(v, 3) for k, v in seconds.items()}
+        return AnimationResult(out, n, info.fps, ow, oh, len(starts), seconds, report.as_dict())
+
+
+def _video(frames: np.ndarray) -> torch.Tensor:
+    from .data.cache import video_tensor
+
+    return video_tensor(frames)
+
+
+def make_inference_scheduler(kind: str, pretrained: str | None = None):
+    from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
+
+    from .train.losses import COGVIDEOX_SCHEDULER
+
+    cls = CogVideoXDPMScheduler if kind == "dpm" else CogVideoXDDIMScheduler
+    if pretrained is not None and (Path(pretrained) / "scheduler").is_dir():
+        return cls.from_pretrained(str(pretrained), subfolder="scheduler")
+    return cls(**COGVIDEOX_SCHEDULER)

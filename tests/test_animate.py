@@ -1,0 +1,179 @@
+"""`directanimator animate` and DirectAnimatorPipeline: end to end, windows, memory, bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from directanimator.pipeline import DirectAnimatorPipeline, triangular_weights, window_starts
+from directanimator.video import iter_frames, probe_video
+
+from .media import write_clip
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def cli(*args, timeout=300):
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    return subprocess.run([PY, "-m", "directanimator", *args], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=timeout)
+
+
+def puppet_driving(tmp_path, frames=17, audio=True, seed=5):
+    from directanimator.synth.render import render_clip
+
+    clip = render_clip(900 + seed, 800 + seed, 700 + seed, frames, 64)
+    path = tmp_path / f"driving_{frames}.mp4"
+    write_clip(path, list(clip.frames), fps=15, audio=audio)
+    return path, clip
+
+
+def puppet_reference(tmp_path):
+    from directanimator.synth.render import render_clip
+    from directanimator.video import save_image
+
+    clip = render_clip(901, 801, 702, 1, 64)
+    path = tmp_path / "reference.png"
+    save_image(path, clip.frames[0])
+    return path, clip
+
+
+def test_window_layout():
+    assert window_starts(5, 9, 4) == [0]
+    assert window_starts(9, 9, 4) == [0]
+    assert window_starts(17, 9, 4) == [0, 5, 8]
+    assert window_starts(33, 9, 2) == [0, 7, 14, 21, 24]
+    for n in (10, 33, 100):
+        s = window_starts(n, 9, 4)
+        assert s[-1] + 9 == n and all(b - a <= 5 for a, b in zip(s, s[1:]))
+    w = triangular_weights(9)
+    assert w.tolist() == [1, 2, 3, 4, 5, 4, 3, 2, 1]
+
+
+@pytest.mark.slow
+def test_animate_end_to_end_keeps_frames_fps_audio_and_is_reproducible(same_id_run, tmp_path):
+    drv, _ = puppet_driving(tmp_path, frames=17, audio=True)
+    ref, _ = puppet_reference(tmp_path)
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / f"{name}.mp4"
+        r = cli("animate", "--reference", str(ref), "--driving", str(drv), "--out", str(out), "--checkpoint",
+                str(same_id_run), "--steps", "3", "--seed", "11", "--side-by-side", "--quiet")
+        assert r.returncode == 0, r.stderr
+        outs.append(out)
+    info, src = probe_video(outs[0]), probe_video(drv)
+    frames = [np.stack(list(iter_frames(o))) for o in outs]
+    assert len(frames[0]) == 17 and info.fps == src.fps and info.has_audio
+    assert np.array_equal(frames[0], frames[1])  # same seed, same video
+    side = tmp_path / "a_side_by_side.mp4"
+    assert probe_video(side).width == 4 * 64 and len(list(iter_frames(side))) == 17
+    r = cli("animate", "--reference", str(ref), "--driving", str(drv), "--out", str(tmp_path / "c.mp4"),
+            "--checkpoint", str(same_id_run), "--steps", "3", "--seed", "12", "--quiet")
+    assert not np.array_equal(np.stack(list(iter_frames(tmp_path / "c.mp4"))), frames[0])
+
+
+def gt_pipeline_run(pipe, tmp_path, frames, steps=4, name="x"):
+    from directanimator.cues.face import GivenFaceBoxes
+    from directanimator.cues.segment import GivenMasks
+
+    drv, clip = puppet_driving(tmp_path, frames=frames, audio=False)
+    _, ref = puppet_reference(tmp_path)
+    out = tmp_path / f"{name}.mp4"
+    pipe(ref.frames[0], drv, out, steps=steps, seed=3, segmenter=GivenMasks(list(clip.masks.astype(np.float32))),
+         face_detector=GivenFaceBoxes(clip.face_boxes, reference_box=ref.face_boxes[0]),
+         reference_mask=ref.masks[0], progress=False)
+    return np.stack(list(iter_frames(out))).astype(np.float32)
+
+
+@pytest.mark.slow
+def test_windows_join_without_seams(same_id_run, tmp_path):
+    pipe = DirectAnimatorPipeline.from_pretrained(same_id_run)
+    video = gt_pipeline_run(pipe, tmp_path, frames=33, steps=6)
+    assert len(video) == 33
+    d = np.abs(np.diff(video, axis=0)).mean(axis=(1, 2, 3))  # d[t] = |f(t+1) - f(t)|
+    starts = window_starts(33, pipe.config.model.frames, pipe.config.inference.window_overlap)
+    F = pipe.config.model.frames
+    borders = sorted({s - 1 for s in starts[1:]} | {s + F - 1 for s in starts[:-1]})
+    inside = [d[t] for t in range(len(d)) if t not in borders]
+    print(f"\nborder diffs {[round(float(d[t]), 2) for t in borders]}, inside: median {np.median(inside):.2f} "
+          f"max {np.max(inside):.2f}")
+    assert max(d[t] for t in borders) <= np.max(inside)
+
+
+@pytest.mark.slow
+def test_peak_memory_flat_for_a_four_times_longer_video(same_id_run, tmp_path):
+    code = """
+import resource, sys, numpy as np
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from tests.test_animate import gt_pipeline_run
+from directanimator.pipeline import DirectAnimatorPipeline
+pipe = DirectAnimatorPipeline.from_pretrained({run!r})
+gt_pipeline_run(pipe, Path({tmp!r}), {frames}, steps=2, name="m{frames}")
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+    peaks = {}
+    for frames in (33, 132):
+        r = subprocess.run([PY, "-c", code.format(root=str(ROOT), run=str(same_id_run), tmp=str(tmp_path),
+                                                  frames=frames)], capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 0, r.stderr[-1500:]
+        peaks[frames] = int(r.stdout.strip().splitlines()[-1]) / 1024
+    print(f"\npeak RSS: 33 frames {peaks[33]:.0f} MiB, 132 frames {peaks[132]:.0f} MiB")
+    assert peaks[132] < peaks[33] * 1.10
+
+
+def test_pipeline_save_and_load(same_id_run, tmp_path):
+    pipe = DirectAnimatorPipeline.from_pretrained(same_id_run)
+    pipe.save_pretrained(tmp_path / "p")
+    again = DirectAnimatorPipeline.from_pretrained(tmp_path / "p")
+    import torch
+
+    for (k, a), (_, b) in zip(pipe.transformer.state_dict().items(), again.transformer.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert again.config == pipe.config
+
+
+@pytest.mark.slow
+def test_animate_bad_inputs(same_id_run, tmp_path):
+    drv, _ = puppet_driving(tmp_path, frames=9, audio=False)
+    ref, _ = puppet_reference(tmp_path)
+    base = ["animate", "--reference", str(ref), "--driving", str(drv), "--steps", "2", "--quiet"]
+
+    def run(*extra, out="o.mp4"):
+        return cli(*base, "--out", str(tmp_path / out), *extra)
+
+    r = run("--checkpoint", str(tmp_path / "missing"))
+    assert r.returncode == 2 and "checkpoint not found" in r.stderr and str(tmp_path / "missing") in r.stderr
+    broken = tmp_path / "broken"
+    shutil.copytree(same_id_run, broken)
+    weights = next((broken / "checkpoints").glob("step_*/model/diffusion_pytorch_model.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:1000])
+    r = run("--checkpoint", str(broken))
+    assert r.returncode == 2 and "diffusion_pytorch_model.safetensors" in r.stderr, r.stderr
+    other = tmp_path / "other"
+    shutil.copytree(same_id_run, other)
+    cfg = other / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("num_layers: 4", "num_layers: 2"))
+    r = run("--checkpoint", str(other))
+    assert r.returncode == 2 and "another config" in r.stderr
+    r = cli("animate", "--reference", str(tmp_path / "nope.png"), "--driving", str(drv), "--out",
+            str(tmp_path / "o.mp4"), "--checkpoint", str(same_id_run))
+    assert r.returncode == 2 and "reference image not found" in r.stderr
+    bad_video = tmp_path / "bad.mp4"
+    bad_video.write_bytes(b"\x00" * 500)
+    r = cli("animate", "--reference", str(ref), "--driving", str(bad_video), "--out", str(tmp_path / "o.mp4"),
+            "--checkpoint", str(same_id_run))
+    assert r.returncode == 2 and r.stderr.startswith("error:")
+    r = run("--checkpoint", str(same_id_run), "--size", "70")
+    assert r.returncode == 0 and "rounded to 72" in r.stdout, r.stderr
+    r = run("--checkpoint", str(same_id_run))
+    assert r.returncode == 2 and "--overwrite" in r.stderr
+    assert not list(tmp_path.glob(".directanimator-*"))  # no temporary leftovers
+    assert len(r.stderr.strip().splitlines()) == 1
