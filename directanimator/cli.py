@@ -123,6 +123,23 @@ def _animate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from .eval.evaluate import evaluate, markdown_table, write_report
+    from .eval.features import FeatureMetrics
+
+    feats = FeatureMetrics(args.inception, args.i3d, args.lpips_alexnet, args.lpips_lin)
+    report = evaluate(args.generated, args.ground_truth, args.reference, args.driving, feats, face=not args.no_face,
+                      pose=not args.no_pose, progress=not args.quiet)
+    write_report(report, args.out)
+    print(markdown_table(report))
+    for name, why in report["unavailable"].items():
+        print(f"{name}: {why}")
+    for note in report["notes"]:
+        print(f"note: {note}")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="YAML config (e.g. configs/tiny.yaml)")
     p.add_argument("--stage", choices=["same_id", "cross_id"], default=None, help="overrides train.stage")
@@ -199,6 +216,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_animate)
+
+    p = sub.add_parser("evaluate", help="the paper's ten metrics: generated vs ground-truth videos")
+    p.add_argument("--generated", required=True, help="a video, or a folder of videos matched by file name")
+    p.add_argument("--ground-truth", required=True)
+    p.add_argument("--reference", default=None, help="reference image (or folder of images) for FIS")
+    p.add_argument("--driving", default=None, help="driving video(s) for PLC and FLC")
+    p.add_argument("--out", required=True, help="report.json")
+    p.add_argument("--inception", default=None, help="FID: TorchScript inception-2015-12-05.pt")
+    p.add_argument("--i3d", default=None, help="FVD: TorchScript i3d_torchscript.pt")
+    p.add_argument("--lpips-alexnet", default=None, help="LPIPS: torchvision alexnet-owt-7be5be79.pth")
+    p.add_argument("--lpips-lin", default=None, help="LPIPS: lpips weights/v0.1/alex.pth")
+    p.add_argument("--no-face", action="store_true", help="skip FIS, FTS, FLC")
+    p.add_argument("--no-pose", action="store_true", help="skip PLC")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("plot-losses", help="loss curves of training runs to a PNG")
     p.add_argument("runs", nargs="+", help="run directories")

@@ -214,7 +214,7 @@ def build_clip_entry(dataset: Path, record: ClipRecord, cfg: Config, codec: Late
     starts = window_starts(n, cfg.model.frames, cfg.data.window_stride)
     if not starts:
         raise InputError(f"clip {record.clip_id} has {n} frames, fewer than model.frames = {cfg.model.frames}")
-    ref = reference_index(record.clip_id, n, cfg.train.seed)
+    ref = reference_index(record.clip_id, n)
     cues = compute_cues(clip, ref, cfg)
     dtype = torch.float16 if cfg.data.cache_float16 else torch.float32
     tensors = encode_windows(codec, clip.frames, cues, starts, cfg.model.frames, cues.reference, dtype)

@@ -1,0 +1,147 @@
+"""Evaluation metrics: perfect values on identical inputs, known values on known perturbations."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from directanimator.assets import ASTRONAUT, WALK_VIDEO
+from directanimator.errors import InputError
+from directanimator.eval.features import LPIPS, FeatureMetrics, feature_stats, frechet_distance
+from directanimator.eval.pixel import l1, psnr, psnr_per_frame, ssim
+from directanimator.video import iter_frames, load_image
+
+from .media import write_clip
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def frames(rng, n=4, h=48, w=40):
+    return rng.integers(20, 200, (n, h, w, 3)).astype(np.uint8)
+
+
+def test_pixel_metrics_perfect_and_known_values(rng):
+    a = frames(rng)
+    assert ssim(a, a) == pytest.approx(1.0, abs=1e-6)
+    assert np.isinf(psnr(a, a)) and l1(a, a) == 0.0
+    b = a + 10  # constant offset of 10 grey levels: MSE = (10 / 255)^2
+    assert psnr(b, a) == pytest.approx(20 * np.log10(255 / 10), abs=1e-6)
+    assert np.allclose(psnr_per_frame(b, a), 20 * np.log10(25.5))
+    assert l1(a + 5, a) == pytest.approx(5 / 255)
+    shifted = np.roll(a, 3, axis=2)
+    assert l1(shifted, a) == pytest.approx(np.abs(shifted.astype(float) - a).mean() / 255)
+    assert ssim(shifted, a) < 0.5
+    with pytest.raises(InputError, match="differ in shape"):
+        ssim(a, a[:, :10])
+
+
+def test_frechet_distance_closed_form(rng):
+    mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
+    v1, v2 = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 1.0])
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum(v1 + v2 - 2 * np.sqrt(v1 * v2))
+    assert frechet_distance(mu1, np.diag(v1), mu2, np.diag(v2)) == pytest.approx(expected, rel=1e-9)
+    x = rng.normal(size=(500, 6))
+    assert frechet_distance(*feature_stats(x), *feature_stats(x)) == pytest.approx(0.0, abs=1e-6)
+
+
+def _face_video(tmp_path):
+    img = cv2.resize(load_image(ASTRONAUT), (256, 256))
+    shots = [np.roll(img, (k % 3) * 2, axis=1) for k in range(6)]
+    path = tmp_path / "face.mp4"
+    write_clip(path, shots, fps=10)
+    return path, np.stack(list(iter_frames(path)))
+
+
+def test_face_metrics_on_a_real_face(tmp_path):
+    from directanimator.eval.face import DlibFaces, face_metrics
+
+    _, video = _face_video(tmp_path)
+    faces = DlibFaces()
+    detected = [faces(f) for f in video]
+    assert all(d is not None for d in detected)
+    m = face_metrics(detected, faces(load_image(ASTRONAUT)), detected)
+    assert m["FLC"] == pytest.approx(0.0, abs=1e-9) and m["FLC_coverage"] == 1.0
+    assert m["FIS"] > 0.9 and m["FTS"] > 0.95
+    assert "dlib" in m["face_model"]
+
+
+def test_video_without_faces_reports_missing_not_crash():
+    from directanimator.eval.face import DlibFaces, face_metrics
+    from directanimator.synth.render import render_clip
+
+    clip = render_clip(1, 2, 3, 4, 64)  # a cartoon puppet: no face for dlib
+    faces = DlibFaces()
+    m = face_metrics([faces(f) for f in clip.frames], None, [faces(f) for f in clip.frames])
+    assert m["FIS"] is None and m["FTS"] is None and m["FLC"] is None and m["FLC_coverage"] == 0.0
+
+
+@pytest.mark.slow
+def test_plc_is_zero_for_a_video_against_itself():
+    from directanimator.eval.pose import MediaPipePose, plc
+
+    video = list(iter_frames(WALK_VIDEO))[:12]
+    runs = []
+    for _ in range(2):
+        pose = MediaPipePose()
+        runs.append([pose(f) for f in video])
+        pose.close()
+    m = plc(runs[0], runs[1])
+    assert m["PLC_coverage"] > 0.8 and m["PLC"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_lpips_structure_with_stand_in_weights(tmp_path):
+    """Random weights in the official files' layout: checks loading and the metric's structure
+    (zero for identical frames, positive otherwise), not the official numbers."""
+    torch.manual_seed(0)
+    alex = {}
+    for i, (cin, cout, k) in zip((0, 3, 6, 8, 10), ((3, 64, 11), (64, 192, 5), (192, 384, 3), (384, 256, 3),
+                                                   (256, 256, 3))):
+        alex[f"features.{i}.weight"] = torch.randn(cout, cin, k, k) * 0.05
+        alex[f"features.{i}.bias"] = torch.zeros(cout)
+    alex["classifier.1.weight"] = torch.zeros(1)
+    lin = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(LPIPS.CHANNELS)}
+    torch.save(alex, tmp_path / "alexnet.pth")
+    torch.save(lin, tmp_path / "alex.pth")
+    metric = FeatureMetrics(lpips_alexnet=str(tmp_path / "alexnet.pth"), lpips_lin=str(tmp_path / "alex.pth")).lpips
+    a = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3)).astype(np.uint8)
+    assert metric.frames(a, a) == pytest.approx(0.0, abs=1e-7)
+    assert metric.frames(a, 255 - a) > 0
+
+
+def test_missing_weights_are_named():
+    assert set(FeatureMetrics().missing()) == {"FID", "FVD", "LPIPS"}
+    assert "inception-2015-12-05.pt" in FeatureMetrics().missing()["FID"]
+    with pytest.raises(InputError, match="i3d_torchscript.pt"):
+        FeatureMetrics(i3d="/nonexistent/i3d.pt")
+
+
+@pytest.mark.slow
+def test_evaluate_cli_folders(tmp_path):
+    path, video = _face_video(tmp_path)
+    gen, gt, drv = tmp_path / "gen", tmp_path / "gt", tmp_path / "drv"
+    for d in (gen, gt, drv):
+        d.mkdir()
+        for name in ("a", "b"):
+            write_clip(d / f"{name}.mp4", list(video), fps=10)
+    r = subprocess.run([sys.executable, "-m", "directanimator", "evaluate", "--generated", str(gen), "--ground-truth",
+                        str(gt), "--driving", str(drv), "--reference", str(ASTRONAUT), "--out",
+                        str(tmp_path / "report.json"), "--quiet"], capture_output=True, text=True, cwd=ROOT,
+                       env=dict(os.environ, OMP_NUM_THREADS="2"))
+    assert r.returncode == 0, r.stderr
+    assert "| FID ↓ | SSIM ↑ |" in r.stdout and "FID: unavailable" in r.stdout
+    import json
+
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["videos"] == 2 and rep["summary"]["SSIM"] == pytest.approx(1.0, abs=1e-6)
+    assert rep["summary"]["FLC"] == pytest.approx(0.0, abs=1e-9) and rep["summary"]["FIS"] > 0.9
+    (gt / "b.mp4").unlink()
+    r = subprocess.run([sys.executable, "-m", "directanimator", "evaluate", "--generated", str(gen), "--ground-truth",
+                        str(gt), "--out", str(tmp_path / "r2.json")], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "named like b" in r.stderr
