@@ -328,3 +328,39 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_cfg):
         m(x, torch.zeros(1, 8, 32), torch.tensor([300]), **cues).sample.square().mean().backward()
     for (n, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
         torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+@pytest.mark.slow
+def test_bootstrap_and_external_pseudo_generators(same_id_run, puppet_dataset, tiny_cfg, tmp_path):
+    import shutil
+
+    from directanimator.data.format import read_manifest
+    from directanimator.train.pseudo import make_pseudo, read_pseudo_manifest
+    from directanimator.video import iter_frames
+
+    world = tmp_path / "world"
+    shutil.copytree(puppet_dataset, world, ignore=shutil.ignore_patterns("cache", "pseudo"))
+    cfg = tiny_cfg()
+    cfg.pseudo.generator = "directanimator"
+    cfg.pseudo.checkpoint = str(same_id_run)
+    cfg.pseudo.min_per_clip = cfg.pseudo.max_per_clip = 1
+    cfg.inference.steps = 2
+    report = make_pseudo(world, cfg, progress=False)
+    train = [r for r in read_manifest(world) if r.split == "train"]
+    assert report["pseudo_clips"] == len(train)
+    items = read_pseudo_manifest(world, kept_only=False)
+    assert all(x["generator"] == "directanimator" and x["reference_clip"] != x["source_clip"] for x in items)
+    assert all(set(x["scores"]) >= {"mask_iou", "flicker"} for x in items)
+
+    manifest = tmp_path / "external.jsonl"
+    src = world / "clips" / train[0].clip_id / "video.mp4"
+    manifest.write_text(json.dumps({"source_clip": train[0].clip_id, "video": str(src)}) + "\n")
+    cfg.pseudo.generator = "external"
+    cfg.pseudo.external_manifest = str(manifest)
+    report = make_pseudo(world, cfg, overwrite=True, progress=False)
+    assert report["pseudo_clips"] == 1
+    item = read_pseudo_manifest(world, kept_only=False)[0]
+    assert item["generator"] == "external" and item["video"] == str(src)
+    assert item["kept"] == (not item["reasons"]) and 0 <= item["scores"]["mask_iou"] <= 1
+    pseudo_video = world / "pseudo" / "clips" / item["pseudo_id"] / "video.mp4"
+    assert len(list(iter_frames(pseudo_video))) == len(list(iter_frames(src)))

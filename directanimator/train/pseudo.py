@@ -11,7 +11,8 @@ A pseudo clip shows another identity performing a training clip's motion. Genera
 
 Filter scores (each in [0, 1] except flicker; thresholds in `pseudo.filter`):
   mask_iou            mean IoU of the pseudo and source silhouettes after aligning the pseudo's to
-                      the source's with eqs 9-10 (scale and translation, shared by all frames)
+                      the source's with eqs 9-10 (scale and translation, shared by all frames);
+                      ground-truth masks when both clips carry them, MediaPipe for both otherwise
   pose_consistency    1 - 2 d, d = mean distance of box-normalised COCO keypoints (visible in both),
                       when both clips carry keypoints; otherwise equal to mask_iou
   face_presence       frames with a face in the pseudo / frames with a face in the source
@@ -115,8 +116,8 @@ class ExternalPseudo:
 # ----------------------------------------------------------------------------- quality filter
 
 
-def _silhouettes(clip: ClipFrames) -> np.ndarray:
-    if clip.masks is not None:
+def _silhouettes(clip: ClipFrames, given: bool = True) -> np.ndarray:
+    if given and clip.masks is not None:
         return clip.masks > 0.5
     from ..cues.segment import MediaPipeSegmenter, SubjectTracker
 
@@ -128,9 +129,9 @@ def _silhouettes(clip: ClipFrames) -> np.ndarray:
         seg.close()
 
 
-def _faces(clip: ClipFrames) -> np.ndarray:
+def _faces(clip: ClipFrames, given: bool = True) -> np.ndarray:
     """(T,) bool: a face in the frame."""
-    if clip.face_boxes is not None:
+    if given and clip.face_boxes is not None:
         return np.isfinite(clip.face_boxes).all(axis=1)
     from ..cues.face import MediaPipeFaceDetector
 
@@ -202,13 +203,16 @@ class FilterResult:
 
 def score_pseudo(source: ClipFrames, pseudo: ClipFrames, thresholds: PseudoFilterConfig) -> FilterResult:
     n = min(len(source.frames), len(pseudo.frames))
-    src_m, pse_m = _silhouettes(source)[:n], _silhouettes(pseudo)[:n]
+    # both clips are measured the same way: ground truth only when both carry it
+    both_masks = source.masks is not None and pseudo.masks is not None
+    src_m, pse_m = _silhouettes(source, both_masks)[:n], _silhouettes(pseudo, both_masks)[:n]
     scores: dict = {"mask_iou": round(_mask_iou(src_m, pse_m), 4)}
     d = None
     if source.keypoints is not None and pseudo.keypoints is not None:
         d = _pose_distance(source.keypoints[:n], pseudo.keypoints[:n])
     scores["pose_consistency"] = round(max(0.0, 1 - 2 * d), 4) if d is not None else scores["mask_iou"]
-    src_f, pse_f = _faces(source)[:n], _faces(pseudo)[:n]
+    both_faces = source.face_boxes is not None and pseudo.face_boxes is not None
+    src_f, pse_f = _faces(source, both_faces)[:n], _faces(pseudo, both_faces)[:n]
     scores["face_presence"] = round(float(min(1.0, pse_f.sum() / src_f.sum())) if src_f.sum() else 1.0, 4)
     expr = None
     if source.face_landmarks is not None and pseudo.face_landmarks is not None:
