@@ -274,8 +274,9 @@ class InferenceConfig:
     # 1.0 = off. Useful only for models trained with train.cue_dropout > 0.
     guidance_scale: float = 1.0
     # long videos: windows of model.frames frames overlapping by this many, blended with triangular
-    # weights (MimicMotion: 6 of 72, StableAnimator: 4 of 16)
-    window_overlap: int = 4
+    # weights (MimicMotion: 6 of 72, StableAnimator: 4 of 16). Rounded so windows start on the
+    # codec's 4-frame grid: model.frames - overlap a multiple of 4 (9 frames: 1 or 5; 49: 5, 9, ...)
+    window_overlap: int = 5
     seed: int = 0
 
 

@@ -103,22 +103,34 @@ class _SpoolSink:
         self.writer.close()
 
 
-def window_starts(num_frames: int, window: int, overlap: int) -> list[int]:
-    """Starts of windows covering [0, num_frames): step window - overlap, the last one flush with
-    the end. A video shorter than a window gets one window (padded)."""
+def window_step(window: int, overlap: int, temporal: int = 4) -> int:
+    """Frames between window starts: window - overlap, rounded down to a multiple of the codec's
+    temporal group (4) when the window allows it. The codec encodes frames in groups (1, then 4 at a
+    time); windows whose groups line up blend group-boundary to group-boundary, while misaligned
+    windows interleave two sets of boundaries (measured: a frame-difference spike every 5 frames
+    with window 9 / overlap 4, none with overlap 5)."""
+    step = max(1, window - max(0, overlap))
+    return max(temporal, step // temporal * temporal) if window > temporal else step
+
+
+def window_starts(num_frames: int, window: int, overlap: int, temporal: int = 4) -> list[int]:
+    """Starts of windows covering [0, num_frames), `window_step` apart; the last window may run past
+    the end (its extra frames repeat the last frame and are dropped). A video shorter than a window
+    gets one window."""
     if num_frames <= window:
         return [0]
-    step = window - overlap
-    starts = list(range(0, num_frames - window + 1, step))
-    if starts[-1] + window < num_frames:
-        starts.append(num_frames - window)
-    return starts
+    step = window_step(window, overlap, temporal)
+    count = -(-(num_frames - window) // step)
+    return [i * step for i in range(count + 1)]
 
 
-def triangular_weights(window: int) -> np.ndarray:
-    """w(j) = min(j + 1, window - j): highest mid-window, lowest at the borders."""
+def triangular_weights(window: int, edge: float = 0.05) -> np.ndarray:
+    """w(j) = min(j, window - 1 - j) + edge: a triangle, highest mid-window, almost zero at both
+    ends, so in an overlap one window fades out while the next fades in. (A window's first frame is
+    its weakest: the codec encodes it alone, as the I2V first frame, so it is least like its
+    neighbours; with weights min(j + 1, window - j) it showed as a jump at every window start.)"""
     j = np.arange(window)
-    return np.minimum(j + 1, window - j).astype(np.float32)
+    return (np.minimum(j, window - 1 - j) + edge).astype(np.float32)
 
 
 class DirectAnimatorPipeline:
@@ -157,7 +169,9 @@ class DirectAnimatorPipeline:
         path.mkdir(parents=True, exist_ok=True)
         self.transformer.save_pretrained(path / "transformer", safe_serialization=True)
         self.scheduler.save_pretrained(path / "scheduler")
-        (path / "config.yaml").write_text(dump_config(self.config))
+        cfg = replace(self.config, data=replace(self.config.data, dataset=None),
+                      train=replace(self.config.train, teacher=None))  # no local paths in a shipped model
+        (path / "config.yaml").write_text(dump_config(cfg))
 
     # ------------------------------------------------------------------ steps
 
@@ -251,6 +265,10 @@ class DirectAnimatorPipeline:
         info = probe_video(driving)  # a corrupt or unreadable video is an InputError here
         window = cfg.model.frames
         overlap = min(max(0, inf.window_overlap), window - 1)
+        step = window_step(window, overlap, self.codec.temporal_factor)
+        if window - step != overlap:
+            print(f"note: window overlap {overlap} -> {window - step} frames (window starts on the codec's "
+                  f"{self.codec.temporal_factor}-frame grid)")
         seconds = {"cues": 0.0, "codec": 0.0, "transformer": 0.0, "write": 0.0}
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".directanimator-", dir=out.parent) as tmpdir:
@@ -275,7 +293,7 @@ class DirectAnimatorPipeline:
             t0 = time.perf_counter()
             ref_latent = self.codec.encode(_video(ref_lb[None])).to(self.device)
             seconds["codec"] += time.perf_counter() - t0
-            starts = window_starts(n, window, overlap)
+            starts = window_starts(n, window, overlap, self.codec.temporal_factor)
             weights = triangular_weights(window)
             tmp_out = tmp / ("result" + out.suffix)
             tmp_sbs = tmp / ("side" + out.suffix) if side_by_side else None

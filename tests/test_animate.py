@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from directanimator.pipeline import DirectAnimatorPipeline, triangular_weights, window_starts
+from directanimator.pipeline import DirectAnimatorPipeline, triangular_weights, window_starts, window_step
 from directanimator.video import iter_frames, probe_video
 
 from .media import write_clip
@@ -48,13 +48,15 @@ def puppet_reference(tmp_path):
 def test_window_layout():
     assert window_starts(5, 9, 4) == [0]
     assert window_starts(9, 9, 4) == [0]
-    assert window_starts(17, 9, 4) == [0, 5, 8]
-    assert window_starts(33, 9, 2) == [0, 7, 14, 21, 24]
+    assert window_step(9, 4) == 4 and window_step(9, 1) == 8 and window_step(17, 4) == 12
+    assert window_starts(17, 9, 4) == [0, 4, 8]
+    assert window_starts(33, 9, 2) == [0, 4, 8, 12, 16, 20, 24]
+    assert window_starts(33, 9, 1) == [0, 8, 16, 24]
     for n in (10, 33, 100):
         s = window_starts(n, 9, 4)
-        assert s[-1] + 9 == n and all(b - a <= 5 for a, b in zip(s, s[1:]))
+        assert s[-1] + 9 >= n > s[-1] and all(b - a == 4 for a, b in zip(s, s[1:]))
     w = triangular_weights(9)
-    assert w.tolist() == [1, 2, 3, 4, 5, 4, 3, 2, 1]
+    assert np.allclose(w, [0.05, 1.05, 2.05, 3.05, 4.05, 3.05, 2.05, 1.05, 0.05])
 
 
 @pytest.mark.slow
@@ -93,14 +95,15 @@ def gt_pipeline_run(pipe, tmp_path, frames, steps=4, name="x"):
 
 
 @pytest.mark.slow
-def test_windows_join_without_seams(same_id_run, tmp_path):
-    pipe = DirectAnimatorPipeline.from_pretrained(same_id_run)
-    video = gt_pipeline_run(pipe, tmp_path, frames=33, steps=6)
+def test_windows_join_without_seams(tmp_path):
+    pipe = DirectAnimatorPipeline.from_pretrained(None)  # the embedded demo model: trained, so frames cohere
+    video = gt_pipeline_run(pipe, tmp_path, frames=33, steps=10)
     assert len(video) == 33
     d = np.abs(np.diff(video, axis=0)).mean(axis=(1, 2, 3))  # d[t] = |f(t+1) - f(t)|
     starts = window_starts(33, pipe.config.model.frames, pipe.config.inference.window_overlap)
+    assert starts == [0, 4, 8, 12, 16, 20, 24]
     F = pipe.config.model.frames
-    borders = sorted({s - 1 for s in starts[1:]} | {s + F - 1 for s in starts[:-1]})
+    borders = sorted({s - 1 for s in starts[1:]} | {s + F - 1 for s in starts[:-1] if s + F - 1 < len(d)})
     inside = [d[t] for t in range(len(d)) if t not in borders]
     print(f"\nborder diffs {[round(float(d[t]), 2) for t in borders]}, inside: median {np.median(inside):.2f} "
           f"max {np.max(inside):.2f}")
@@ -127,6 +130,31 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
         peaks[frames] = int(r.stdout.strip().splitlines()[-1]) / 1024
     print(f"\npeak RSS: 33 frames {peaks[33]:.0f} MiB, 132 frames {peaks[132]:.0f} MiB")
     assert peaks[132] < peaks[33] * 1.10
+
+
+def test_sampler_recovers_x0_with_an_oracle_velocity():
+    """The denoising loop (both schedulers) is exact: with the true v for a known x0, it returns x0."""
+    import torch
+
+    from directanimator.pipeline import make_inference_scheduler
+
+    pipe = DirectAnimatorPipeline.from_pretrained(None)
+    x0 = torch.randn(1, 3, 24, 16, 16, generator=torch.Generator().manual_seed(0))
+    for kind in ("ddim", "dpm"):
+        pipe.scheduler = sched = make_inference_scheduler(kind)
+
+        class Oracle(torch.nn.Module):
+            def forward(self, x, enc, t, **cues):
+                a = sched.alphas_cumprod[t.long()].float().view(-1, 1, 1, 1, 1)
+                v = (a.sqrt() * x[:, :, :24] - x0) / (1 - a).clamp_min(1e-12).sqrt()
+                return type("Out", (), {"sample": v})()
+
+        real, pipe.transformer = pipe.transformer, Oracle()
+        cues = {k: torch.zeros(1, 3, c, 16, 16) for k, c in
+                (("pose_latents", 24), ("face_latents", 24), ("body_mask", 1), ("face_mask", 1))}
+        out = pipe.denoise(torch.zeros(1, 1, 24, 16, 16), cues, torch.Generator().manual_seed(1), 20, 1.0)
+        pipe.transformer = real
+        torch.testing.assert_close(out, x0, rtol=0, atol=1e-5)
 
 
 def test_pipeline_save_and_load(same_id_run, tmp_path):
