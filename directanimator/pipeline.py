@@ -266,7 +266,8 @@ class DirectAnimatorPipeline:
         window = cfg.model.frames
         overlap = min(max(0, inf.window_overlap), window - 1)
         step = window_step(window, overlap, self.codec.temporal_factor)
-        if window - step != overlap:
+        if window - step != overlap and not getattr(self, "_overlap_noted", False):
+            self._overlap_noted = True
             print(f"note: window overlap {overlap} -> {window - step} frames (window starts on the codec's "
                   f"{self.codec.temporal_factor}-frame grid)")
         seconds = {"cues": 0.0, "codec": 0.0, "transformer": 0.0, "write": 0.0}
