@@ -117,6 +117,7 @@ def test_cross_id_samples_pair_pseudo_cues_with_own_location_and_target(puppet_d
     assert not torch.equal(s["pose_latents"], own["pose_latents"])
 
 
+@pytest.mark.slow
 def test_corrupt_clip_is_skipped_and_reported(tmp_path, tiny_cfg):
     from directanimator.synth.world import build_world
 

@@ -2,8 +2,8 @@
 
 Frames are (T, H, W, 3) uint8 RGB, compared as float in [0, 1]:
   SSIM  torchmetrics' structural similarity (Gaussian window 11, sigma 1.5), range [-1, 1], 1 = identical
-  PSNR  10 log10(1 / MSE) in dB per frame, data range 1; identical frames give +inf (reported as
-        such; averages over frames then skip infinite frames only if all are infinite -> inf)
+  PSNR  10 log10(1 / MSE) in dB per frame, data range 1, MSE floored at 1e-10: identical frames
+        give 100 dB (not +inf, which would swallow any mean over frames or videos)
   L1    mean absolute difference in [0, 1] (the paper's tables print it x 1e-4)
 """
 
@@ -36,8 +36,7 @@ def psnr_per_frame(generated: np.ndarray, truth: np.ndarray) -> np.ndarray:
     check_pair(generated, truth)
     g, t = _to_tensor(generated), _to_tensor(truth)
     mse = (g - t).pow(2).flatten(1).mean(1).double().numpy()
-    with np.errstate(divide="ignore"):
-        return 10 * np.log10(1.0 / mse)
+    return 10 * np.log10(1.0 / np.maximum(mse, 1e-10))
 
 
 def psnr(generated: np.ndarray, truth: np.ndarray) -> float:
