@@ -125,18 +125,14 @@ def evaluate(generated: str | Path, ground_truth: str | Path, reference: str | P
         vals = [r[col] for r in per_video.values() if r.get(col) is not None]
         if vals:
             summary[col] = float(np.mean(vals))
-    if fid_gen:
-        a, b = np.concatenate(fid_gen), np.concatenate(fid_gt)
+    for name, gen_f, gt_f, unit in (("FID", fid_gen, fid_gt, "frames"), ("FVD", fvd_gen, fvd_gt, "16-frame clips")):
+        if not gen_f:
+            continue
+        a, b = np.concatenate(gen_f), np.concatenate(gt_f)
         if len(a) < 2:
-            notes.append("FID needs at least 2 frames")
+            notes.append(f"{name} needs at least 2 {unit} in all")
         else:
-            summary["FID"] = frechet_distance(*feature_stats(a), *feature_stats(b))
-    if fvd_gen:
-        a, b = np.concatenate(fvd_gen), np.concatenate(fvd_gt)
-        if len(a) < 2:
-            notes.append("FVD needs at least two 16-frame clips in all")
-        else:
-            summary["FVD"] = frechet_distance(*feature_stats(a), *feature_stats(b))
+            summary[name] = frechet_distance(*feature_stats(a), *feature_stats(b))
     unavailable = features.missing()
     if faces is None:
         unavailable.update({k: "not computed (--no-face)" for k in ("FIS", "FTS", "FLC")})

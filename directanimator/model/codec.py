@@ -18,6 +18,7 @@ import torch
 
 from ..errors import InputError
 from .cue_fusion import downsample_mask
+from .weights import find_component
 
 
 @runtime_checkable
@@ -159,10 +160,4 @@ class CogVideoXCodec:
 
 
 def _find_vae_folder(path: Path) -> Path:
-    for folder in (path / "vae", path):
-        if (folder / "config.json").is_file():
-            return folder
-    raise InputError(
-        f"no CogVideoX VAE at {path}: expected {path}/vae/config.json and "
-        "diffusion_pytorch_model.safetensors (e.g. the THUDM/CogVideoX1.5-5B-I2V folder from Hugging Face)"
-    )
+    return find_component(path, "vae", "CogVideoX VAE", "diffusion_pytorch_model.safetensors")

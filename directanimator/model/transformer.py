@@ -30,6 +30,7 @@ from torch import nn
 
 from ..errors import InputError
 from .cue_fusion import CueCrossAttention, CueFusion, CuePatchEmbed
+from .weights import find_component
 
 INJECTIONS = ("cuefusion", "concat", "cross_attention", "none")
 
@@ -401,13 +402,7 @@ def i2v_hidden_states(noisy: torch.Tensor, reference_latent: torch.Tensor) -> to
 
 
 def _find_transformer_folder(path: Path) -> Path:
-    for folder in (path / "transformer", path):
-        if (folder / "config.json").is_file():
-            return folder
-    raise InputError(
-        f"no CogVideoX transformer at {path}: expected {path}/transformer/config.json and its "
-        "diffusion_pytorch_model*.safetensors (e.g. the THUDM/CogVideoX1.5-5B-I2V folder from Hugging Face)"
-    )
+    return find_component(path, "transformer", "CogVideoX transformer", "its diffusion_pytorch_model*.safetensors")
 
 
 def _read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
