@@ -187,7 +187,7 @@ def encode_windows(codec: LatentCodec, frames: np.ndarray | None, cues: DrivingC
 
 def write_entry(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")  # unique: processes may share a cache
     save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta)})
     os.replace(tmp, path)
 
