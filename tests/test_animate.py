@@ -206,3 +206,26 @@ def test_animate_bad_inputs(same_id_run, tmp_path):
     assert r.returncode == 2 and "--overwrite" in r.stderr
     assert not list(tmp_path.glob(".directanimator-*"))  # no temporary leftovers
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_classifier_free_guidance_on_the_cues():
+    import torch
+
+    pipe = DirectAnimatorPipeline.from_pretrained(None)
+    g = torch.Generator().manual_seed(0)
+    cues = {k: torch.randn(1, 3, c, 16, 16, generator=g) for k, c in
+            (("pose_latents", 24), ("face_latents", 24), ("body_mask", 1), ("face_mask", 1))}
+    ref = torch.randn(1, 1, 24, 16, 16, generator=g)
+    calls = []
+    real_forward = pipe.transformer.forward
+
+    def counting(*a, **k):
+        calls.append(float(k["pose_latents"].abs().sum()))
+        return real_forward(*a, **k)
+
+    pipe.transformer.forward = counting
+    plain = pipe.denoise(ref, cues, torch.Generator().manual_seed(1), 3, 1.0)
+    assert len(calls) == 3
+    guided = pipe.denoise(ref, cues, torch.Generator().manual_seed(1), 3, 3.0)
+    assert len(calls) == 3 + 6 and calls[4] == 0.0  # every step adds one pass with the cues dropped
+    assert not torch.allclose(plain, guided)

@@ -365,3 +365,34 @@ def test_bootstrap_and_external_pseudo_generators(same_id_run, puppet_dataset, t
     assert item["kept"] == (not item["reasons"]) and 0 <= item["scores"]["mask_iou"] <= 1
     pseudo_video = world / "pseudo" / "clips" / item["pseudo_id"] / "video.mp4"
     assert len(list(iter_frames(pseudo_video))) == len(list(iter_frames(src)))
+
+
+def test_preprocess_shards_are_disjoint_and_complete(puppet_dataset, tiny_cfg):
+    reports = [preprocess(puppet_dataset, tiny_cfg(), progress=False, rank=r, world_size=2) for r in (0, 1)]
+    assert reports[0]["clips"] + reports[1]["clips"] == len(list((cache_root(puppet_dataset, tiny_cfg()) / "clips").glob("*.safetensors")))
+    assert all(r["built"] == 0 and r["failed"] == 0 for r in reports)  # everything was cached already
+
+
+def test_projector_accumulation_and_ema_options(same_id_run, puppet_dataset, tiny_cfg, tmp_path):
+    from directanimator.train.plot import plot_losses
+
+    cfg = tiny_cfg(stage="cross_id", teacher=str(same_id_run), max_steps=3, grad_accum=2, ema_decay=0.9)
+    cfg.train.s2x.projector = True
+    cfg.data.dataset = str(puppet_dataset)
+    summary = train(cfg, tmp_path / "p", progress=False)
+    assert summary["steps"] == 3
+    ckpt = latest_checkpoint(tmp_path / "p")
+    assert (ckpt / "ema.safetensors").is_file()
+    log = read_log(tmp_path / "p")
+    assert all(e["samples_per_s"] > 0 and e["loss_s2x"] is not None for e in log)
+    png = plot_losses([same_id_run, tmp_path / "p"], tmp_path / "curves.png", labels=["same", "cross"])
+    assert png.stat().st_size > 5000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_text_encoders():
+    from directanimator.model import NullPrompt, T5PromptEncoder
+
+    emb = NullPrompt(8, 32)(["a", "b"])
+    assert emb.shape == (2, 8, 32) and emb.abs().sum() == 0
+    with pytest.raises(InputError, match="text_encoder/config.json"):
+        T5PromptEncoder("/nonexistent/CogVideoX")
