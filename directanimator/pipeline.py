@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from .config import Config, dump_config, from_dict, load_config
 from .cues.extract import extract_cues
+from .data.cache import video_tensor
 from .errors import InputError
 from .model import CueFusionTransformer3D, build_codec, build_text_encoder, i2v_hidden_states, mask_to_latent
 from .storage import StreamingSafetensorsWriter
@@ -206,8 +207,6 @@ class DirectAnimatorPipeline:
                 return block[[i - first for i in idx]]
 
             pose, face, body, fmask = take("pose_cue"), take("face_cue"), take("body_mask"), take("face_mask")
-        from .data.cache import video_tensor
-
         c = self.codec
         return {
             "pose_latents": c.encode(video_tensor(pose)).to(self.device),
@@ -292,7 +291,7 @@ class DirectAnimatorPipeline:
             x0, y0 = lb.pad_x, lb.pad_y
             ow, oh = max(2, iw // 2 * 2), max(2, ih // 2 * 2)
             t0 = time.perf_counter()
-            ref_latent = self.codec.encode(_video(ref_lb[None])).to(self.device)
+            ref_latent = self.codec.encode(video_tensor(ref_lb[None])).to(self.device)
             seconds["codec"] += time.perf_counter() - t0
             starts = window_starts(n, window, overlap, self.codec.temporal_factor)
             weights = triangular_weights(window)
@@ -365,12 +364,6 @@ class DirectAnimatorPipeline:
                 tmp_sbs.replace(side_by_side)
         seconds = {k: round(v, 3) for k, v in seconds.items()}
         return AnimationResult(out, n, info.fps, ow, oh, len(starts), seconds, report.as_dict())
-
-
-def _video(frames: np.ndarray) -> torch.Tensor:
-    from .data.cache import video_tensor
-
-    return video_tensor(frames)
 
 
 def make_inference_scheduler(kind: str, pretrained: str | None = None):

@@ -325,23 +325,23 @@ class CueFusionTransformer3D(CogVideoXTransformer3DModel):
             ofs = hidden_states.new_full((b,), 2.0)  # what the CogVideoX1.5 I2V pipeline passes
 
         # 1. time embedding (as diffusers)
-        t_emb = self.time_proj(timestep).to(dtype=hidden_states.dtype)
-        emb = self.time_embedding(t_emb, timestep_cond)
+        t_emb = self.time_proj(timestep).to(dtype=hidden_states.dtype)  # (B, dim)
+        emb = self.time_embedding(t_emb, timestep_cond)  # e_t: (B, time_embed_dim)
         if self.ofs_embedding is not None:
             ofs_emb = self.ofs_proj(ofs).to(dtype=hidden_states.dtype)
             emb = emb + self.ofs_embedding(ofs_emb)
 
         # 2. patch embedding; "concat" widens the input here
         if injection == "concat":
-            hidden_states = torch.cat([hidden_states, *cues], dim=2)
-        hidden_states = self.patch_embed(encoder_hidden_states, hidden_states)
+            hidden_states = torch.cat([hidden_states, *cues], dim=2)  # (B, F, C_in + cues, H, W)
+        hidden_states = self.patch_embed(encoder_hidden_states, hidden_states)  # (B, L + N, dim)
         hidden_states = self.embedding_dropout(hidden_states)
         text_seq_length = encoder_hidden_states.shape[1]
-        encoder_hidden_states = hidden_states[:, :text_seq_length]
-        hidden_states = hidden_states[:, text_seq_length:]
+        encoder_hidden_states = hidden_states[:, :text_seq_length]  # (B, L, dim)
+        hidden_states = hidden_states[:, text_seq_length:]  # (B, N, dim), N = F/p_t * H/p * W/p
 
         # e_p, e_f: one token per vision token
-        cue_tokens = [embed(c) for embed, c in zip(self.cue_embed, cues)]
+        cue_tokens = [embed(c) for embed, c in zip(self.cue_embed, cues)]  # each (B, N, dim)
         cross_context = torch.cat(cue_tokens, dim=1) if injection == "cross_attention" else None
 
         # 3. blocks, each preceded by its cue injection
@@ -376,14 +376,14 @@ class CueFusionTransformer3D(CogVideoXTransformer3DModel):
         # 4. output head and unpatchify (as diffusers)
         hidden_states = self.norm_final(hidden_states)
         hidden_states = self.norm_out(hidden_states, temb=emb)
-        hidden_states = self.proj_out(hidden_states)
+        hidden_states = self.proj_out(hidden_states)  # (B, N, p_t * p * p * C_out)
         if pt is None:
             output = hidden_states.reshape(b, num_frames, h // p, w // p, -1, p, p)
             output = output.permute(0, 1, 4, 2, 5, 3, 6).flatten(5, 6).flatten(3, 4)
         else:
             output = hidden_states.reshape(b, num_frames // pt, h // p, w // p, -1, pt, p, p)
             output = output.permute(0, 1, 5, 4, 2, 6, 3, 7).flatten(6, 7).flatten(4, 5).flatten(1, 2)
-        output = output[:, pad:]
+        output = output[:, pad:]  # (B, F, C_out, H, W)
         if not return_dict:
             return (output, features)
         return CueFusionOutput(sample=output, features=features)
