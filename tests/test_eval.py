@@ -145,3 +145,30 @@ def test_evaluate_cli_folders(tmp_path):
     r = subprocess.run([sys.executable, "-m", "directanimator", "evaluate", "--generated", str(gen), "--ground-truth",
                         str(gt), "--out", str(tmp_path / "r2.json")], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and "named like b" in r.stderr
+
+
+def test_arcface_option_runs_an_onnx_model_on_aligned_faces(tmp_path):
+    """A small stand-in network exported to ONNX in ArcFace's interface (1x3x112x112 in [-1, 1] ->
+    embedding): the option's alignment, preprocessing and OpenCV DNN path against torch itself."""
+    pytest.importorskip("onnx")
+    from directanimator.eval.face import ARCFACE_TEMPLATE, DlibFaces, five_points
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 4, 4), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
+                              torch.nn.Flatten(), torch.nn.Linear(32, 64)).eval()
+    onnx_path = tmp_path / "arcface_standin.onnx"
+    torch.onnx.export(net, torch.randn(1, 3, 112, 112), str(onnx_path), dynamo=False)
+    faces = DlibFaces(arcface=str(onnx_path))
+    img = cv2.resize(load_image(ASTRONAUT), (512, 512))  # no upscaling inside DlibFaces at 512
+    face = faces(img)
+    assert face is not None and face.embedding.shape == (64,) and "ArcFace" in faces.name
+    # same numbers as torch on the same aligned crop
+    crop = faces.arcface.aligned(img, face.landmarks)
+    x = torch.from_numpy(crop).float().div(127.5).sub(1).permute(2, 0, 1)[None]
+    np.testing.assert_allclose(face.embedding, net(x).detach().numpy()[0], rtol=1e-4, atol=1e-4)
+    # the alignment maps eyes and nose onto the template (a similarity cannot fit every mouth exactly)
+    m, _ = cv2.estimateAffinePartial2D(five_points(face.landmarks), ARCFACE_TEMPLATE, method=cv2.LMEDS)
+    mapped = cv2.transform(five_points(face.landmarks)[None], m)[0]
+    assert np.abs(mapped[:3] - ARCFACE_TEMPLATE[:3]).max() < 1.5
+    with pytest.raises(InputError, match="w600k_r50.onnx"):
+        DlibFaces(arcface=str(tmp_path / "missing.onnx"))

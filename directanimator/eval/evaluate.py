@@ -56,7 +56,7 @@ def _read(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
 
 def evaluate(generated: str | Path, ground_truth: str | Path, reference: str | Path | None = None,
              driving: str | Path | None = None, features: FeatureMetrics | None = None,
-             face: bool = True, pose: bool = True, progress: bool = True) -> dict:
+             face: bool = True, pose: bool = True, progress: bool = True, arcface: str | None = None) -> dict:
     gen = _videos(Path(generated), "generated")
     gt = _match(gen, _videos(Path(ground_truth), "ground-truth"), "ground-truth")
     drv = _match(gen, _videos(Path(driving), "driving"), "driving") if driving else None
@@ -78,7 +78,7 @@ def evaluate(generated: str | Path, ground_truth: str | Path, reference: str | P
     if face:
         from .face import DlibFaces
 
-        faces = DlibFaces()
+        faces = DlibFaces(arcface=arcface)
     per_video, notes = {}, []
     fid_gen, fid_gt, fvd_gen, fvd_gt = [], [], [], []
     for name in tqdm(list(gen), desc="evaluate", unit="video", disable=not progress, leave=False):
@@ -99,7 +99,7 @@ def evaluate(generated: str | Path, ground_truth: str | Path, reference: str | P
             ref_face = faces(load_image(refs[name])) if refs else None
             gen_faces = [faces(f) for f in g]
             drv_faces = [faces(f) for f in d] if d is not None else None
-            m = face_metrics(gen_faces, ref_face, drv_faces)
+            m = face_metrics(gen_faces, ref_face, drv_faces, faces.name)
             if refs and ref_face is None:
                 notes.append(f"{name}: no face found in the reference image; FIS missing")
             row.update(m)
@@ -144,7 +144,7 @@ def evaluate(generated: str | Path, ground_truth: str | Path, reference: str | P
         if col not in summary and col not in unavailable:
             unavailable[col] = "missing: no frame with a detection"
     return {"videos": len(per_video), "summary": summary, "unavailable": unavailable, "notes": notes,
-            "models": {"face": "dlib-resnet-v1 + 68-point landmarks (not ArcFace)" if faces else None,
+            "models": {"face": faces.name if faces else None,
                        "pose": "MediaPipe Pose (not DWPose)" if pose and drv is not None else None,
                        "fid": "Inception TorchScript" if features.inception else None,
                        "fvd": "I3D TorchScript" if features.i3d else None,

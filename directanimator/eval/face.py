@@ -2,7 +2,10 @@
 
 The paper uses ArcFace embeddings and DWPose/68-point landmarks. The embedded default here is
 dlib's face-recognition ResNet (128-d, "dlib-resnet-v1") and its 68-point shape predictor; every
-report names the model. Faces are found with dlib's HOG detector on the frame upscaled so its
+report names the model. With `arcface=PATH` (an InsightFace ArcFace ONNX such as w600k_r50.onnx, run
+by OpenCV's DNN module) the embeddings are ArcFace's instead: the face is aligned to ArcFace's 112x112
+five-point template (eye centres, nose tip, mouth corners from the 68 landmarks) by a similarity
+transform, normalised to [-1, 1], RGB. Faces are found with dlib's HOG detector on the frame upscaled so its
 shorter side is at least 512 px (small faces in full-body frames are otherwise missed).
 
   FIS  mean over generated frames with a face of cos(e(generated_t), e(reference)); higher better
@@ -25,6 +28,40 @@ import cv2
 import numpy as np
 
 MODEL_NAME = "dlib-resnet-v1 (face_recognition_models), HOG detector, 68-point shape predictor"
+# InsightFace's 112x112 alignment template: left eye, right eye, nose tip, left and right mouth corner
+ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
+                             [70.7299, 92.2041]], np.float32)
+
+
+def five_points(landmarks68: np.ndarray) -> np.ndarray:
+    return np.stack([landmarks68[36:42].mean(axis=0), landmarks68[42:48].mean(axis=0), landmarks68[30],
+                     landmarks68[48], landmarks68[54]]).astype(np.float32)
+
+
+class ArcFaceONNX:
+    """ArcFace embeddings from a local ONNX file through OpenCV's DNN module (no onnxruntime)."""
+
+    def __init__(self, path: str | Path):
+        from ..errors import InputError
+
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"ArcFace weights not found: {p} (an InsightFace ArcFace ONNX, e.g. w600k_r50.onnx)")
+        try:
+            self.net = cv2.dnn.readNetFromONNX(str(p))
+        except cv2.error as exc:
+            raise InputError(f"cannot read ArcFace ONNX {p}: {str(exc).splitlines()[-1]}") from None
+        self.name = f"ArcFace ONNX ({p.name}), aligned by dlib 68-point landmarks"
+
+    def aligned(self, rgb: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
+        m, _ = cv2.estimateAffinePartial2D(five_points(landmarks68), ARCFACE_TEMPLATE, method=cv2.LMEDS)
+        return cv2.warpAffine(rgb, m, (112, 112), borderValue=0)
+
+    def __call__(self, rgb: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
+        crop = self.aligned(rgb, landmarks68)
+        blob = cv2.dnn.blobFromImage(crop, 1.0 / 127.5, (112, 112), (127.5, 127.5, 127.5), swapRB=False)
+        self.net.setInput(blob)
+        return self.net.forward().reshape(-1).astype(np.float32)
 
 
 def _model_file(name: str) -> str:
@@ -45,9 +82,12 @@ class Face:
 class DlibFaces:
     name = MODEL_NAME
 
-    def __init__(self, min_side: int = 512):
+    def __init__(self, min_side: int = 512, arcface: str | Path | None = None):
         import dlib
 
+        self.arcface = ArcFaceONNX(arcface) if arcface else None
+        if self.arcface is not None:
+            self.name = self.arcface.name
         self.detector = dlib.get_frontal_face_detector()
         self.shape = dlib.shape_predictor(_model_file("shape_predictor_68_face_landmarks.dat"))
         self.encoder = dlib.face_recognition_model_v1(_model_file("dlib_face_recognition_resnet_model_v1.dat"))
@@ -64,9 +104,12 @@ class DlibFaces:
             return None
         d = max(dets, key=lambda r: r.width() * r.height())
         shape = self.shape(img, d)
-        emb = np.array(self.encoder.compute_face_descriptor(img, shape), np.float32)
-        pts = np.array([[p.x, p.y] for p in shape.parts()], np.float32) / scale
-        return Face(pts, emb)
+        pts = np.array([[p.x, p.y] for p in shape.parts()], np.float32)
+        if self.arcface is not None:
+            emb = self.arcface(img, pts)
+        else:
+            emb = np.array(self.encoder.compute_face_descriptor(img, shape), np.float32)
+        return Face(pts / scale, emb)
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -79,9 +122,9 @@ def normalised_landmarks(pts: np.ndarray) -> np.ndarray:
 
 
 def face_metrics(generated: list[Face | None], reference: Face | None,
-                 driving: list[Face | None] | None) -> dict:
+                 driving: list[Face | None] | None, model_name: str = MODEL_NAME) -> dict:
     n = len(generated)
-    out: dict = {"face_model": MODEL_NAME}
+    out: dict = {"face_model": model_name}
     fis = [_cos(g.embedding, reference.embedding) for g in generated if g is not None] if reference else []
     out["FIS"] = float(np.mean(fis)) if fis else None
     out["FIS_coverage"] = len(fis) / n if n else 0.0
