@@ -129,7 +129,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     feats = FeatureMetrics(args.inception, args.i3d, args.lpips_alexnet, args.lpips_lin)
     report = evaluate(args.generated, args.ground_truth, args.reference, args.driving, feats, face=not args.no_face,
-                      pose=not args.no_pose, progress=not args.quiet, arcface=args.arcface)
+                      pose=not args.no_pose, progress=not args.quiet, arcface=args.arcface,
+                      dwpose=args.dwpose)
     write_report(report, args.out)
     print(markdown_table(report))
     for name, why in report["unavailable"].items():
@@ -228,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lpips-alexnet", default=None, help="LPIPS: torchvision alexnet-owt-7be5be79.pth")
     p.add_argument("--lpips-lin", default=None, help="LPIPS: lpips weights/v0.1/alex.pth")
     p.add_argument("--arcface", default=None, help="FIS/FTS with ArcFace: an InsightFace ArcFace .onnx (default: dlib)")
+    p.add_argument("--dwpose", default=None, help="PLC with DWPose: a whole-body .onnx (default: MediaPipe Pose)")
     p.add_argument("--no-face", action="store_true", help="skip FIS, FTS, FLC")
     p.add_argument("--no-pose", action="store_true", help="skip PLC")
     p.add_argument("--quiet", action="store_true")

@@ -172,3 +172,38 @@ def test_arcface_option_runs_an_onnx_model_on_aligned_faces(tmp_path):
     assert np.abs(mapped[:3] - ARCFACE_TEMPLATE[:3]).max() < 1.5
     with pytest.raises(InputError, match="w600k_r50.onnx"):
         DlibFaces(arcface=str(tmp_path / "missing.onnx"))
+
+
+def test_dwpose_option_decodes_simcc_back_to_frame_pixels(tmp_path):
+    """A stand-in network in DWPose's interface (1x3x384x288 -> SimCC x (133, 576), y (133, 768))
+    whose peaks sit at known bins: checks the crop geometry, decoding and thresholding."""
+    pytest.importorskip("onnx")
+    from directanimator.eval.pose import DWPoseONNX
+
+    bins_x = torch.arange(133) % 500 + 20          # x = bin / 2 in crop pixels
+    bins_y = (torch.arange(133) * 5) % 700 + 30
+
+    class StandIn(torch.nn.Module):
+        def forward(self, x):
+            zero = x.mean() * 0
+            sx = torch.nn.functional.one_hot(bins_x, 576).float() * 0.9 + zero
+            sy = torch.nn.functional.one_hot(bins_y, 768).float() * 0.8 + zero
+            return sx[None], sy[None]
+
+    path = tmp_path / "dwpose_standin.onnx"
+    torch.onnx.export(StandIn(), torch.randn(1, 3, 384, 288), str(path), dynamo=False,
+                      output_names=["simcc_x", "simcc_y"])
+    est = DWPoseONNX(str(path))
+    affine = est.box_transform((100, 50, 160, 250))
+    assert affine[0, 0] == pytest.approx(384 / (200 * 1.25))  # a tall box: its height fills the input
+    decoded = est.decode(torch.nn.functional.one_hot(bins_x, 576).numpy().astype(np.float32),
+                         torch.nn.functional.one_hot(bins_y, 768).numpy().astype(np.float32), affine)
+    back_x = decoded[:, 0] * affine[0, 0] + affine[0, 2]
+    assert np.allclose(back_x, bins_x.numpy() / 2, atol=1e-3)
+    frame = np.stack(list(iter_frames(WALK_VIDEO)))[0]
+    k = est(frame)
+    est.close()
+    assert k.shape == (17, 3) and (k[:, 2] == 1).all()  # score 0.8 >= 0.3
+    assert np.isfinite(k).all()
+    with pytest.raises(InputError, match="dw-ll_ucoco_384.onnx"):
+        DWPoseONNX(str(tmp_path / "missing.onnx"))

@@ -56,7 +56,8 @@ def _read(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
 
 def evaluate(generated: str | Path, ground_truth: str | Path, reference: str | Path | None = None,
              driving: str | Path | None = None, features: FeatureMetrics | None = None,
-             face: bool = True, pose: bool = True, progress: bool = True, arcface: str | None = None) -> dict:
+             face: bool = True, pose: bool = True, progress: bool = True, arcface: str | None = None,
+             dwpose: str | None = None) -> dict:
     gen = _videos(Path(generated), "generated")
     gt = _match(gen, _videos(Path(ground_truth), "ground-truth"), "ground-truth")
     drv = _match(gen, _videos(Path(driving), "driving"), "driving") if driving else None
@@ -104,15 +105,19 @@ def evaluate(generated: str | Path, ground_truth: str | Path, reference: str | P
                 notes.append(f"{name}: no face found in the reference image; FIS missing")
             row.update(m)
         if pose and d is not None:
-            from .pose import MediaPipePose, plc
+            from .pose import COCO_TORSO, MEDIAPIPE_TORSO, DWPoseONNX, MediaPipePose, plc
 
-            poser = MediaPipePose()
+            def estimator():
+                return DWPoseONNX(dwpose) if dwpose else MediaPipePose()
+
+            poser = estimator()
             kg = [poser(f) for f in g]
             poser.close()
-            poser = MediaPipePose()  # fresh tracking state for the other video
+            poser = estimator()  # fresh tracking state for the other video
             kd = [poser(f) for f in d]
             poser.close()
-            row.update(plc(kg, kd))
+            pose_name = poser.name
+            row.update(plc(kg, kd, COCO_TORSO if dwpose else MEDIAPIPE_TORSO, pose_name))
         if features.inception is not None:
             fid_gen.append(features.inception.frames(g))
             fid_gt.append(features.inception.frames(t))
@@ -145,7 +150,8 @@ def evaluate(generated: str | Path, ground_truth: str | Path, reference: str | P
             unavailable[col] = "missing: no frame with a detection"
     return {"videos": len(per_video), "summary": summary, "unavailable": unavailable, "notes": notes,
             "models": {"face": faces.name if faces else None,
-                       "pose": "MediaPipe Pose (not DWPose)" if pose and drv is not None else None,
+                       "pose": (("DWPose ONNX" if dwpose else "MediaPipe Pose (not DWPose)")
+                                if pose and drv is not None else None),
                        "fid": "Inception TorchScript" if features.inception else None,
                        "fvd": "I3D TorchScript" if features.i3d else None,
                        "lpips": "LPIPS v0.1 AlexNet" if features.lpips else None},
