@@ -42,16 +42,10 @@ class ArcFaceONNX:
     """ArcFace embeddings from a local ONNX file through OpenCV's DNN module (no onnxruntime)."""
 
     def __init__(self, path: str | Path):
-        from ..errors import InputError
+        from .onnx import load_onnx
 
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"ArcFace weights not found: {p} (an InsightFace ArcFace ONNX, e.g. w600k_r50.onnx)")
-        try:
-            self.net = cv2.dnn.readNetFromONNX(str(p))
-        except cv2.error as exc:
-            raise InputError(f"cannot read ArcFace ONNX {p}: {str(exc).splitlines()[-1]}") from None
-        self.name = f"ArcFace ONNX ({p.name}), aligned by dlib 68-point landmarks"
+        self.net = load_onnx(path, "ArcFace", "InsightFace's w600k_r50.onnx")
+        self.name = f"ArcFace ONNX ({Path(path).name}), aligned by dlib 68-point landmarks"
 
     def aligned(self, rgb: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
         m, _ = cv2.estimateAffinePartial2D(five_points(landmarks68), ARCFACE_TEMPLATE, method=cv2.LMEDS)

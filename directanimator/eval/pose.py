@@ -54,21 +54,12 @@ class DWPoseONNX:
     input_w, input_h, split = 288, 384, 2.0
 
     def __init__(self, path: str, threshold: float = 0.3):
-        import cv2
-
-        from ..errors import InputError
-
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"DWPose weights not found: {p} (e.g. dw-ll_ucoco_384.onnx)")
-        try:
-            self.net = cv2.dnn.readNetFromONNX(str(p))
-        except cv2.error as exc:
-            raise InputError(f"cannot read DWPose ONNX {p}: {str(exc).splitlines()[-1]}") from None
-        self.name = f"DWPose ONNX ({p.name}), person box from MediaPipe segmentation"
-        self.threshold = threshold
         from ..cues.segment import MediaPipeSegmenter
+        from .onnx import load_onnx
 
+        self.net = load_onnx(path, "DWPose", "dw-ll_ucoco_384.onnx")
+        self.name = f"DWPose ONNX ({Path(path).name}), person box from MediaPipe segmentation"
+        self.threshold = threshold
         self.segmenter = MediaPipeSegmenter(0)
 
     def box_transform(self, box: tuple[float, float, float, float]) -> np.ndarray:

@@ -7,7 +7,7 @@ import dataclasses
 import torch
 
 from ..config import ModelConfig
-from .codec import CogVideoXCodec, LatentCodec, PixelShuffleCodec, latent_frames, mask_to_latent, valid_frame_count
+from .codec import CogVideoXCodec, LatentCodec, PixelShuffleCodec, latent_frames, mask_to_latent
 from .cue_fusion import CueFusion, downsample_mask
 from .text import NullPrompt, T5PromptEncoder
 from .transformer import INJECTIONS, CueFusionOutput, CueFusionTransformer3D, i2v_hidden_states
@@ -16,7 +16,6 @@ __all__ = [
     "INJECTIONS", "CogVideoXCodec", "CueFusion", "CueFusionOutput", "CueFusionTransformer3D", "LatentCodec",
     "NullPrompt", "PixelShuffleCodec", "T5PromptEncoder", "build_codec", "build_text_encoder",
     "build_transformer", "downsample_mask", "i2v_hidden_states", "latent_frames", "mask_to_latent", "transformer_kwargs",
-    "valid_frame_count",
 ]
 
 

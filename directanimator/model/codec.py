@@ -34,15 +34,10 @@ class LatentCodec(Protocol):
 
 
 def latent_frames(num_frames: int, temporal_factor: int = 4) -> int:
-    """1 + 4k frames -> 1 + k latent frames; other counts are an error (see `valid_frame_count`)."""
+    """1 + 4k frames -> 1 + k latent frames; other counts are an error."""
     if num_frames < 1 or (num_frames - 1) % temporal_factor:
         raise ValueError(f"{num_frames} frames: the codec takes 1 + {temporal_factor}k frames")
     return 1 + (num_frames - 1) // temporal_factor
-
-
-def valid_frame_count(num_frames: int, temporal_factor: int = 4) -> int:
-    """The largest 1 + 4k not above `num_frames` (at least 1)."""
-    return 1 + max(0, num_frames - 1) // temporal_factor * temporal_factor
 
 
 def mask_to_latent(mask: torch.Tensor, codec: LatentCodec) -> torch.Tensor:

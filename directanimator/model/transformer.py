@@ -162,13 +162,6 @@ class CueFusionTransformer3D(CogVideoXTransformer3DModel):
                 :, backbone_in:
             ] = 0
 
-    def cue_parameters(self) -> list[nn.Parameter]:
-        """The parameters the cue stream adds to the backbone."""
-        params = [*self.cue_embed.parameters(), *self.cue_fusion.parameters(), *self.cue_cross_attention.parameters()]
-        if self.config.injection == "concat":
-            params.append(self.patch_embed.proj.weight)  # widened; counted by `count_parameters`
-        return params
-
     def count_parameters(self) -> dict[str, int]:
         """{'backbone': ..., 'cue': ..., 'total': ...}; for `concat` the cue count is the extra input
         channels of the patch embedding only."""
