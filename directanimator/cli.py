@@ -88,6 +88,8 @@ def _train(args: argparse.Namespace) -> int:
         cfg.train.teacher = args.teacher
     if args.max_steps is not None:
         cfg.train.max_steps = args.max_steps
+    if args.validation:
+        cfg.train.validation.dataset = args.validation
     summary = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
     if summary.get("last") is not None and int(os.environ.get("RANK", "0")) == 0:
         print(f"trained {args.out}: " + json.dumps({k: summary[k] for k in ("stage", "steps", "world_size",
@@ -148,6 +150,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory (config, log.jsonl, checkpoints/)")
     p.add_argument("--teacher", default=None, help="cross_id: same-ID run directory or checkpoint directory")
     p.add_argument("--max-steps", type=int, default=None, help="overrides train.max_steps")
+    p.add_argument("--validation", default=None, metavar="DATASET",
+                   help="held-out cross-ID triples (a puppet world) to validate on; overrides train.validation.dataset")
     p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     p.add_argument("--quiet", action="store_true")
 

@@ -53,9 +53,17 @@ class PoseCueConfig:
     """Pose Cue: segmented foreground -> grayscale -> frequency-domain low-pass (paper A.2)."""
 
     mode: Literal["gray_lowpass", "gray", "rgb"] = "gray_lowpass"
-    # Gaussian frequency response H(f) = exp(-f^2 / (2 fc^2)), fc in cycles per pixel at the
-    # working size; equivalent to a spatial Gaussian of sigma = 1 / (2 pi fc) pixels.
-    cutoff: float = 0.04
+    # Gaussian frequency response H(f) = exp(-f^2 / (2 fc^2)) with fc = cutoff_cycles / size cycles
+    # per pixel: the cutoff is relative to the frame, so the cue is blurred alike at every working
+    # size (a spatial Gaussian of sigma = size / (2 pi cutoff_cycles) pixels). 20.48 cycles per
+    # frame = 0.04 cycles/pixel at 512 px, sigma 4 px; at 64 px sigma 0.5 px. (Until 0.2 the key
+    # was `cutoff` in cycles per pixel of the working size, which at 64 px blurred with sigma = 6%
+    # of the frame.)
+    cutoff_cycles: float = 20.48
+
+    def __post_init__(self) -> None:
+        if not self.cutoff_cycles > 0:
+            raise InputError(f"cues.pose.cutoff_cycles must be > 0 (cycles per frame side), got {self.cutoff_cycles}")
 
 
 @dataclass
@@ -143,6 +151,11 @@ class CodecConfig:
     keep_spatial: int | None = None
     keep_temporal: int | None = None
     scale: float = 1.0
+    # pixel_shuffle: one more factor per latent channel (None = all 1). The DCT codec puts ~96% of
+    # its energy in the 3 DC channels, so under a shared scale the noise schedule drowns the other
+    # channels at almost every timestep; per-channel factors of 1/std give every channel unit
+    # variance, as a VAE's latents roughly have (see experiments/reports/scaling.md).
+    channel_scale: list[float] | None = None
     # cogvideox: local folder with vae/ (or the vae folder itself)
     path: str | None = None
     slicing: bool = True
@@ -166,6 +179,9 @@ class ModelConfig:
     injection: Literal["cuefusion", "concat", "cross_attention", "none"] = "cuefusion"
     use_face_cue: bool = True
     use_location_cue: bool = True
+    # where the reference latent enters (model/transformer.py i2v_hidden_states): first_frame, as
+    # CogVideoX I2V was trained (keep it for a pretrained model); all_frames for models from scratch
+    reference_layout: Literal["first_frame", "all_frames"] = "first_frame"
     gradient_checkpointing: bool = False
     # Video frames and square pixel size of one training sample / generation window.
     frames: int = 9
@@ -237,6 +253,19 @@ class S2XConfig:
 
 
 @dataclass
+class ValidationConfig:
+    """Held-out validation during training (train/validation.py): a dataset with cross-ID triples
+    and their true answer (a puppet world); None = off."""
+
+    dataset: str | None = None
+    triples: int = 16            # the first window of each of the first N triples
+    every: int = 500             # optimizer steps between evaluations (and at the last step)
+    sample_steps: int = 10       # DDIM steps of the validation samples
+    # the metric that picks RUN/best/ (higher is better, except val_loss)
+    select: Literal["val_moving_psnr", "val_person_psnr", "val_psnr", "val_ssim", "val_loss"] = "val_moving_psnr"
+
+
+@dataclass
 class TrainConfig:
     """One trainer for both stages (train/trainer.py)."""
 
@@ -262,6 +291,7 @@ class TrainConfig:
     # guidance on the cues at inference
     cue_dropout: float = 0.0
     s2x: S2XConfig = field(default_factory=S2XConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
 
 @dataclass

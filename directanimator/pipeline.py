@@ -7,7 +7,7 @@ In the diffusers style: components (transformer, scheduler, codec, text encoder)
   2. driving cues        streamed through cues/extract.py into a spool file (memory bounded by a frame)
   3. windows             model.frames frames each, overlapping by inference.window_overlap
   4. encode              reference image and the window's cues through the codec
-  5. denoise             CogVideoX DDIM or DPM scheduler; optional classifier-free guidance on the
+  5. denoise (model/sampling.py)             CogVideoX DDIM or DPM scheduler; optional classifier-free guidance on the
                          driving cues (pose, face and location dropped together)
   6. decode and blend    overlapping frames blended with triangular weights (as MimicMotion and
                          StableAnimator join windows), finished frames written at once
@@ -34,7 +34,8 @@ from .config import Config, dump_config, from_dict, load_config
 from .cues.extract import extract_cues
 from .data.cache import video_tensor
 from .errors import InputError
-from .model import CueFusionTransformer3D, build_codec, build_text_encoder, i2v_hidden_states, mask_to_latent
+from .model import CueFusionTransformer3D, build_codec, build_text_encoder, mask_to_latent
+from .model.sampling import build_scheduler, sample_latents
 from .storage import StreamingSafetensorsWriter
 from .video import Letterbox, VideoWriter, iter_frames, load_image, probe_video
 
@@ -192,10 +193,6 @@ class DirectAnimatorPipeline:
             raise InputError(f"size must lie between 32 and 4096, got {size}")
         return rounded
 
-    def prepare_latents(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-        noise = torch.randn(shape, generator=generator, dtype=torch.float32)
-        return (noise * self.scheduler.init_noise_sigma).to(self.device)
-
     @torch.no_grad()
     def encode_window(self, spool: Path, start: int, length: int, num_frames: int) -> dict[str, torch.Tensor]:
         """The window's cues through the codec; frames past the end repeat the last frame."""
@@ -219,31 +216,9 @@ class DirectAnimatorPipeline:
     @torch.no_grad()
     def denoise(self, reference_latent: torch.Tensor, cues: dict[str, torch.Tensor], generator: torch.Generator,
                 steps: int, guidance_scale: float, progress: bool = False) -> torch.Tensor:
-        from diffusers import CogVideoXDPMScheduler
-
-        shape = cues["pose_latents"].shape
-        latents = self.prepare_latents(tuple(shape), generator)
-        sched = self.scheduler
-        sched.set_timesteps(steps, device=self.device)
         enc = self.text_encoder([self.config.model.text.prompt], device=self.device)
-        keys = ("pose_latents", "face_latents", "body_mask", "face_mask")
-        cond = {k: cues[k] for k in keys}
-        uncond = {k: torch.zeros_like(cues[k]) for k in keys}
-        old_pred = None
-        timesteps = sched.timesteps
-        for i, t in enumerate(tqdm(timesteps, desc="denoise", leave=False, disable=not progress)):
-            x = i2v_hidden_states(sched.scale_model_input(latents, t), reference_latent)
-            tt = t.expand(latents.shape[0])
-            v = self.transformer(x, enc, tt, **cond).sample
-            if guidance_scale != 1.0:
-                v_u = self.transformer(x, enc, tt, **uncond).sample
-                v = v_u + guidance_scale * (v - v_u)
-            if isinstance(sched, CogVideoXDPMScheduler):
-                latents, old_pred = sched.step(v, old_pred, t, timesteps[i - 1] if i > 0 else None, latents,
-                                               generator=generator, return_dict=False)
-            else:
-                latents = sched.step(v, t, latents, return_dict=False)[0]
-        return latents
+        return sample_latents(self.transformer, self.scheduler, reference_latent, cues, enc, steps, generator,
+                              guidance_scale, progress)
 
     # ------------------------------------------------------------------ the call
 
@@ -367,11 +342,4 @@ class DirectAnimatorPipeline:
 
 
 def make_inference_scheduler(kind: str, pretrained: str | None = None):
-    from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
-
-    from .train.losses import COGVIDEOX_SCHEDULER
-
-    cls = CogVideoXDPMScheduler if kind == "dpm" else CogVideoXDDIMScheduler
-    if pretrained is not None and (Path(pretrained) / "scheduler").is_dir():
-        return cls.from_pretrained(str(pretrained), subfolder="scheduler")
-    return cls(**COGVIDEOX_SCHEDULER)
+    return build_scheduler(kind, pretrained)

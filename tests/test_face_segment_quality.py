@@ -144,3 +144,32 @@ def test_in_memory_cues_from_ground_truth_masks():
                                   [tight_box(m) if v else None for m, v in zip(driving.masks, valid)])
     assert cues.report.alignment["scale"] == pytest.approx(expected.scale)
     assert np.allclose(cues.report.alignment["translation"], expected.translation)
+
+
+def test_location_cue_masks_sit_on_the_reference_person():
+    """The Location Cue is the driving masks moved onto the reference person (eqs 9-12): a driving
+    rectangle elsewhere and of another size must come out over the reference's rectangle. (Planted
+    bug it catches: masks left unaligned.)"""
+    from directanimator.config import CuesConfig
+    from directanimator.cues import extract_cues_in_memory
+    from directanimator.cues.location import tight_box
+
+    size = 64
+    ref_mask = np.zeros((size, size), np.uint8)
+    ref_mask[8:40, 6:22] = 1  # 16 x 32 at the left
+    driving = np.full((5, size, size, 3), 90, np.uint8)
+    masks = []
+    for t in range(5):
+        m = np.zeros((size, size), np.float32)
+        m[20:60, 36 + t:56 + t] = 1  # 20 x 40 at the right, drifting
+        masks.append(m)
+    reference = np.full((size, size, 3), 90, np.uint8)
+    cfg = CuesConfig(size=size)
+    cfg.location.mode = "hard"
+    cfg.location.grid_cell = 1
+    cues = extract_cues_in_memory(reference, list(driving), cfg, segmenter=GivenMasks(masks), reference_mask=ref_mask)
+    got = np.array([tight_box(b > 0.5) for b in cues.body_mask])
+    want = np.array(tight_box(ref_mask.astype(bool)), np.float64)
+    # eq 11 maps the mean driving box onto the reference box: scale 32/40, the drift scaled too
+    assert np.abs(got.mean(0) - want).max() <= 1.0
+    assert np.abs(got[:, 0] - got[0, 0] - 0.8 * np.arange(5)).max() <= 1.0

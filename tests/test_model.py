@@ -143,6 +143,27 @@ def test_eqs_1_to_3_against_hand_written_reference():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_full_model_carries_eq3_cues_from_block_to_block():
+    """The whole CueFusion DiT against a loop written from eqs 1-3: each block's eqs 1-2 read the
+    e^G that eq 3 carried out of the block before. (Planted bug it catches: the model feeding every
+    block the first cue tokens again, the carry discarded.)"""
+    torch.manual_seed(0)
+    model = CueFusionTransformer3D(**small_kwargs("1.0"), injection="cuefusion").eval()
+    perturb_cue_modules(model)  # gamma != 0: the carried cue differs from the first one
+    x, enc, t, cues = inputs(3)
+    with torch.no_grad():
+        got = model(x, enc, t, **cues, feature_depths=(3,), features_only=True).features[3]
+        emb = model.time_embedding(model.time_proj(t).to(x.dtype))
+        tokens = model.patch_embed(enc, x)
+        text, hidden = tokens[:, : enc.shape[1]], tokens[:, enc.shape[1]:]
+        e = [model.cue_embed[0](torch.cat([cues["pose_latents"], cues["body_mask"]], 2)),
+             model.cue_embed[1](torch.cat([cues["face_latents"], cues["face_mask"]], 2))]
+        for fusion, block in zip(model.cue_fusion, model.transformer_blocks):
+            injected, e = reference_cue_fusion(fusion, e, emb)
+            hidden, text = block(hidden_states=hidden + injected, encoder_hidden_states=text, temb=emb)
+    torch.testing.assert_close(got, hidden, rtol=1e-4, atol=1e-4)
+
+
 def test_cue_fusion_identity_at_init_but_learns():
     module = CueFusion(time_embed_dim=12, dim=10, num_cues=1)
     e = torch.randn(2, 5, 10)
@@ -301,6 +322,32 @@ def test_i2v_input_layout():
     x = i2v_hidden_states(noisy, ref)
     assert x.shape == (2, 3, 2 * C, 8, 8)
     assert torch.equal(x[:, :, :C], noisy) and torch.equal(x[:, :1, C:], ref) and x[:, 1:, C:].abs().sum() == 0
+    x = i2v_hidden_states(noisy, ref, "all_frames")
+    assert torch.equal(x[:, :, :C], noisy) and all(torch.equal(x[:, k:k + 1, C:], ref) for k in range(3))
+    with pytest.raises(ValueError, match="reference layout"):
+        i2v_hidden_states(noisy, ref, "middle")
+
+
+def test_reference_layout_is_part_of_the_model_config(tmp_path):
+    """A checkpoint remembers its layout; the pipeline's sampler reads it from the model."""
+    model = CueFusionTransformer3D(**small_kwargs("1.0"), reference_layout="all_frames")
+    model.save_pretrained(tmp_path / "m")
+    assert CueFusionTransformer3D.from_pretrained(tmp_path / "m").config.reference_layout == "all_frames"
+    assert CueFusionTransformer3D(**small_kwargs("1.0")).config.reference_layout == "first_frame"
+    with pytest.raises(ValueError, match="reference_layout"):
+        CueFusionTransformer3D(**small_kwargs("1.0"), reference_layout="sideways")
+
+
+def test_codec_channel_scale_gives_the_chosen_factors_and_round_trips():
+    video = torch.rand(1, 9, 3, 16, 16) * 2 - 1
+    plain = PixelShuffleCodec(4, keep_spatial=2, keep_temporal=2, scale=0.75)
+    factors = [float(k + 1) for k in range(24)]
+    scaled = PixelShuffleCodec(4, keep_spatial=2, keep_temporal=2, scale=0.75, channel_scale=factors)
+    a, b = plain.encode(video), scaled.encode(video)
+    torch.testing.assert_close(b, a * torch.tensor(factors).view(1, 1, -1, 1, 1))
+    torch.testing.assert_close(scaled.decode(b), plain.decode(a), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="24 channels"):
+        PixelShuffleCodec(4, keep_spatial=2, keep_temporal=2, channel_scale=[1.0] * 3)
 
 
 def _overfit(injection: str, steps: int) -> tuple[float, float, CueFusionTransformer3D, CueFusionTransformer3D]:

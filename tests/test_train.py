@@ -93,7 +93,7 @@ def test_cache_is_keyed_by_config_and_content(puppet_dataset, tiny_cfg):
     entries = sorted((root / "clips").glob("*.safetensors"))
     assert entries and all(read_meta(e)["key"] == cache_key(cfg) for e in entries)
     other = tiny_cfg()
-    other.cues.pose.cutoff = 0.08
+    other.cues.pose.cutoff_cycles = 40.0
     assert cache_key(other) != cache_key(cfg)
     with pytest.raises(InputError, match="preprocess"):
         CachedSamples(puppet_dataset, other, "same_id")
@@ -205,6 +205,39 @@ def test_cross_id_keeps_teacher_frozen_and_logs_both_terms(same_id_run, puppet_d
     assert summary["s2x_depth"] == 1  # round(4 * 10 / 42)
     # the student starts from the teacher: at step 1 their block-D features nearly agree
     assert log[0]["loss_s2x"] < -0.9
+
+
+def test_teacher_sees_the_clips_own_cues_and_the_student_the_pseudo_cues(same_id_run, puppet_dataset, tiny_cfg,
+                                                                         tmp_path, monkeypatch):
+    """Eq 4: the frozen teacher sees the clip's own (same-ID) cues, the student the pseudo cues, on
+    the same sample. Every forward call is recorded and matched against the dataset's pairs.
+    (Planted bug it catches: the teacher given the student's pseudo cues.)"""
+    from directanimator.data.dataset import CachedSamples
+    from directanimator.model import CueFusionTransformer3D
+
+    calls = []
+    original = CueFusionTransformer3D.forward
+
+    def spy(self, *args, **kwargs):
+        calls.append(("teacher" if kwargs.get("features_only") else "student", kwargs["pose_latents"].clone(),
+                      kwargs["face_latents"].clone()))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(CueFusionTransformer3D, "forward", spy)
+    cfg = tiny_cfg(stage="cross_id", teacher=str(same_id_run), max_steps=3)
+    cfg.data.dataset = str(puppet_dataset)
+    train(cfg, tmp_path / "x", progress=False)
+    data = CachedSamples(puppet_dataset, cfg, "cross_id")
+    samples = [data[i] for i in range(len(data))]
+    assert any(not torch.equal(s["pose_latents"], s["teacher_pose_latents"]) for s in samples)
+    student = [c for c in calls if c[0] == "student"]
+    teacher = [c for c in calls if c[0] == "teacher"]
+    assert len(student) == len(teacher) == 3
+    for (_, s_pose, s_face), (_, t_pose, t_face) in zip(student, teacher):
+        for row in range(s_pose.shape[0]):
+            assert any(torch.equal(t_pose[row], s["teacher_pose_latents"]) and torch.equal(t_face[row], s["teacher_face_latents"])
+                       and torch.equal(s_pose[row], s["pose_latents"]) and torch.equal(s_face[row], s["face_latents"])
+                       for s in samples), "teacher and student cues are not one sample's own and pseudo cues"
 
 
 def test_nonfinite_losses_are_skipped_then_stop_the_run(puppet_dataset, tiny_cfg, tmp_path, monkeypatch):

@@ -257,7 +257,7 @@ def _render(driving: FrameSource, cfg: CuesConfig, an: _Analysis, ref_mask: np.n
     alignment = estimate_alignment(tight_box(ref_mask), [b if pose_valid[i] else None
                                                          for i, b in enumerate(an.boxes)])
     face_boxes = track_boxes(an.faces, cfg.face.max_gap, cfg.face.smooth_radius)
-    lowpass = GaussianLowpass(cfg.pose.cutoff) if cfg.pose.mode == "gray_lowpass" else None
+    lowpass = GaussianLowpass(cfg.pose.cutoff_cycles / cfg.size) if cfg.pose.mode == "gray_lowpass" else None
     h, w = an.shape[:2]
     masks = np.memmap(spool, dtype=np.uint8, mode="r", shape=(n, h, w))
     with _progress(n, "cues 2/2 render", progress) as bar:

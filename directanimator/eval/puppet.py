@@ -9,7 +9,17 @@ Metrics per triple: SSIM, PSNR, L1 (eval/pixel.py) over all frames; person PSNR:
 pixels of the ground truth's person mask (dilated by 2 px), the region the animation has to get right
 (the whole-frame metrics are dominated by the static background, where holding the reference photo
 still already scores well); and face PSNR: PSNR inside the ground truth's face boxes (a puppet-world
-stand-in for the face identity metrics, which need a face recogniser that works on cartoons).
+stand-in for the face identity metrics, which need a face recogniser that works on cartoons); moving
+PSNR: PSNR over the region that moves, the union of the true person masks and the reference's mask
+(a still photo is wrong there by construction).
+
+A number means nothing without the trivial answers next to it: `trivial_answers` gives three on the
+same triple, evaluated with the same metrics:
+  still        the reference photo held still
+  pasted       the driving video as it is (right motion, wrong person and scene)
+  silhouette   the reference background (its person painted over with the background's mean colour)
+               with the driving masks, aligned to the reference by eqs 9-12, filled with the reference
+               person's mean colour
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cues.face import GivenFaceBoxes
+from ..cues.location import estimate_alignment, tight_box, warp_mask
 from ..cues.segment import GivenMasks
 from ..data.format import clip_dir, read_annotations
 from ..video import iter_frames
@@ -43,44 +54,125 @@ def face_psnr(generated: np.ndarray, truth: np.ndarray, boxes: np.ndarray) -> fl
 
 
 def person_psnr(generated: np.ndarray, truth: np.ndarray, masks: np.ndarray) -> float | None:
+    return region_psnr(generated, truth, _dilate(masks[: len(generated)]))
+
+
+def _dilate(masks: np.ndarray) -> np.ndarray:
     import cv2
 
     kernel = np.ones((5, 5), np.uint8)
-    sel = np.stack([cv2.dilate(m.astype(np.uint8), kernel) > 0 for m in masks[: len(generated)]])
-    if not sel.any():
+    return np.stack([cv2.dilate(m.astype(np.uint8), kernel) > 0 for m in masks])
+
+
+def region_psnr(generated: np.ndarray, truth: np.ndarray, region: np.ndarray) -> float | None:
+    """PSNR over the pixels where `region` (T, H, W) is true."""
+    if not region.any():
         return None
     diff = (generated.astype(np.float64) - truth) / 255.0
-    mse = float((diff ** 2)[sel].mean())
+    mse = float((diff ** 2)[region].mean())
     return float(10 * np.log10(1.0 / max(mse, 1e-10)))
 
 
+def moving_region(truth_masks: np.ndarray, reference_mask: np.ndarray) -> np.ndarray:
+    """(T, H, W) bool: each true person mask united with the reference's mask, dilated by 2 px."""
+    union = truth_masks.astype(bool) | reference_mask.astype(bool)[None]
+    return _dilate(union)
+
+
+def puppet_metrics(generated: np.ndarray, truth: np.ndarray, truth_masks: np.ndarray,
+                   reference_mask: np.ndarray) -> dict[str, float | None]:
+    """The four metrics every puppet table shows (uint8 (T, H, W, 3) frames, (T, H, W) masks)."""
+    return {"ssim": ssim(generated, truth), "psnr": psnr(generated, truth),
+            "person_psnr": region_psnr(generated, truth, _dilate(truth_masks)),
+            "moving_psnr": region_psnr(generated, truth, moving_region(truth_masks, reference_mask))}
+
+
+def aligned_masks(driving_masks: np.ndarray, reference_mask: np.ndarray) -> np.ndarray:
+    """The driving masks moved onto the reference person by eqs 9-12 (as the Location Cue), 0/1."""
+    alignment = estimate_alignment(tight_box(reference_mask), [tight_box(m) for m in driving_masks])
+    return np.stack([warp_mask(m.astype(np.float32), alignment) >= 0.5 for m in driving_masks])
+
+
+def trivial_answers(reference: np.ndarray, reference_mask: np.ndarray, driving: np.ndarray,
+                    driving_masks: np.ndarray) -> dict[str, np.ndarray]:
+    """{'still', 'pasted', 'silhouette'}: (T, H, W, 3) uint8 videos (see the module docstring)."""
+    t = len(driving)
+    ref_mask = reference_mask.astype(bool)
+    still = np.repeat(reference[None], t, axis=0)
+    background = reference.copy()
+    outside = ~ref_mask
+    if outside.any():
+        background[ref_mask] = reference[outside].reshape(-1, 3).mean(0).round().astype(np.uint8)
+    person = (reference[ref_mask].reshape(-1, 3).mean(0) if ref_mask.any() else reference.reshape(-1, 3).mean(0))
+    fill = np.repeat(background[None], t, axis=0)
+    fill[aligned_masks(driving_masks, ref_mask)] = person.round().astype(np.uint8)
+    return {"still": still, "pasted": np.ascontiguousarray(driving), "silhouette": fill}
+
+
+TRIVIAL_NAMES = {"still": "reference photo held still", "pasted": "driving video pasted as it is",
+                 "silhouette": "silhouette fill (aligned mask, mean colour)"}
+
+
 def evaluate_triples(pipe, dataset: str | Path, limit: int | None = None, steps: int | None = None,
-                     seed: int = 0) -> dict:
+                     seed: int = 0, baselines: bool = True) -> dict:
+    """The pipeline (None: only the trivial answers) on the first `limit` triples. Returns
+    {'mean': model means, 'baselines': {name: means}, 'triples': per-triple rows}."""
     dataset = Path(dataset)
     triples = [json.loads(x) for x in (dataset / "cross_id_pairs.jsonl").read_text().splitlines() if x.strip()]
     triples = triples[:limit] if limit else triples
-    rows = []
+    rows: list[dict] = []
+    base_rows: dict[str, list[dict]] = {k: [] for k in TRIVIAL_NAMES} if baselines else {}
     with tempfile.TemporaryDirectory() as tmp:
         for k, tr in enumerate(triples):
-            ref_frames = iter_frames(clip_dir(dataset, tr["reference"]) / "video.mp4")
-            reference = next(ref_frames)
+            reference = next(iter_frames(clip_dir(dataset, tr["reference"]) / "video.mp4"))
             ref_ann = read_annotations(dataset, tr["reference"])
             drv_ann = read_annotations(dataset, tr["driving"])
             gt_ann = read_annotations(dataset, tr["ground_truth"])
-            out = Path(tmp) / f"{k}.mp4"
-            pipe(reference, clip_dir(dataset, tr["driving"]) / "video.mp4", out, steps=steps, seed=seed,
-                 segmenter=GivenMasks(list(drv_ann["masks"].astype(np.float32))),
-                 face_detector=GivenFaceBoxes(drv_ann["face_boxes"], reference_box=ref_ann["face_boxes"][0]),
-                 reference_mask=ref_ann["masks"][0], progress=False)
-            gen = np.stack(list(iter_frames(out)))
             truth = np.stack(list(iter_frames(clip_dir(dataset, tr["ground_truth"]) / "video.mp4")))
-            n = min(len(gen), len(truth))
-            gen, truth = gen[:n], truth[:n]
-            rows.append({"triple": k, "ssim": ssim(gen, truth), "psnr": psnr(gen, truth), "l1": l1(gen, truth),
-                         "person_psnr": person_psnr(gen, truth, gt_ann["masks"][:n]),
-                         "face_psnr": face_psnr(gen, truth, gt_ann["face_boxes"][:n])})
-    summary = {}
-    for key in ("ssim", "psnr", "l1", "person_psnr", "face_psnr"):
-        vals = [r[key] for r in rows if r[key] is not None]
-        summary[key] = float(np.mean(vals)) if vals else None
-    return {"mean": summary, "triples": rows}
+            ref_mask = ref_ann["masks"][0].astype(bool)
+            if pipe is not None:
+                out = Path(tmp) / f"{k}.mp4"
+                pipe(reference, clip_dir(dataset, tr["driving"]) / "video.mp4", out, steps=steps, seed=seed,
+                     segmenter=GivenMasks(list(drv_ann["masks"].astype(np.float32))),
+                     face_detector=GivenFaceBoxes(drv_ann["face_boxes"], reference_box=ref_ann["face_boxes"][0]),
+                     reference_mask=ref_ann["masks"][0], progress=False)
+                gen = np.stack(list(iter_frames(out)))
+                n = min(len(gen), len(truth))
+                row = {"triple": k, **puppet_metrics(gen[:n], truth[:n], gt_ann["masks"][:n], ref_mask),
+                       "l1": l1(gen[:n], truth[:n]), "face_psnr": face_psnr(gen[:n], truth[:n], gt_ann["face_boxes"][:n])}
+                rows.append(row)
+            if baselines:
+                driving = np.stack(list(iter_frames(clip_dir(dataset, tr["driving"]) / "video.mp4")))
+                n = min(len(driving), len(truth))
+                answers = trivial_answers(reference, ref_mask, driving[:n], drv_ann["masks"][:n])
+                for name, video in answers.items():
+                    base_rows[name].append({"triple": k, **puppet_metrics(video, truth[:n], gt_ann["masks"][:n],
+                                                                          ref_mask),
+                                            "l1": l1(video, truth[:n]),
+                                            "face_psnr": face_psnr(video, truth[:n], gt_ann["face_boxes"][:n])})
+    return {"mean": _means(rows) if rows else None, "baselines": {k: _means(v) for k, v in base_rows.items()},
+            "triples": rows}
+
+
+METRIC_KEYS = ("ssim", "psnr", "person_psnr", "moving_psnr", "l1", "face_psnr")
+
+
+def _means(rows: list[dict]) -> dict[str, float | None]:
+    out = {}
+    for key in METRIC_KEYS:
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        out[key] = float(np.mean(vals)) if vals else None
+    return out
+
+
+def markdown_table(model_rows: dict[str, dict], baselines: dict[str, dict]) -> list[str]:
+    """A table of model rows and the three trivial answers, the four main metrics first."""
+    lines = ["| | SSIM ↑ | PSNR ↑ | person PSNR ↑ | moving-region PSNR ↑ | face PSNR ↑ |", "|---|---|---|---|---|---|"]
+
+    def fmt(v, spec):
+        return "n/a" if v is None else format(v, spec)
+
+    for name, m in [*((f"trivial: {TRIVIAL_NAMES[k]}", v) for k, v in baselines.items()), *model_rows.items()]:
+        lines.append(f"| {name} | {fmt(m['ssim'], '.3f')} | {fmt(m['psnr'], '.2f')} | {fmt(m['person_psnr'], '.2f')} | "
+                     f"{fmt(m['moving_psnr'], '.2f')} | {fmt(m.get('face_psnr'), '.2f')} |")
+    return lines

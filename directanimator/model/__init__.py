@@ -10,10 +10,10 @@ from ..config import ModelConfig
 from .codec import CogVideoXCodec, LatentCodec, PixelShuffleCodec, latent_frames, mask_to_latent
 from .cue_fusion import CueFusion, downsample_mask
 from .text import NullPrompt, T5PromptEncoder
-from .transformer import INJECTIONS, CueFusionOutput, CueFusionTransformer3D, i2v_hidden_states
+from .transformer import INJECTIONS, REFERENCE_LAYOUTS, CueFusionOutput, CueFusionTransformer3D, i2v_hidden_states
 
 __all__ = [
-    "INJECTIONS", "CogVideoXCodec", "CueFusion", "CueFusionOutput", "CueFusionTransformer3D", "LatentCodec",
+    "INJECTIONS", "REFERENCE_LAYOUTS", "CogVideoXCodec", "CueFusion", "CueFusionOutput", "CueFusionTransformer3D", "LatentCodec",
     "NullPrompt", "PixelShuffleCodec", "T5PromptEncoder", "build_codec", "build_text_encoder",
     "build_transformer", "downsample_mask", "i2v_hidden_states", "latent_frames", "mask_to_latent", "transformer_kwargs",
 ]
@@ -22,7 +22,7 @@ __all__ = [
 def build_codec(cfg: ModelConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LatentCodec:
     c = cfg.codec
     if c.kind == "pixel_shuffle":
-        return PixelShuffleCodec(c.spatial_factor, 4, c.scale, c.keep_spatial, c.keep_temporal)
+        return PixelShuffleCodec(c.spatial_factor, 4, c.scale, c.keep_spatial, c.keep_temporal, c.channel_scale)
     path = c.path or cfg.pretrained
     if path is None:
         from ..errors import InputError
@@ -42,6 +42,7 @@ def transformer_kwargs(cfg: ModelConfig, latent_channels: int) -> dict:
         injection=cfg.injection,
         use_face_cue=cfg.use_face_cue,
         use_location_cue=cfg.use_location_cue,
+        reference_layout=cfg.reference_layout,
     )
     return kw
 
@@ -51,7 +52,7 @@ def build_transformer(cfg: ModelConfig, latent_channels: int) -> CueFusionTransf
     if cfg.pretrained:
         model = CueFusionTransformer3D.from_cogvideox(
             cfg.pretrained, injection=cfg.injection, use_face_cue=cfg.use_face_cue,
-            use_location_cue=cfg.use_location_cue,
+            use_location_cue=cfg.use_location_cue, reference_layout=cfg.reference_layout,
         )
     else:
         model = CueFusionTransformer3D(**transformer_kwargs(cfg, latent_channels))

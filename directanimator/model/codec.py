@@ -73,7 +73,8 @@ class PixelShuffleCodec:
     name = "pixel_shuffle"
 
     def __init__(self, spatial_factor: int = 4, temporal_factor: int = 4, scale: float = 1.0,
-                 keep_spatial: int | None = None, keep_temporal: int | None = None):
+                 keep_spatial: int | None = None, keep_temporal: int | None = None,
+                 channel_scale: list[float] | tuple[float, ...] | None = None):
         self.spatial_factor = spatial_factor
         self.temporal_factor = temporal_factor
         self.scale = scale
@@ -84,6 +85,14 @@ class PixelShuffleCodec:
         self._ds = dct_matrix(spatial_factor)[: self.keep_spatial]
         self._dt = dct_matrix(temporal_factor)[: self.keep_temporal]
         self.latent_channels = 3 * self.keep_spatial**2 * self.keep_temporal
+        if channel_scale is not None and len(channel_scale) != self.latent_channels:
+            raise ValueError(f"codec.channel_scale has {len(channel_scale)} factors; this codec has "
+                             f"{self.latent_channels} channels")
+        if channel_scale is not None and not all(float(v) > 0 for v in channel_scale):
+            raise ValueError("codec.channel_scale factors must be positive")
+        factors = torch.ones(self.latent_channels) if channel_scale is None else torch.tensor(
+            [float(v) for v in channel_scale])
+        self._scale = (factors * scale).view(-1, 1, 1)  # (C, 1, 1)
 
     def encode(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         b, t, c, h, w = video.shape
@@ -96,12 +105,12 @@ class PixelShuffleCodec:
         ds, dt = self._ds.to(video), self._dt.to(video)
         # coefficients (b, n, kt, c, ks, ks, h', w') -> channels (kt, c, ks, ks)
         coef = torch.einsum("bnkcyixj,tk,ui,vj->bntcuvyx", groups, dt, ds, ds)
-        return coef.reshape(b, n, self.latent_channels, h // s, w // s) * self.scale
+        return coef.reshape(b, n, self.latent_channels, h // s, w // s) * self._scale.to(video)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         b, n, ch, hh, ww = latents.shape
         s, k = self.spatial_factor, self.temporal_factor
-        coef = (latents / self.scale).reshape(b, n, self.keep_temporal, 3, self.keep_spatial, self.keep_spatial, hh, ww)
+        coef = (latents / self._scale.to(latents)).reshape(b, n, self.keep_temporal, 3, self.keep_spatial, self.keep_spatial, hh, ww)
         ds, dt = self._ds.to(latents), self._dt.to(latents)
         x = torch.einsum("bntcuvyx,tk,ui,vj->bnkcyixj", coef, dt, ds, ds).reshape(b, n, k, 3, hh * s, ww * s)
         first = x[:, :1].mean(dim=2)

@@ -6,30 +6,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import CogVideoXDDIMScheduler
 
-# CogVideoX-5B / 1.5's scheduler settings (its scheduler/scheduler_config.json): v-prediction,
-# scaled-linear betas rescaled to zero terminal SNR, trailing timestep spacing.
-COGVIDEOX_SCHEDULER = dict(
-    num_train_timesteps=1000,
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    prediction_type="v_prediction",
-    rescale_betas_zero_snr=True,
-    snr_shift_scale=1.0,
-    timestep_spacing="trailing",
-    clip_sample=False,
-    set_alpha_to_one=True,
-    steps_offset=0,
-)
+from ..model.sampling import build_scheduler
 
 
-def make_scheduler(pretrained: str | Path | None = None) -> CogVideoXDDIMScheduler:
-    """The training scheduler: from `<pretrained>/scheduler/` when given, else CogVideoX's settings."""
-    if pretrained is not None and (Path(pretrained) / "scheduler").is_dir():
-        return CogVideoXDDIMScheduler.from_pretrained(str(pretrained), subfolder="scheduler")
-    return CogVideoXDDIMScheduler(**COGVIDEOX_SCHEDULER)
+def make_scheduler(pretrained: str | Path | None = None):
+    """The training scheduler (DDIM's noise schedule): model/sampling.py's factory."""
+    return build_scheduler("ddim", pretrained)
 
 
 def sample_timesteps(batch: int, scheduler, generator: torch.Generator | None = None) -> torch.Tensor:

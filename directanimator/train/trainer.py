@@ -63,6 +63,25 @@ def load_transformer(path: str | Path) -> CueFusionTransformer3D:
         raise InputError(f"cannot load the checkpoint in {folder}: {str(exc).splitlines()[0]}") from None
 
 
+def save_best(out: Path, model: CueFusionTransformer3D, row: dict, cfg: Config) -> None:
+    """RUN/best/: the model with the best validation metric so far (written aside, then renamed)."""
+    import shutil
+
+    final = out / "best"
+    tmp = out / "best.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp / "model", safe_serialization=True)
+    (tmp / "best.json").write_text(json.dumps(row, indent=1))
+    (tmp / "config.yaml").write_text(dump_config(cfg))
+    old = out / "best.old"
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
 def weights_digest(model: torch.nn.Module) -> str:
     import hashlib
 
@@ -126,6 +145,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         torch.manual_seed(tc.seed)
         model = build_transformer(cfg.model, codec.latent_channels)
     model.train()
+    layout = model.config.get("reference_layout", "first_frame")
     depth = s2x_depth(cfg, model.config.num_layers) if teacher is not None else None
     use_s2x = teacher is not None and tc.s2x.weight > 0
     if use_s2x and teacher.config.num_attention_heads * teacher.config.attention_head_dim != \
@@ -141,6 +161,12 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
                 projector.weight.copy_(torch.eye(dim_s))
                 projector.bias.zero_()
     text = build_text_encoder(cfg.model, model, device=device)
+    vc = tc.validation
+    val_set = None
+    if vc.dataset is not None and main:
+        from .validation import build_validation_set
+
+        val_set = build_validation_set(vc.dataset, cfg, codec, vc.triples)
 
     params = list(model.parameters()) + (list(projector.parameters()) if projector is not None else [])
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
@@ -165,10 +191,11 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_config(cfg))
-        log_path = out / "log.jsonl"
-        if log_path.is_file():  # drop lines a killed run wrote after its last checkpoint
-            keep = [ln for ln in log_path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= state["step"]]
-            log_path.write_text("".join(ln + "\n" for ln in keep))
+        for log_path in (out / "log.jsonl", out / "validation.jsonl"):
+            if log_path.is_file():  # drop lines a killed run wrote after its last checkpoint
+                keep = [ln for ln in log_path.read_text().splitlines()
+                        if ln.strip() and json.loads(ln)["step"] <= state["step"]]
+                log_path.write_text("".join(ln + "\n" for ln in keep))
     accelerator.wait_for_everyone()
     tb = None
     if main:
@@ -187,6 +214,28 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
                 yield batch
             state["epoch"] += 1
             state["batch_in_epoch"] = 0
+
+    def run_validation() -> None:
+        from .validation import baseline_metrics, validate
+
+        val_path = out / "validation.jsonl"
+        if not val_path.is_file() or not val_path.read_text().strip():
+            with open(val_path, "a") as fh:
+                fh.write(json.dumps({"step": 0, "trivial_answers": baseline_metrics(val_set),
+                                     "triples": len(val_set), "dataset": str(vc.dataset)}) + "\n")
+        t_val = time.perf_counter()
+        enc = text([cfg.model.text.prompt], device=device)
+        metrics = validate(accelerator.unwrap_model(model_p), val_set, codec, enc, vc.sample_steps, device=device)
+        row = {"step": state["step"], **metrics, "seconds": round(time.perf_counter() - t_val, 2),
+               "train_seconds": round(time.perf_counter() - t_start + state.get("seconds_before", 0.0), 1)}
+        with open(val_path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        best_file = out / "best" / "best.json"
+        best = json.loads(best_file.read_text()) if best_file.is_file() else None
+        sign = -1.0 if vc.select == "val_loss" else 1.0
+        if best is None or sign * row[vc.select] > sign * best[vc.select]:
+            save_best(out, accelerator.unwrap_model(model_p), row, cfg)
+        bar.write(f"validation at step {state['step']}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
     stream = batches()
     bar = tqdm(total=tc.max_steps, initial=state["step"], desc=f"train {tc.stage}", unit="step",
@@ -208,7 +257,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
             noise = torch.randn(lat.shape, generator=gen).to(device)
             t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen).to(device)
             keep = (torch.rand(b, generator=gen) >= tc.cue_dropout).float().to(device).view(b, 1, 1, 1, 1)
-            x = i2v_hidden_states(add_noise(lat, noise, t, scheduler), batch["reference_latent"])
+            x = i2v_hidden_states(add_noise(lat, noise, t, scheduler), batch["reference_latent"], layout)
             enc = text([cfg.model.text.prompt] * b, device=device)
             cues = dict(pose_latents=batch["pose_latents"] * keep, face_latents=batch["face_latents"] * keep,
                         body_mask=batch["body_mask"] * keep, face_mask=batch["face_mask"] * keep)
@@ -282,7 +331,11 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
                         tb.add_scalar(f"train/{k}", last_log[k], state["step"])
         bar.update()
         bar.set_postfix(loss=f"{red[0]:.4f}")
+        if val_set is not None and (state["step"] % vc.every == 0 or state["step"] == tc.max_steps):
+            run_validation()
         if state["step"] % tc.checkpoint_every == 0 or state["step"] == tc.max_steps:
+            state["seconds_before"] = state.get("seconds_before", 0.0) + time.perf_counter() - t_start
+            t_start = time.perf_counter()
             accelerator.wait_for_everyone()
             sharded = accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
             # collective under DeepSpeed/FSDP: every process takes part in gathering the weights
@@ -304,7 +357,8 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         raise TrainingError("the frozen same-ID teacher changed during training")
     summary = {"run": str(out), "stage": tc.stage, "steps": state["step"], "world_size": world,
                "skipped_nonfinite": state["skipped_nonfinite"], "last": last_log,
-               "seconds": round(time.perf_counter() - t_start, 2), "s2x_depth": depth,
+               "seconds": round(time.perf_counter() - t_start + state.get("seconds_before", 0.0), 2),
+               "s2x_depth": depth,
                "weights_sha1": digest, "ranks_in_sync": True,
                "teacher_sha1": teacher_digest if teacher is not None else None}
     if main:
