@@ -90,6 +90,8 @@ def _train(args: argparse.Namespace) -> int:
         cfg.train.max_steps = args.max_steps
     if args.validation:
         cfg.train.validation.dataset = args.validation
+    if args.seed is not None:
+        cfg.train.seed = args.seed
     summary = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
     if summary.get("last") is not None and int(os.environ.get("RANK", "0")) == 0:
         print(f"trained {args.out}: " + json.dumps({k: summary[k] for k in ("stage", "steps", "world_size",
@@ -152,6 +154,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="overrides train.max_steps")
     p.add_argument("--validation", default=None, metavar="DATASET",
                    help="held-out cross-ID triples (a puppet world) to validate on; overrides train.validation.dataset")
+    p.add_argument("--seed", type=int, default=None, help="overrides train.seed (weights, noise, data order)")
     p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     p.add_argument("--quiet", action="store_true")
 

@@ -213,11 +213,18 @@ class PseudoFilterConfig:
     """Automated quality filter for pseudo driving clips (train/pseudo.py); a clip below any
     threshold is dropped, and the report says which."""
 
+    # Calibrated on the puppet world against known degradation strengths (experiments/pseudo_filter.py,
+    # experiments/reports/pseudo_filter.md): flicker, pose jitter and identity leak. Mask IoU, pose
+    # consistency and face presence stay at their earlier values: on puppets they barely vary
+    # (ground-truth masks and faces), so they cannot be calibrated there, and on real clips without
+    # keypoints mask IoU is the only pose check.
     min_mask_iou: float = 0.5          # silhouette IoU with the source after eqs 9-10 alignment
     min_pose_consistency: float = 0.6  # 1 - normalised keypoint distance (or mask IoU without keypoints)
     min_face_presence: float = 0.7     # faces found in pseudo / faces found in source
     min_expression_consistency: float = 0.0  # correlation of mouth opening; 0 = off
-    max_flicker: float = 2.5           # mean |f(t+1) - 2 f(t) + f(t-1)|, pseudo / source
+    max_flicker: float = 4.6           # mean |f(t+1) - 2 f(t) + f(t-1)|, pseudo / source
+    max_pose_jitter: float = 0.0134    # second difference of (pseudo - source) keypoints; 1e9 = off
+    max_identity_leak: float = 0.17    # pseudo's colours moved towards the source's (0-1); 1 = off
 
 
 @dataclass
@@ -276,6 +283,9 @@ class TrainConfig:
     max_steps: int = 1000
     batch_size: int = 4
     lr: float = 1e-3
+    # after the linear warm-up: constant, or cosine decay to lr_min_ratio x lr at max_steps
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_min_ratio: float = 0.1
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     grad_clip: float = 1.0

@@ -1,17 +1,24 @@
-"""Train the embedded demo model (directanimator/assets/demo_model) from scratch, with the public
-commands only, and write its loss curves and held-out metrics.
+"""Train the embedded demo model (directanimator/assets/demo_model) from scratch with the public
+commands only, choosing checkpoints by a held-out validation metric, and write its loss curves.
 
-    .venv/bin/python experiments/demo_model.py [--work out/demo_model] [--same-id-steps 2000]
-        [--cross-id-steps 1000] [--install]
+    .venv/bin/python experiments/demo_model.py [--work out/model11] [--seed 0] [--same-id-steps N]
+        [--cross-id-steps N] [--install]
 
-Steps (each printed before it runs):
-  1. directanimator synth       a puppet world of 64x64, 17-frame clips (held-out identities/motions)
-  2. directanimator pseudo      puppet pseudo clips + automated filter
+Steps (each printed before it runs; every step resumes or skips what is already done, so the
+script can be stopped and run again):
+  1. directanimator synth       a training world of 6,000 clips (4,800 training clips of 4,800 of its
+                                identities and 400 of its motions; its 1,200 cross-ID triples use
+                                held-out identities and motions and serve as the validation set)
+  2. directanimator pseudo      puppet pseudo clips for the cross-ID stage, calibrated filter
   3. directanimator preprocess  cue and latent caches
-  4. directanimator train       same-ID stage
-  5. directanimator train       cross-ID stage, S2X loss against the same-ID model
+  4. directanimator train       same-ID stage, validated every 500 steps on 16 held-out triples,
+                                the best by moving-region PSNR kept in RUN/best
+  5. directanimator train       cross-ID stage with S2X against the best same-ID model
   6. directanimator plot-losses
-  7. pipeline folder            (--install copies it to directanimator/assets/demo_model)
+  7. pipeline folder            from the cross-ID run's best (--install copies it into the package)
+
+The world is built with seed 11; evaluation (experiments/demo_model_eval.py) uses worlds of other
+seeds (7, the demo's, and 12), so no evaluated identity or motion was ever trained on.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DA = [str(Path(sys.executable).parent / "directanimator")]
+CONFIG = "configs/demo.yaml"
 
 
 def sh(args: list[str]) -> None:
@@ -34,33 +42,36 @@ def sh(args: list[str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--work", default="out/demo_model")
-    ap.add_argument("--same-id-steps", type=int, default=2000)
-    ap.add_argument("--cross-id-steps", type=int, default=1000)
-    ap.add_argument("--clips", type=int, default=300)
+    ap.add_argument("--work", default="out/model11")
+    ap.add_argument("--seed", type=int, default=0, help="training seed (the world stays the same)")
+    ap.add_argument("--same-id-steps", type=int, default=24000)
+    ap.add_argument("--cross-id-steps", type=int, default=6000)
+    ap.add_argument("--config", default=CONFIG)
     ap.add_argument("--install", action="store_true", help="copy the result into directanimator/assets/demo_model")
     args = ap.parse_args()
     work = (ROOT / args.work).resolve()
-    data, same, cross = work / "world", work / "same_id", work / "cross_id"
-    cfg = "configs/demo.yaml"
-    if not (data / "manifest.jsonl").is_file():
-        sh([*DA, "synth", "--out", str(data), "--identities", "40", "--motions", "25", "--clips", str(args.clips),
-            "--frames", "17", "--size", "64", "--seed", "7", "--quiet"])
-    if not (data / "pseudo" / "manifest.jsonl").is_file():
-        sh([*DA, "pseudo", "--dataset", str(data), "--config", cfg, "--quiet"])
-    sh([*DA, "preprocess", "--dataset", str(data), "--config", cfg, "--quiet"])
+    world = work / "world"
+    same, cross = work / "runs" / f"same_id_seed{args.seed}", work / "runs" / f"cross_id_seed{args.seed}"
+    if not (world / "manifest.jsonl").is_file():
+        sh([*DA, "synth", "--out", str(world), "--identities", "6000", "--motions", "500", "--clips", "6000",
+            "--frames", "17", "--size", "64", "--seed", "11", "--quiet"])
+    if not (world / "pseudo" / "manifest.jsonl").is_file():
+        sh([*DA, "pseudo", "--dataset", str(world), "--config", args.config, "--quiet"])
+    sh([*DA, "preprocess", "--dataset", str(world), "--config", args.config, "--quiet"])
+    seed = ["--seed", str(args.seed)]
     resume = ["--resume"] if (same / "checkpoints").is_dir() else []
-    sh([*DA, "train", "--config", cfg, "--stage", "same_id", "--dataset", str(data), "--out", str(same),
-        "--max-steps", str(args.same_id_steps), "--quiet", *resume])
+    sh([*DA, "train", "--config", args.config, "--stage", "same_id", "--dataset", str(world), "--validation",
+        str(world), "--out", str(same), "--max-steps", str(args.same_id_steps), *seed, "--quiet", *resume])
     resume = ["--resume"] if (cross / "checkpoints").is_dir() else []
-    sh([*DA, "train", "--config", cfg, "--stage", "cross_id", "--dataset", str(data), "--out", str(cross),
-        "--teacher", str(same), "--max-steps", str(args.cross_id_steps), "--quiet", *resume])
+    sh([*DA, "train", "--config", args.config, "--stage", "cross_id", "--dataset", str(world), "--validation",
+        str(world), "--out", str(cross), "--teacher", str(same / "best"), "--max-steps", str(args.cross_id_steps),
+        *seed, "--quiet", *resume])
     sh([*DA, "plot-losses", str(same), str(cross), "--labels", "stage 1: same-ID", "stage 2: cross-ID + S2X",
-        "--smooth", "25", "--out", str(work / "losses.png")])
+        "--smooth", "50", "--out", str(work / f"losses_seed{args.seed}.png")])
     from directanimator.pipeline import DirectAnimatorPipeline
 
-    pipe = DirectAnimatorPipeline.from_pretrained(cross)
-    final = work / "pipeline"
+    pipe = DirectAnimatorPipeline.from_pretrained(cross / "best")
+    final = work / f"pipeline_seed{args.seed}"
     if final.exists():
         shutil.rmtree(final)
     pipe.save_pretrained(final)
@@ -70,7 +81,7 @@ def main() -> None:
         if dest.exists():
             shutil.rmtree(dest)
         shutil.copytree(final, dest)
-        shutil.copy(work / "losses.png", ROOT / "docs" / "demo_model_losses.png")
+        shutil.copy(work / f"losses_seed{args.seed}.png", ROOT / "docs" / "demo_model_losses.png")
         print(f"installed into {dest}")
 
 

@@ -53,6 +53,9 @@ def same_id_run(tmp_path_factory, puppet_dataset, tiny_cfg):
 
     cfg = tiny_cfg(max_steps=10)
     cfg.data.dataset = str(puppet_dataset)
+    cfg.train.validation.dataset = str(puppet_dataset)  # its one held-out cross-ID triple
+    cfg.train.validation.every = 5
+    cfg.train.validation.sample_steps = 3
     out = tmp_path_factory.mktemp("runs") / "same_id"
     train(cfg, out, progress=False)
     return out

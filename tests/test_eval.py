@@ -207,3 +207,34 @@ def test_dwpose_option_decodes_simcc_back_to_frame_pixels(tmp_path):
     assert np.isfinite(k).all()
     with pytest.raises(InputError, match="dw-ll_ucoco_384.onnx"):
         DWPoseONNX(str(tmp_path / "missing.onnx"))
+
+
+def test_trivial_answers_and_region_metrics():
+    """The three trivial answers of every puppet table, built by hand on rectangles."""
+    from directanimator.eval.puppet import moving_region, puppet_metrics, region_psnr, trivial_answers
+
+    size, t = 32, 3
+    reference = np.zeros((size, size, 3), np.uint8)
+    reference[:] = (10, 20, 30)
+    ref_mask = np.zeros((size, size), bool)
+    ref_mask[4:12, 4:8] = True  # 4 x 8 person at the top left
+    reference[ref_mask] = (200, 100, 50)
+    driving = np.full((t, size, size, 3), 77, np.uint8)
+    drv_masks = np.zeros((t, size, size), bool)
+    drv_masks[:, 10:26, 18:26] = True  # 8 x 16: twice the reference's size, elsewhere
+    answers = trivial_answers(reference, ref_mask, driving, drv_masks)
+    assert np.array_equal(answers["still"], np.repeat(reference[None], t, 0))
+    assert np.array_equal(answers["pasted"], driving)
+    fill = answers["silhouette"]
+    painted = np.all(fill == (200, 100, 50), axis=-1)
+    ys, xs = np.nonzero(painted[0])
+    # aligned onto the reference person (eqs 9-12): its box, its size
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (4, 11, 4, 7)
+    assert np.all(fill[0][~painted[0]] == (10, 20, 30))  # the reference person is painted over with background
+    region = moving_region(drv_masks, ref_mask)
+    assert region[0, 5, 5] and region[0, 15, 20] and not region[0, 30, 0]
+    truth = answers["still"].copy()
+    truth[0, 0, 0] = 0
+    assert region_psnr(answers["still"], truth, region) == 100.0  # the changed pixel lies outside the region
+    m = puppet_metrics(answers["still"], answers["still"], drv_masks, ref_mask)
+    assert m["ssim"] == pytest.approx(1.0, abs=1e-4) and m["psnr"] == m["person_psnr"] == m["moving_psnr"] == 100.0

@@ -54,3 +54,26 @@ def test_pose_modes():
     assert smooth[16, 16] <= gray[16, 16] and smooth[7, 16] > 0  # edge blurred outwards
     with pytest.raises(ValueError):
         pose_cue(rgb, mask, "sepia", None)
+
+
+def test_pose_cue_blur_is_relative_to_the_frame():
+    """The same puppet at 64 and 256 px: the 256 px Pose Cue shrunk to 64 px matches the 64 px one,
+    because the cutoff is in cycles per frame (at 64 px an absolute 4 px sigma would blur 6% of the
+    frame). Also checks the cutoff's conversion itself."""
+    from directanimator.config import CuesConfig
+    from directanimator.cues import extract_cues_in_memory
+    from directanimator.cues.segment import GivenMasks
+    from directanimator.synth import render_clip
+
+    cues = {}
+    for size in (64, 256):
+        clip = render_clip(2, 3, 4, 5, size)
+        cfg = CuesConfig(size=size)
+        cues[size] = extract_cues_in_memory(clip.frames[0], list(clip.frames), cfg, segmenter=GivenMasks(clip.masks),
+                                            reference_mask=clip.masks[0].astype(np.uint8)).pose_cue.astype(np.float32)
+        assert GaussianLowpass(cfg.pose.cutoff_cycles / size).sigma == pytest.approx(size / (2 * np.pi * 20.48))
+    small = np.stack([cv2.resize(f, (64, 64), interpolation=cv2.INTER_AREA) for f in cues[256]])
+    err = np.abs(small - cues[64]).mean()
+    blurred = np.stack([cv2.GaussianBlur(f, (0, 0), 4.0) for f in cues[64]])  # what an absolute 4 px sigma gives
+    assert err < 0.5 * np.abs(small - blurred).mean()
+    assert err < 6.0

@@ -19,6 +19,16 @@ Filter scores (each in [0, 1] except flicker; thresholds in `pseudo.filter`):
   expression          Pearson correlation of the mouth opening (iBUG 62-66 distance / face height)
                       when both carry 68 landmarks; None (not checked) otherwise
   flicker             mean |f(t+1) - 2 f(t) + f(t-1)| of the pseudo / the same for the source
+  pose_jitter         the second difference over time of (pseudo - source) box-normalised keypoints:
+                      a pseudo animator's frame-to-frame pose noise, with the shared motion and the
+                      identities' body proportions cancelled (None without keypoints)
+  identity_leak       how far the pseudo person's colours moved from its own reference photo towards
+                      the source person's (0 = its own look, 1 = the source's; the projection of the
+                      part-wise mean colours, `_leak`); None when the pseudo clip's reference photo
+                      and its mask are unknown (external videos without them)
+
+The thresholds are calibrated on the puppet world, where every degradation's strength is known
+(experiments/pseudo_filter.py, report in experiments/reports/pseudo_filter.md).
 """
 
 from __future__ import annotations
@@ -76,8 +86,16 @@ class PuppetPseudo:
                           identity_leak=float(r.uniform(0, c.max_identity_leak)))
         clip = render_pseudo(source.identity_id, source.motion_id, identity, scene, source.num_frames, source.size,
                              source.fps, deg)
-        return clip.frames, annotations_of(clip), {"reference_identity": identity, "scene": scene,
-                                                   "degradation": asdict(deg)}
+        ref = pseudo_reference(identity, source.motion_id, scene, source.size, source.fps)
+        ann = {**annotations_of(clip), "reference_image": ref.frames[0], "reference_mask": ref.masks[0].astype(np.uint8)}
+        return clip.frames, ann, {"reference_identity": identity, "scene": scene, "degradation": asdict(deg)}
+
+
+def pseudo_reference(identity: int, motion: int, scene: int, size: int, fps: float):
+    """The reference photo a pseudo clip was animated from: its identity in its scene, first frame."""
+    from ..synth.render import render_clip
+
+    return render_clip(identity, motion, scene, 1, size, fps)
 
 
 class ExternalPseudo:
@@ -179,10 +197,64 @@ def _pose_distance(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(np.mean(ds)) if ds else None
 
 
+def _keypoint_jitter(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Frame-to-frame pose noise of clip b against clip a doing the same motion (keypoints
+    (T, 17, 3)): d(t) = normalised b - normalised a (each frame centred on its visible points and
+    divided by their height); the mean |d(t+1) - 2 d(t) + d(t-1)| over points visible in both clips
+    in all three frames. The shared motion and constant body-proportion offsets cancel; jitter
+    does not."""
+    if len(a) < 3:
+        return None
+
+    def norm(k):
+        out = np.full(k.shape[:2] + (2,), np.nan)
+        for t, f in enumerate(k):
+            vis = f[:, 2] > 0
+            if vis.sum() >= 3:
+                p = f[vis, :2].astype(np.float64)
+                out[t, vis] = (p - p.mean(0)) / max(np.ptp(p[:, 1]), 1e-3)
+        return out
+
+    d = norm(b) - norm(a)
+    second = np.linalg.norm(d[2:] - 2 * d[1:-1] + d[:-2], axis=-1)
+    second = second[np.isfinite(second)]
+    return float(second.mean()) if len(second) else None
+
+
 def _mouth_signal(lm: np.ndarray) -> np.ndarray:
     opening = np.linalg.norm(lm[:, 66] - lm[:, 62], axis=1)
     height = lm[:, :, 1].max(axis=1) - lm[:, :, 1].min(axis=1)
     return opening / np.maximum(height, 1e-3)
+
+
+def _part_colours(frames: np.ndarray, masks: np.ndarray) -> np.ndarray | None:
+    """Mean RGB of the person's upper (top 55% of its box) and lower part, averaged over frames: (6,)."""
+    rows = []
+    for f, m in zip(frames, masks):
+        ys, xs = np.nonzero(m)
+        if len(ys) < 8:
+            continue
+        cut = ys.min() + 0.55 * (ys.max() - ys.min())
+        upper, lower = ys <= cut, ys > cut
+        if not upper.any() or not lower.any():
+            continue
+        px = f[ys, xs].astype(np.float64)
+        rows.append(np.concatenate([px[upper].mean(0), px[lower].mean(0)]))
+    return np.mean(rows, axis=0) if rows else None
+
+
+def _leak(source: ClipFrames, src_masks: np.ndarray, pseudo: ClipFrames, pse_masks: np.ndarray,
+          reference: np.ndarray, reference_mask: np.ndarray) -> float | None:
+    """Projection of (pseudo - reference) onto (source - reference) in part-colour space, in [0, 1]."""
+    c_s = _part_colours(source.frames, src_masks)
+    c_p = _part_colours(pseudo.frames, pse_masks)
+    c_r = _part_colours(reference[None], reference_mask[None] > 0)
+    if c_s is None or c_p is None or c_r is None:
+        return None
+    d = c_s - c_r
+    if float(d @ d) < 1e-6:
+        return None  # the two identities look alike: a leak cannot be told apart
+    return float(np.clip((c_p - c_r) @ d / (d @ d), 0.0, 1.0))
 
 
 def _flicker(frames: np.ndarray) -> float:
@@ -201,7 +273,10 @@ class FilterResult:
     reasons: list[str]
 
 
-def score_pseudo(source: ClipFrames, pseudo: ClipFrames, thresholds: PseudoFilterConfig) -> FilterResult:
+def score_pseudo(source: ClipFrames, pseudo: ClipFrames, thresholds: PseudoFilterConfig,
+                 reference: np.ndarray | None = None, reference_mask: np.ndarray | None = None) -> FilterResult:
+    """Scores of a pseudo clip against its source (module docstring); `reference` / `reference_mask`
+    are the photo the pseudo clip was animated from, when known (for identity_leak)."""
     n = min(len(source.frames), len(pseudo.frames))
     # both clips are measured the same way: ground truth only when both carry it
     both_masks = source.masks is not None and pseudo.masks is not None
@@ -211,6 +286,10 @@ def score_pseudo(source: ClipFrames, pseudo: ClipFrames, thresholds: PseudoFilte
     if source.keypoints is not None and pseudo.keypoints is not None:
         d = _pose_distance(source.keypoints[:n], pseudo.keypoints[:n])
     scores["pose_consistency"] = round(max(0.0, 1 - 2 * d), 4) if d is not None else scores["mask_iou"]
+    jitter = None
+    if source.keypoints is not None and pseudo.keypoints is not None:
+        jitter = _keypoint_jitter(source.keypoints[:n], pseudo.keypoints[:n])
+    scores["pose_jitter"] = None if jitter is None else round(jitter, 4)
     both_faces = source.face_boxes is not None and pseudo.face_boxes is not None
     src_f, pse_f = _faces(source, both_faces)[:n], _faces(pseudo, both_faces)[:n]
     scores["face_presence"] = round(float(min(1.0, pse_f.sum() / src_f.sum())) if src_f.sum() else 1.0, 4)
@@ -225,6 +304,10 @@ def score_pseudo(source: ClipFrames, pseudo: ClipFrames, thresholds: PseudoFilte
                 expr = float(np.corrcoef(a, b)[0, 1])
     scores["expression"] = None if expr is None else round(expr, 4)
     scores["flicker"] = round(_flicker(pseudo.frames[:n]) / max(_flicker(source.frames[:n]), 1e-3), 4)
+    leak = None
+    if reference is not None and reference_mask is not None:
+        leak = _leak(source, src_m, pseudo, pse_m, reference, reference_mask)
+    scores["identity_leak"] = None if leak is None else round(leak, 4)
     reasons = []
     t = thresholds
     if scores["mask_iou"] < t.min_mask_iou:
@@ -237,6 +320,10 @@ def score_pseudo(source: ClipFrames, pseudo: ClipFrames, thresholds: PseudoFilte
         reasons.append(f"expression {expr:.2f} < {t.min_expression_consistency}")
     if scores["flicker"] > t.max_flicker:
         reasons.append(f"flicker {scores['flicker']:.2f} > {t.max_flicker}")
+    if jitter is not None and jitter > t.max_pose_jitter:
+        reasons.append(f"pose_jitter {jitter:.2f} > {t.max_pose_jitter}")
+    if leak is not None and leak > t.max_identity_leak:
+        reasons.append(f"identity_leak {leak:.2f} > {t.max_identity_leak}")
     return FilterResult(scores, not reasons, reasons)
 
 
@@ -287,7 +374,7 @@ def make_pseudo(dataset: str | Path, cfg: Config, overwrite: bool = False, progr
                 if source is None:
                     source = load_clip_frames(clip_dir(dataset, rec.clip_id), rec.size)
                 pseudo = load_clip_frames(clip_dir(tmp, pid), rec.size)
-                res = score_pseudo(source, pseudo, c.filter)
+                res = score_pseudo(source, pseudo, c.filter, ann.get("reference_image"), ann.get("reference_mask"))
                 kept += res.kept
                 dropped += not res.kept
                 for reason in res.reasons:

@@ -98,6 +98,15 @@ def _mixed_precision(setting: str) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
+def lr_factor(tc, step: int) -> float:
+    """Linear warm-up, then constant or cosine decay to `lr_min_ratio` at `max_steps`."""
+    warm = min(1.0, (step + 1) / max(1, tc.warmup_steps))
+    if tc.lr_schedule == "constant" or step < tc.warmup_steps:
+        return warm
+    progress = min(1.0, (step - tc.warmup_steps) / max(1, tc.max_steps - tc.warmup_steps))
+    return tc.lr_min_ratio + (1 - tc.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def _step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 131 + micro) * 4099 + rank)
 
@@ -170,7 +179,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
 
     params = list(model.parameters()) + (list(projector.parameters()) if projector is not None else [])
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
-    lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, tc.warmup_steps)))
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(tc, s))
     # The LR schedule is stepped by hand once per optimizer step: accelerate's wrapper would step it
     # once per process.
     if projector is not None:
@@ -186,8 +195,9 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         if ckpt is None:
             raise InputError(f"--resume: {out} has no checkpoint to resume from")
         state, ema_loaded = load_checkpoint(ckpt, accelerator.unwrap_model(model_p), optimizer, lr_sched)
-        if ema is not None and ema_loaded is not None:
-            ema = ema_loaded
+        if ema is not None:  # a run resumed with EMA newly switched on starts it from the resumed weights
+            ema = ema_loaded if ema_loaded is not None else {
+                k: v.detach().float().clone() for k, v in accelerator.unwrap_model(model_p).state_dict().items()}
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_config(cfg))
@@ -225,7 +235,11 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
                                      "triples": len(val_set), "dataset": str(vc.dataset)}) + "\n")
         t_val = time.perf_counter()
         enc = text([cfg.model.text.prompt], device=device)
-        metrics = validate(accelerator.unwrap_model(model_p), val_set, codec, enc, vc.sample_steps, device=device)
+        judged = accelerator.unwrap_model(model_p)
+        if ema is not None:  # with EMA on, the EMA weights are the model that is judged and kept
+            judged = copy.deepcopy(judged)
+            judged.load_state_dict({k: v.to(judged.state_dict()[k].dtype) for k, v in ema.items()})
+        metrics = validate(judged, val_set, codec, enc, vc.sample_steps, device=device)
         row = {"step": state["step"], **metrics, "seconds": round(time.perf_counter() - t_val, 2),
                "train_seconds": round(time.perf_counter() - t_start + state.get("seconds_before", 0.0), 1)}
         with open(val_path, "a") as fh:
@@ -234,7 +248,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         best = json.loads(best_file.read_text()) if best_file.is_file() else None
         sign = -1.0 if vc.select == "val_loss" else 1.0
         if best is None or sign * row[vc.select] > sign * best[vc.select]:
-            save_best(out, accelerator.unwrap_model(model_p), row, cfg)
+            save_best(out, judged, row, cfg)
         bar.write(f"validation at step {state['step']}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
     stream = batches()

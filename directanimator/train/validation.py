@@ -11,7 +11,8 @@ training loss. Every `train.validation.every` steps:
                  true frames (eval/puppet.py), next to the trivial answers on the same windows
                  (logged once, at step 0)
 
-Lines go to RUN/validation.jsonl; the checkpoint with the best `select` metric is kept in RUN/best/
+With `train.ema_decay` > 0 the EMA weights are validated (and kept), as diffusion models are usually
+sampled from their EMA. Lines go to RUN/validation.jsonl; the checkpoint with the best `select` metric is kept in RUN/best/
 (model/ as a checkpoint's, plus best.json), so a run is chosen by a held-out metric, not by its
 training loss. The windows are cached in DATASET/cache/<key>/validation-<n>.safetensors.
 """
