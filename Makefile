@@ -4,13 +4,18 @@ PY := .venv/bin/python
 PIP := .venv/bin/pip
 STAMP := .venv/.installed
 
-.PHONY: setup test test-fast demo bench clean
+.PHONY: setup test test-fast demo serve bench clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv .venv
 	$(PIP) install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	@# the web page's browser test drives Debian's chromium: installed here when missing and possible
+	@# (root and apt-get); otherwise that one test is skipped and says why
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+		echo "note: chromium could not be installed; the browser test of the web page will be skipped"; }
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -21,6 +26,9 @@ test-fast: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m directanimator.demo
+
+serve: $(STAMP)
+	$(PY) -m directanimator.cli serve
 
 bench: $(STAMP)
 	$(PY) benchmarks/cues.py

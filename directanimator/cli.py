@@ -159,6 +159,19 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .ui import Limits, serve
+
+    for name in ("max_upload_mb", "max_seconds"):
+        if not getattr(args, name) > 0:
+            raise InputError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if not 1 <= args.port <= 65535:
+        raise InputError(f"--port must lie between 1 and 65535, got {args.port}")
+    serve(args.checkpoint, args.host, args.port, Limits(max_upload_mb=args.max_upload_mb,
+                                                         max_video_seconds=args.max_seconds))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="directanimator",
                                      description="DirectAnimator: human image animation from raw driving videos")
@@ -241,6 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pose", action="store_true", help="skip PLC")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("serve", help="a web page to animate (needs the ui extra: pip install -e '.[ui]')")
+    p.add_argument("--checkpoint", default=None, help="default checkpoint of the page (default: the embedded model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--max-upload-mb", type=float, default=200.0, help="largest upload accepted, per file")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="longest driving video accepted")
+    p.set_defaults(func=_serve)
 
     p = sub.add_parser("plot-losses", help="loss curves of training runs to a PNG")
     p.add_argument("runs", nargs="+", help="run directories")

@@ -338,11 +338,27 @@ def _check_literal(value: Any, tp: Any, where: str) -> None:
         raise InputError(f"config key '{where}' must be one of {list(allowed)}, got {value!r}")
 
 
+def _migrate_cues(data: dict[str, Any]) -> dict[str, Any]:
+    """Configs written before 0.2 give `pose.cutoff` in cycles per pixel of the working size; the
+    same filter is `pose.cutoff_cycles = cutoff x size` (so old checkpoints keep their cues)."""
+    pose = data.get("pose")
+    if isinstance(pose, dict) and "cutoff" in pose and "cutoff_cycles" not in pose:
+        pose = dict(pose)
+        cutoff = pose.pop("cutoff")
+        size = data.get("size", CuesConfig.size)
+        if isinstance(cutoff, (int, float)) and isinstance(size, int):
+            pose["cutoff_cycles"] = float(cutoff) * size
+        data = {**data, "pose": pose}
+    return data
+
+
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     """Build dataclass `cls` from a nested dict, rejecting unknown keys and wrong types."""
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise InputError(f"config section '{where or 'root'}' must be a mapping, got {type(data).__name__}")
+    if cls is CuesConfig:
+        data = _migrate_cues(data)
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)

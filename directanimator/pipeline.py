@@ -24,6 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -226,9 +227,15 @@ class DirectAnimatorPipeline:
                  steps: int | None = None, seed: int | None = None, size: int | None = None,
                  guidance_scale: float | None = None, side_by_side: str | Path | None = None,
                  segmenter=None, face_detector=None, reference_mask: np.ndarray | None = None,
-                 progress: bool = True) -> AnimationResult:
+                 progress: bool = True, window_overlap: int | None = None,
+                 callback: Callable[[str, int, int], None] | None = None) -> AnimationResult:
+        """`callback(stage, done, total)`, when given, is called as work advances: ("cues", 0, 1)
+        before the cues, ("windows", k, n) after each of the n windows. An exception it raises
+        (e.g. a cancel) stops the call; nothing is written then."""
         cfg = self.config
         inf = cfg.inference
+        if window_overlap is not None:
+            inf = replace(inf, window_overlap=window_overlap)
         steps = inf.steps if steps is None else steps
         seed = inf.seed if seed is None else seed
         guidance = inf.guidance_scale if guidance_scale is None else guidance_scale
@@ -250,6 +257,8 @@ class DirectAnimatorPipeline:
             tmp = Path(tmpdir)
             spool = tmp / "cues.safetensors"
             # 2. driving cues, streamed to disk
+            if callback is not None:
+                callback("cues", 0, 1)
             t0 = time.perf_counter()
             cues_cfg = replace(cfg.cues, size=size)
             report, _ = extract_cues(ref_img, lambda: iter_frames(driving), cues_cfg,
@@ -326,6 +335,8 @@ class DirectAnimatorPipeline:
                     written += final_upto
                     seconds["write"] += time.perf_counter() - t0
                     bar.update()
+                    if callback is not None:
+                        callback("windows", wi + 1, len(starts))
             finally:
                 bar.close()
                 writer.close()

@@ -11,9 +11,11 @@ script can be stopped and run again):
                                 held-out identities and motions and serve as the validation set)
   2. directanimator pseudo      puppet pseudo clips for the cross-ID stage, calibrated filter
   3. directanimator preprocess  cue and latent caches
-  4. directanimator train       same-ID stage, validated every 500 steps on 16 held-out triples,
-                                the best by moving-region PSNR kept in RUN/best
-  5. directanimator train       cross-ID stage with S2X against the best same-ID model
+  4. directanimator train       same-ID stage (configs/demo.yaml), validated every 500 steps on 16
+                                held-out cross-ID triples
+  5. directanimator train       cross-ID stage with S2X (configs/demo_cross_id.yaml): the student
+                                starts from the same-ID model's last checkpoint, which is also the
+                                frozen teacher; the best by held-out moving-region PSNR is kept
   6. directanimator plot-losses
   7. pipeline folder            from the cross-ID run's best (--install copies it into the package)
 
@@ -32,7 +34,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DA = [str(Path(sys.executable).parent / "directanimator")]
-CONFIG = "configs/demo.yaml"
+CONFIG = "configs/demo.yaml"             # the model, the data, stage 1's training settings
+CROSS_CONFIG = "configs/demo_cross_id.yaml"  # the same model and data, stage 2's training settings
 
 
 def sh(args: list[str]) -> None:
@@ -44,9 +47,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="out/model11")
     ap.add_argument("--seed", type=int, default=0, help="training seed (the world stays the same)")
-    ap.add_argument("--same-id-steps", type=int, default=24000)
-    ap.add_argument("--cross-id-steps", type=int, default=6000)
+    ap.add_argument("--same-id-steps", type=int, default=4500)
+    ap.add_argument("--cross-id-steps", type=int, default=20000)
     ap.add_argument("--config", default=CONFIG)
+    ap.add_argument("--cross-config", default=CROSS_CONFIG)
     ap.add_argument("--install", action="store_true", help="copy the result into directanimator/assets/demo_model")
     args = ap.parse_args()
     work = (ROOT / args.work).resolve()
@@ -63,8 +67,8 @@ def main() -> None:
     sh([*DA, "train", "--config", args.config, "--stage", "same_id", "--dataset", str(world), "--validation",
         str(world), "--out", str(same), "--max-steps", str(args.same_id_steps), *seed, "--quiet", *resume])
     resume = ["--resume"] if (cross / "checkpoints").is_dir() else []
-    sh([*DA, "train", "--config", args.config, "--stage", "cross_id", "--dataset", str(world), "--validation",
-        str(world), "--out", str(cross), "--teacher", str(same / "best"), "--max-steps", str(args.cross_id_steps),
+    sh([*DA, "train", "--config", args.cross_config, "--stage", "cross_id", "--dataset", str(world), "--validation",
+        str(world), "--out", str(cross), "--teacher", str(same), "--max-steps", str(args.cross_id_steps),
         *seed, "--quiet", *resume])
     sh([*DA, "plot-losses", str(same), str(cross), "--labels", "stage 1: same-ID", "stage 2: cross-ID + S2X",
         "--smooth", "50", "--out", str(work / f"losses_seed{args.seed}.png")])

@@ -45,3 +45,16 @@ def test_missing_and_invalid_file(tmp_path):
     bad.write_text("cues: [unclosed\n")
     with pytest.raises(InputError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_old_absolute_pose_cutoff_is_read_as_the_same_filter(tmp_path):
+    """Before 0.2 `cues.pose.cutoff` was cycles per pixel of the working size: an old config keeps
+    its filter (cutoff_cycles = cutoff x size)."""
+    from directanimator.config import load_config
+
+    path = tmp_path / "old.yaml"
+    path.write_text("cues:\n  size: 64\n  pose:\n    cutoff: 0.04\n")
+    assert load_config(path).cues.pose.cutoff_cycles == pytest.approx(2.56)
+    path.write_text("cues:\n  pose:\n    cutoff_cycles: 0\n")
+    with pytest.raises(InputError, match="cutoff_cycles must be > 0"):
+        load_config(path)

@@ -1,0 +1,143 @@
+"""The web page (`directanimator serve`, directanimator/ui.py): the service on its own, then the page
+driven in a real headless Chromium (Debian's `chromium`, installed by `make setup` when missing)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from directanimator.assets import ASTRONAUT
+from directanimator.errors import InputError
+
+from .media import write_clip
+
+gradio = pytest.importorskip("gradio", reason="the ui extra is not installed (pip install -e '.[ui]')")
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def puppet_clip(tmp_path, frames=17):
+    from directanimator.synth.render import render_clip
+
+    clip = render_clip(905, 805, 705, frames, 64)
+    path = tmp_path / f"driving_{frames}.mp4"
+    write_clip(path, list(clip.frames), fps=15, audio=False)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_service_checks_inputs_like_the_cli_and_cleans_up(tmp_path):
+    from directanimator.ui import AnimateService, Limits
+
+    service = AnimateService(limits=Limits(max_upload_mb=1, max_video_seconds=1.0), workdir=tmp_path)
+    drv = puppet_clip(tmp_path)  # 17 frames at 15 fps: 1.13 s
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    with pytest.raises(InputError, match="driving video is 1 s long; this server takes at most 1 s"):
+        service.check_files(str(ASTRONAUT), str(drv))
+    with pytest.raises(InputError, match="cannot read video .*notes.mp4: not a video or corrupt"):
+        service.check_files(str(ASTRONAUT), str(text))
+    with pytest.raises(InputError, match="no driving video"):
+        service.check_files(str(ASTRONAUT), None)
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"\0" * (2 * 2**20))
+    with pytest.raises(InputError, match="2 MB; this server takes at most 1 MB"):
+        service.check_files(str(big), str(drv))
+    with pytest.raises(InputError, match="size must be"):
+        service.check_size(7)
+    service.limits = Limits()
+    with pytest.raises(InputError, match="guidance"):
+        service.animate(str(ASTRONAUT), str(drv), guidance=float("nan"))
+    res = service.cues(str(ASTRONAUT), str(drv), 64)
+    assert res.files["preview.png"].is_file() and res.report["num_frames"] == 17
+    service.release(res.folder)
+    assert not res.folder.exists()
+    service.release(tmp_path)  # a folder the server did not make is never removed
+    assert tmp_path.exists()
+    service.close()
+    assert not service.root.exists()
+
+
+def test_service_cancel_stops_between_windows(tmp_path):
+    from directanimator.ui import AnimateService, Cancelled
+
+    service = AnimateService(workdir=tmp_path)
+    drv = puppet_clip(tmp_path, frames=17)  # 9-frame windows every 4 frames: several windows
+    seen = []
+
+    def progress(done, total, stage):
+        seen.append((stage, done, total))
+        if stage == "windows" and done == 1:
+            service.cancel("t")
+
+    with pytest.raises(Cancelled):
+        service.animate(str(ASTRONAUT), str(drv), steps=2, token="t", progress=progress)
+    assert seen[-1] == ("windows", 1, seen[-1][2]) and seen[-1][2] > 1
+    assert list(service.root.iterdir()) == []  # the cancelled request's folder is gone
+    service.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine: `make setup` installs Debian's chromium "
+                                             "(apt-get) and could not here")
+def test_page_in_a_real_browser(tmp_path):
+    """Upload the bundled photo and a short clip, press cues, then animate: a playable mp4 with the
+    driving video's frame count comes back; a text file as video shows the CLI's error line."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")
+    import av
+
+    from directanimator.ui import serve
+
+    port = free_port()
+    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path / "gradio")
+    page_app, service = serve(None, port=port, block=False)
+    drv = puppet_clip(tmp_path, frames=17)
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is a text file, not a video")
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.locator("#reference input[type=file]").set_input_files(str(ASTRONAUT))
+            page.locator("#driving input[type=file]").set_input_files(str(drv))
+            page.locator("#driving video").first.wait_for(timeout=60_000)
+            page.locator("#cues-button").click()
+            page.locator("#preview img").first.wait_for(timeout=120_000)
+            page.locator("#animate-button").click()
+            video = page.locator("#result video").first
+            video.wait_for(timeout=300_000)
+            src = video.get_attribute("src")
+            assert src
+            url = src if src.startswith("http") else f"http://127.0.0.1:{port}{src if src.startswith('/') else '/' + src}"
+            out = tmp_path / "downloaded.mp4"
+            out.write_bytes(urllib.request.urlopen(url, timeout=60).read())
+            with av.open(str(out)) as c:
+                frames = sum(1 for _ in c.decode(video=0))
+            assert frames == 17
+            shot = Path(os.environ.get("DIRECTANIMATOR_SCREENSHOT", tmp_path / "page.png"))
+            page.screenshot(path=str(shot), full_page=True)
+            # a text file as the driving video: the CLI's one-line error, and the page keeps working
+            page.locator("#driving button[aria-label='Clear']").first.click()
+            page.locator("#driving input[type=file]").set_input_files(str(text))
+            page.locator("#cues-button").click()
+            error = page.get_by_text("error:").first
+            error.wait_for(timeout=60_000)
+            assert "cannot read video" in error.inner_text() and "not a video or corrupt" in error.inner_text()
+            browser.close()
+    finally:
+        page_app.close()
+        service.close()
+    assert not service.root.exists()
+    assert np.isfinite(frames)
