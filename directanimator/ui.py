@@ -58,6 +58,7 @@ class AnimateService:
         self.root = Path(tempfile.mkdtemp(prefix="directanimator-serve-", dir=workdir))
         self._pipelines: dict[str | None, object] = {}
         self._lock = threading.Lock()
+        self._run_lock = threading.Lock()  # one animation at a time: a pipeline's scheduler has state
         self._cancelled: set[str] = set()
 
     # ------------------------------------------------------------------ checks
@@ -157,10 +158,11 @@ class AnimateService:
 
         folder = self.new_folder()
         try:
-            result = pipe(reference, driving, folder / "animation.mp4", steps=None if steps is None else int(steps),
-                          seed=None if seed is None else int(seed), size=size, guidance_scale=guidance,
-                          side_by_side=folder / "side_by_side.mp4", progress=False,
-                          window_overlap=None if overlap is None else int(overlap), callback=callback)
+            with self._run_lock:
+                result = pipe(reference, driving, folder / "animation.mp4", steps=None if steps is None else int(steps),
+                              seed=None if seed is None else int(seed), size=size, guidance_scale=guidance,
+                              side_by_side=folder / "side_by_side.mp4", progress=False,
+                              window_overlap=None if overlap is None else int(overlap), callback=callback)
         except BaseException:
             self.release(folder)
             raise

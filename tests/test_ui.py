@@ -88,6 +88,29 @@ def test_service_cancel_stops_between_windows(tmp_path):
     service.close()
 
 
+def test_two_requests_at_once_queue_and_keep_their_own_outputs(tmp_path):
+    import threading
+
+    from directanimator.ui import AnimateService
+    from directanimator.video import iter_frames
+
+    service = AnimateService(workdir=tmp_path)
+    clips = [puppet_clip(tmp_path, frames=9), puppet_clip(tmp_path, frames=13)]
+    results = {}
+
+    def run(k):
+        results[k] = service.animate(str(ASTRONAUT), str(clips[k]), steps=2, seed=k)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results[0].folder != results[1].folder
+    assert [len(list(iter_frames(results[k].files["animation.mp4"]))) for k in range(2)] == [9, 13]
+    service.close()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine: `make setup` installs Debian's chromium "
                                              "(apt-get) and could not here")
