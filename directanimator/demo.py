@@ -7,7 +7,7 @@ extractor on a real clip.
    world's ground-truth masks and face boxes (the `GivenMasks` / `GivenFaceBoxes` seams).
 2. The embedded demo model (directanimator/assets/demo_model, trained by experiments/demo_model.py)
    animates B with A's motion: out/demo.mp4 and out/demo_side_by_side.mp4
-   (reference | driving | pose cue | result).
+   (reference | driving | pose cue | result), and out/demo_strip.png (driving, result, true answer).
 3. SSIM, PSNR, person-region and moving-region PSNR of the result against the ground truth, next to
    the three trivial answers on the same case (eval/puppet.py: the reference held still, the driving
    video pasted, a silhouette fill): a number means nothing without them.
@@ -72,8 +72,20 @@ def animate_puppet(out_dir: Path, steps: int | None = None) -> dict:
     for name, video in trivial_answers(reference.frames[0], ref_mask, driving.frames, driving.masks).items():
         rows[TRIVIAL_NAMES[name]] = puppet_metrics(video, truth.frames, truth.masks, ref_mask)
     rows = {k: {m: round(v, 4) for m, v in r.items()} for k, r in rows.items()}
+    save_image(out_dir / "demo_strip.png", frame_strip(reference.frames[0], driving.frames, generated, truth.frames))
     return {**ids, "frames": result.num_frames, "windows": result.windows, "seconds": round(seconds, 2),
             "metrics": rows}
+
+
+def frame_strip(reference: np.ndarray, driving: np.ndarray, generated: np.ndarray, truth: np.ndarray,
+                count: int = 6, zoom: int = 2) -> np.ndarray:
+    """Rows: driving, result, true answer at `count` time points; the reference photo on the left
+    of the result row (white elsewhere). Pixels enlarged `zoom` times."""
+    idx = np.linspace(0, len(generated) - 1, count).round().astype(int)
+    blank = np.full_like(reference, 255)
+    rows = [np.hstack([blank, *driving[idx]]), np.hstack([reference, *generated[idx]]), np.hstack([blank, *truth[idx]])]
+    img = np.vstack(rows)
+    return np.repeat(np.repeat(img, zoom, axis=0), zoom, axis=1)
 
 
 def format_scores(scores: dict) -> list[str]:
