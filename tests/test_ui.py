@@ -152,12 +152,23 @@ def test_page_in_a_real_browser(tmp_path):
             shot = Path(os.environ.get("DIRECTANIMATOR_SCREENSHOT", tmp_path / "page.png"))
             page.screenshot(path=str(shot), full_page=True)
             # a text file as the driving video: the CLI's one-line error, and the page keeps working
+            first_preview = page.evaluate("document.querySelector('#preview img').src")
             page.locator("#driving button[aria-label='Clear']").first.click()
             page.locator("#driving input[type=file]").set_input_files(str(text))
             page.locator("#cues-button").click()
             error = page.get_by_text("error:").first
             error.wait_for(timeout=60_000)
             assert "cannot read video" in error.inner_text() and "not a video or corrupt" in error.inner_text()
+            # ... and the server keeps serving: the good clip again, cues again
+            page.locator("#driving button[aria-label='Clear']").first.click()
+            page.locator("#driving input[type=file]").set_input_files(str(drv))
+            page.locator("#driving video").first.wait_for(timeout=60_000)
+            page.get_by_text("settings").first.click()
+            page.locator("#size input").fill("96")  # another size: another preview (same inputs, same file)
+            page.locator("#cues-button").click()
+            page.wait_for_function("old => document.querySelector('#preview img') && "
+                                   "document.querySelector('#preview img').src !== old", arg=first_preview,
+                                   timeout=120_000)
             browser.close()
     finally:
         page_app.close()
