@@ -49,7 +49,7 @@ EMBEDDED = Path(__file__).parent / "assets" / "demo_model"
 def resolve_checkpoint(path: str | Path | None) -> tuple[Path, Config]:
     """A pipeline folder (config.yaml + transformer/), a training run (config.yaml + checkpoints/),
     or one checkpoint (model/ + state.json) -> (transformer folder, its config)."""
-    from .train.checkpoint import resolve_model_dir
+    from .model.loading import resolve_model_dir
 
     if path is None:
         path = EMBEDDED
@@ -157,7 +157,7 @@ class DirectAnimatorPipeline:
     def from_pretrained(cls, path: str | Path | None = None, device: str | torch.device = "cpu",
                         scheduler: str | None = None) -> "DirectAnimatorPipeline":
         """`path` None = the embedded demo model. See `resolve_checkpoint` for the folders taken."""
-        from .train.trainer import check_compatible, load_transformer
+        from .model.loading import check_compatible, load_transformer
 
         model_dir, cfg = resolve_checkpoint(path)
         transformer = load_transformer(model_dir)

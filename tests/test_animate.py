@@ -144,6 +144,8 @@ def test_sampler_recovers_x0_with_an_oracle_velocity():
         pipe.scheduler = sched = make_inference_scheduler(kind)
 
         class Oracle(torch.nn.Module):
+            config = {"reference_layout": "first_frame"}
+
             def forward(self, x, enc, t, **cues):
                 a = sched.alphas_cumprod[t.long()].float().view(-1, 1, 1, 1, 1)
                 v = (a.sqrt() * x[:, :, :24] - x0) / (1 - a).clamp_min(1e-12).sqrt()
@@ -229,3 +231,23 @@ def test_classifier_free_guidance_on_the_cues():
     guided = pipe.denoise(ref, cues, torch.Generator().manual_seed(1), 3, 3.0)
     assert len(calls) == 3 + 6 and calls[4] == 0.0  # every step adds one pass with the cues dropped
     assert not torch.allclose(plain, guided)
+
+
+def test_inference_never_imports_training_code():
+    """The brief's rule: model/, cues/, the pipeline and the web page import nothing from train/,
+    neither at import time nor while loading and running the embedded model."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "directanimator"
+    files = [*root.glob("model/*.py"), *root.glob("cues/*.py"), root / "pipeline.py", root / "ui.py"]
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                target = ("." * node.level) + (node.module or "")
+                assert "train" not in target.split("."), f"{f.name} imports {target}"
+    code = ("import sys, numpy as np\n"
+            "from directanimator.pipeline import DirectAnimatorPipeline\n"
+            "pipe = DirectAnimatorPipeline.from_pretrained(None)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('directanimator.train')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -35,7 +35,7 @@ class CachedSamples(Dataset):
                     self.items.append((self.root / "clips" / f"{clip_id}.safetensors", None, w))
                     self.shapes.append(tuple(meta["shape"]))
         elif stage == "cross_id":
-            from ..train.pseudo import read_pseudo_manifest
+            from .format import read_pseudo_manifest
 
             for item in read_pseudo_manifest(dataset):
                 pfile = self.root / "pseudo" / f"{item['pseudo_id']}.safetensors"

@@ -91,3 +91,11 @@ def read_annotations(root: str | Path, clip_id: str) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise InputError(f"clip {clip_id} has no annotations ({path})")
     return load_file(str(path))
+
+
+def read_pseudo_manifest(dataset: str | Path, kept_only: bool = True) -> list[dict]:
+    path = Path(dataset) / "pseudo" / "manifest.jsonl"
+    if not path.is_file():
+        raise InputError(f"no pseudo clips: {path} is missing (run `directanimator pseudo --dataset {dataset}` first)")
+    items = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [x for x in items if x["kept"] or not kept_only]

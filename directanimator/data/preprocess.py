@@ -38,7 +38,7 @@ def preprocess(dataset: str | Path, cfg: Config, progress: bool = True, rank: in
         raise InputError(f"{dataset}: no training clips in the manifest")
     pseudo_items: dict[str, list[dict]] = {}
     if (dataset / "pseudo" / "manifest.jsonl").is_file():
-        from ..train.pseudo import read_pseudo_manifest
+        from .format import read_pseudo_manifest
 
         for item in read_pseudo_manifest(dataset):
             pseudo_items.setdefault(item["source_clip"], []).append(item)

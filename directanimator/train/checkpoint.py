@@ -22,43 +22,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..errors import InputError
-
-PREFIX = "step_"
-
-
-def checkpoints_of(run: Path) -> list[Path]:
-    folder = Path(run) / "checkpoints"
-    if not folder.is_dir():
-        return []
-    done = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and not p.name.endswith(".partial")
-            and (p / "state.json").is_file()]
-    return sorted(done, key=lambda p: int(p.name[len(PREFIX):]))
-
-
-def latest_checkpoint(run: Path) -> Path | None:
-    found = checkpoints_of(run)
-    return found[-1] if found else None
-
-
-def resolve_model_dir(path: str | Path) -> Path:
-    """A run directory (its latest checkpoint), a checkpoint directory, or a model directory -> the
-    folder holding the transformer's config.json and weights."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"checkpoint not found: {p}")
-    if (p / "checkpoints").is_dir():
-        latest = latest_checkpoint(p)
-        if latest is None:
-            raise InputError(f"run {p} has no complete checkpoint yet")
-        p = latest
-    if (p / "model" / "config.json").is_file():
-        p = p / "model"
-    if not (p / "config.json").is_file():
-        raise InputError(f"{p} is not a checkpoint: config.json missing")
-    if not any(p.glob("*.safetensors")):
-        raise InputError(f"{p} is not a checkpoint: no *.safetensors weight file")
-    return p
+from ..errors import InputError  # noqa: F401 (used below)
+from ..model.loading import PREFIX, checkpoints_of, latest_checkpoint, resolve_model_dir  # noqa: F401 (re-exported)
 
 
 def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from ..config import Config, PseudoFilterConfig
 from ..data.cache import ClipFrames, load_clip_frames
-from ..data.format import ClipRecord, clip_dir, read_manifest, write_clip
+from ..data.format import ClipRecord, clip_dir, read_manifest, read_pseudo_manifest, write_clip  # noqa: F401
 from ..errors import InputError
 from ..storage import atomic_output_dir, atomic_write_bytes
 
@@ -387,11 +387,3 @@ def make_pseudo(dataset: str | Path, cfg: Config, overwrite: bool = False, progr
                   "dropped": dropped, "dropped_by": reasons_count, "thresholds": asdict(c.filter)}
         atomic_write_bytes(tmp / "filter_report.json", json.dumps(report, indent=1).encode())
     return report
-
-
-def read_pseudo_manifest(dataset: str | Path, kept_only: bool = True) -> list[dict]:
-    path = Path(dataset) / "pseudo" / "manifest.jsonl"
-    if not path.is_file():
-        raise InputError(f"no pseudo clips: {path} is missing (run `directanimator pseudo --dataset {dataset}` first)")
-    items = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [x for x in items if x["kept"] or not kept_only]

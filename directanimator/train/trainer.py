@@ -30,8 +30,8 @@ from ..data.dataset import CachedSamples
 from ..data.sampler import BucketBatchSampler
 from ..errors import InputError, TrainingError
 from ..model import CueFusionTransformer3D, build_codec, build_text_encoder, build_transformer, i2v_hidden_states
-from ..model import transformer_kwargs
-from .checkpoint import latest_checkpoint, load_checkpoint, resolve_model_dir, save_checkpoint
+from ..model.loading import check_compatible, load_transformer  # noqa: F401 (re-exported)
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .losses import add_noise, denoising_loss, make_scheduler, s2x_loss
 
 
@@ -42,25 +42,6 @@ def s2x_depth(cfg: Config, num_layers: int) -> int:
     if not 1 <= d <= num_layers:
         raise InputError(f"train.s2x.depth must lie in 1..{num_layers}, got {d}")
     return d
-
-
-def check_compatible(model: CueFusionTransformer3D, cfg: Config, latent_channels: int, what: str) -> None:
-    """A checkpoint must have been made for this config's model (sizes, injection, switches)."""
-    if cfg.model.pretrained:
-        return
-    want = transformer_kwargs(cfg.model, latent_channels)
-    for key, value in want.items():
-        have = model.config.get(key)
-        if have != value and not (isinstance(value, float) and have is not None and math.isclose(have, value)):
-            raise InputError(f"{what} was made for another config: model {key} = {have!r}, this config has {value!r}")
-
-
-def load_transformer(path: str | Path) -> CueFusionTransformer3D:
-    folder = resolve_model_dir(path)
-    try:
-        return CueFusionTransformer3D.from_pretrained(str(folder))
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise InputError(f"cannot load the checkpoint in {folder}: {str(exc).splitlines()[0]}") from None
 
 
 def save_best(out: Path, model: CueFusionTransformer3D, row: dict, cfg: Config) -> None:
