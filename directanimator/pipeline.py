@@ -275,7 +275,8 @@ class DirectAnimatorPipeline:
             x0, y0 = lb.pad_x, lb.pad_y
             ow, oh = max(2, iw // 2 * 2), max(2, ih // 2 * 2)
             t0 = time.perf_counter()
-            ref_latent = self.codec.encode(video_tensor(ref_lb[None])).to(self.device)
+            ref_latent = self.codec.encode_reference(video_tensor(ref_lb[None]),
+                                                     torch.Generator().manual_seed(seed)).to(self.device)
             seconds["codec"] += time.perf_counter() - t0
             starts = window_starts(n, window, overlap, self.codec.temporal_factor)
             weights = triangular_weights(window)

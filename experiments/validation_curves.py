@@ -44,12 +44,12 @@ def main() -> None:
             if head[name][tkey] > min(r[key] for _, rows in data for r in rows) - 3:
                 ax.axhline(head[name][tkey], color="gray", linestyle=style, label=TRIVIAL[name])
         ax.set_title(title)
-        ax.set_xlabel("CPU minutes (one thread)")
+        ax.set_xlabel("minutes of a one-thread run (wall clock)")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=90)
-    lines = ["| run | steps | CPU min | val loss | SSIM | PSNR | person PSNR | moving PSNR |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | steps | minutes | val loss | SSIM | PSNR | person PSNR | moving PSNR |", "|---|---|---|---|---|---|---|---|"]
     for label, (_, rows) in zip(labels, data):
         best = max(rows, key=lambda r: r["val_moving_psnr"])
         last = rows[-1]

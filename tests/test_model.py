@@ -316,6 +316,32 @@ def test_cogvideox_codec_with_a_small_random_vae(tmp_path):
         CogVideoXCodec(tmp_path / "missing")
 
 
+def test_cogvideox_codec_reference_scaling_and_seeded_posterior(tmp_path):
+    """The reference latent as diffusers' I2V pipeline makes it (times the scaling factor, or divided
+    by it with `invert_scale_latents`, as CogVideoX1.5's VAE says); the posterior sample comes from
+    the caller's generator, never the global RNG (the same seed gives the same video)."""
+    torch.manual_seed(0)
+    kw = dict(block_out_channels=(32, 32, 32), down_block_types=("CogVideoXDownBlock3D",) * 3,
+              up_block_types=("CogVideoXUpBlock3D",) * 3, latent_channels=4, layers_per_block=1, norm_num_groups=32,
+              temporal_compression_ratio=4, scaling_factor=0.7)
+    image = torch.rand(1, 1, 3, 16, 16) * 2 - 1
+    for invert in (False, True):
+        AutoencoderKLCogVideoX(**kw, invert_scale_latents=invert).save_pretrained(tmp_path / str(invert) / "vae")
+        codec = CogVideoXCodec(tmp_path / str(invert), sample=False)
+        mode = codec.vae.encode(image.permute(0, 2, 1, 3, 4)).latent_dist.mode().permute(0, 2, 1, 3, 4)
+        want = mode / 0.7 if invert else mode * 0.7
+        torch.testing.assert_close(codec.encode_reference(image), want)
+        torch.testing.assert_close(codec.encode(image), mode * 0.7)  # video latents: always times the factor
+    codec = CogVideoXCodec(tmp_path / "True", sample=True)
+    video = torch.rand(1, 5, 3, 16, 16) * 2 - 1
+    torch.manual_seed(1)
+    a = codec.encode(video, torch.Generator().manual_seed(5))
+    torch.manual_seed(2)
+    b = codec.encode(video, torch.Generator().manual_seed(5))
+    c = codec.encode(video, torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
 def test_i2v_input_layout():
     noisy = torch.randn(2, 3, C, 8, 8)
     ref = torch.randn(2, 1, C, 8, 8)

@@ -52,6 +52,10 @@ def cache_key(cfg: Config) -> str:
                 "size": cfg.model.size, "codec": to_dict(cfg.model.codec),
                 "stride": cfg.data.window_stride, "float16": cfg.data.cache_float16,
                 "pretrained": cfg.model.pretrained if cfg.model.codec.kind == "cogvideox" else None}
+    if cfg.model.codec.kind == "cogvideox":
+        # 2: the reference latent scaled as diffusers' I2V pipeline (invert_scale_latents), the VAE
+        # posterior drawn from a per-clip seed (earlier caches of the VAE codec are rebuilt)
+        relevant["cogvideox_rev"] = 2
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -162,8 +166,10 @@ def misalign(pose: np.ndarray, body: np.ndarray | None, scale: float, shift: tup
 @torch.no_grad()
 def encode_windows(codec: LatentCodec, frames: np.ndarray | None, cues: DrivingCues, starts: list[int], length: int,
                    reference: np.ndarray | None, dtype: torch.dtype = torch.float32,
-                   pose: np.ndarray | None = None) -> dict[str, torch.Tensor]:
-    """Stack the per-window tensors of ENTRY_KEYS (only the cue latents when `frames` is None)."""
+                   pose: np.ndarray | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Stack the per-window tensors of ENTRY_KEYS (only the cue latents when `frames` is None). A
+    sampling codec (the VAE posterior) draws from a generator seeded with `seed` (e.g. per clip)."""
+    gen = torch.Generator().manual_seed(seed)
     pose = cues.pose_cue if pose is None else pose
     out: dict[str, list[torch.Tensor]] = {}
 
@@ -173,14 +179,14 @@ def encode_windows(codec: LatentCodec, frames: np.ndarray | None, cues: DrivingC
     for s in starts:
         sl = slice(s, s + length)
         if frames is not None:
-            add("latents", codec.encode(video_tensor(frames[sl])))
+            add("latents", codec.encode(video_tensor(frames[sl]), gen))
             add("body_mask", mask_to_latent(torch.from_numpy(cues.body_mask[sl])[None, :, None], codec))
             add("face_mask", mask_to_latent(torch.from_numpy(cues.face_mask[sl])[None, :, None], codec))
-        add("pose_latents", codec.encode(video_tensor(pose[sl])))
-        add("face_latents", codec.encode(video_tensor(cues.face_cue[sl])))
+        add("pose_latents", codec.encode(video_tensor(pose[sl]), gen))
+        add("face_latents", codec.encode(video_tensor(cues.face_cue[sl]), gen))
     result = {k: torch.stack(v) for k, v in out.items()}
     if frames is not None and reference is not None:
-        ref = codec.encode(video_tensor(reference[None]))[0].to(dtype)  # (1, C, h, w)
+        ref = codec.encode_reference(video_tensor(reference[None]), gen)[0].to(dtype)  # (1, C, h, w)
         result["reference_latent"] = ref[None].expand(len(starts), -1, -1, -1, -1).contiguous()
     return result
 
@@ -217,7 +223,8 @@ def build_clip_entry(dataset: Path, record: ClipRecord, cfg: Config, codec: Late
     ref = reference_index(record.clip_id, n)
     cues = compute_cues(clip, ref, cfg)
     dtype = torch.float16 if cfg.data.cache_float16 else torch.float32
-    tensors = encode_windows(codec, clip.frames, cues, starts, cfg.model.frames, cues.reference, dtype)
+    tensors = encode_windows(codec, clip.frames, cues, starts, cfg.model.frames, cues.reference, dtype,
+                             seed=zlib.crc32(record.clip_id.encode()))
     meta = {"clip_id": record.clip_id, "fingerprint": fp, "key": cache_key(cfg), "starts": starts,
             "reference_index": ref, "num_frames": n, "shape": list(tensors["latents"].shape[1:]),
             "pose_valid": float(cues.pose_valid.mean()), "face_valid": float(cues.face_valid.mean())}
@@ -243,7 +250,8 @@ def build_pseudo_entry(dataset: Path, pseudo_root: Path, pseudo: dict, source_me
     shift = (r.uniform(-1, 1) * cfg.pseudo.misalign_shift, r.uniform(-1, 1) * cfg.pseudo.misalign_shift)
     pose = misalign(cues.pose_cue, clip.masks, scale, shift)
     dtype = torch.float16 if cfg.data.cache_float16 else torch.float32
-    tensors = encode_windows(codec, None, cues, starts, cfg.model.frames, None, dtype, pose=pose)
+    tensors = encode_windows(codec, None, cues, starts, cfg.model.frames, None, dtype, pose=pose,
+                             seed=zlib.crc32(pseudo["pseudo_id"].encode()))
     meta = {"pseudo_id": pseudo["pseudo_id"], "source_clip": pseudo["source_clip"], "fingerprint": fp,
             "key": cache_key(cfg), "starts": starts, "misalign": {"scale": scale, "shift": list(shift)},
             "shape": source_meta["shape"]}

@@ -30,6 +30,10 @@ class LatentCodec(Protocol):
 
     def encode(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
 
+    def encode_reference(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The reference image (B, 1, 3, H, W) as the image-to-video input expects it."""
+        ...
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
 
 
@@ -107,6 +111,9 @@ class PixelShuffleCodec:
         coef = torch.einsum("bnkcyixj,tk,ui,vj->bntcuvyx", groups, dt, ds, ds)
         return coef.reshape(b, n, self.latent_channels, h // s, w // s) * self._scale.to(video)
 
+    def encode_reference(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.encode(image, generator)
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         b, n, ch, hh, ww = latents.shape
         s, k = self.spatial_factor, self.temporal_factor
@@ -142,6 +149,7 @@ class CogVideoXCodec:
             self.vae.enable_tiling()
         self.sample = sample
         self.scaling_factor = float(self.vae.config.scaling_factor)
+        self.invert_scale_latents = bool(getattr(self.vae.config, "invert_scale_latents", False))
         self.latent_channels = int(self.vae.config.latent_channels)
         self.spatial_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         # as diffusers' CogVideoX encoder: the first log2(ratio) down blocks halve time, the last
@@ -150,12 +158,32 @@ class CogVideoXCodec:
         self.temporal_factor = 2 ** min(levels, int(math.log2(self.vae.config.temporal_compression_ratio)))
 
     @torch.no_grad()
-    def encode(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def _latents(self, video: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         latent_frames(video.shape[1], self.temporal_factor)
         x = video.permute(0, 2, 1, 3, 4).to(self.vae.device, self.vae.dtype)  # (B, 3, T, H, W)
         dist = self.vae.encode(x).latent_dist
-        z = dist.sample(generator) if self.sample else dist.mode()
-        return (z * self.scaling_factor).permute(0, 2, 1, 3, 4)
+        if not self.sample:
+            z = dist.mode()
+        else:
+            # drawn from `generator` (a CPU one by default, seeded by the caller), never from the
+            # global RNG: the same seed must give the same video
+            if generator is None:
+                generator = torch.Generator().manual_seed(0)
+            noise = torch.randn(dist.mean.shape, generator=generator, device=generator.device, dtype=torch.float32)
+            z = dist.mean + dist.std * noise.to(dist.mean.device, dist.mean.dtype)
+        return z.permute(0, 2, 1, 3, 4)
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self._latents(video, generator) * self.scaling_factor
+
+    @torch.no_grad()
+    def encode_reference(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """As diffusers' CogVideoX I2V pipeline (`prepare_latents`): the image latent is multiplied by
+        the scaling factor, or divided by it when the VAE's config says `invert_scale_latents`
+        (CogVideoX1.5: "the CogVideoX team forgot to multiply the scaling factor during training")."""
+        z = self._latents(image, generator)
+        return z / self.scaling_factor if self.invert_scale_latents else z * self.scaling_factor
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
