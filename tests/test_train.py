@@ -460,7 +460,7 @@ def test_a_short_run_of_the_recipe_beats_the_still_photo_on_its_training_windows
     """configs/demo.yaml's recipe (reference in every latent frame), 1,000 same-ID steps on the tiny
     world: its DDIM samples of its own training windows are closer to the true frames than the
     reference photo held still. (Guards the reference layout and the sampler: with the reference in
-    latent frame 0 only, or with a broken sampler, a model this small stays below the still photo.)"""
+    latent frame 0 only it scored 18.7 dB against the still photo's 26.0; with it, 26.9.)"""
     from directanimator.config import load_config
     from directanimator.data.dataset import CachedSamples
     from directanimator.data.preprocess import preprocess
@@ -494,3 +494,34 @@ def test_a_short_run_of_the_recipe_beats_the_still_photo_on_its_training_windows
     model_psnr, still_psnr = psnr(lat), psnr(batch["reference_latent"].expand_as(batch["latents"]))
     print(f"training windows: model {model_psnr:.2f} dB, still photo {still_psnr:.2f} dB")
     assert model_psnr > still_psnr + 0.5
+
+
+def test_t5_from_a_real_layout_folder_with_its_spiece_tokenizer(tmp_path):
+    """A CogVideoX-layout folder (text_encoder/ safetensors, tokenizer/spiece.model) loads with this
+    project's pins (the tokenizer read by sentencepiece itself, no protobuf conversion) and encodes
+    prompts, the empty one included, with T5's ids: pieces, </s>, padding."""
+    import sentencepiece as spm
+    from transformers import T5Config, T5EncoderModel
+
+    from directanimator.model import T5PromptEncoder
+    from directanimator.model.text import SentencePieceT5Tokenizer
+
+    (tmp_path / "tokenizer").mkdir()
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"a person {w} in a {c} room, dancing slowly number {k}" for k in range(60)
+                                for w, c in (("walks", "red"), ("jumps", "blue"), ("waves", "green"))))
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "tokenizer" / "spiece"),
+                                   vocab_size=40, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+    T5EncoderModel(T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2)).save_pretrained(
+        tmp_path / "text_encoder", safe_serialization=True)
+    tok = SentencePieceT5Tokenizer(tmp_path / "tokenizer" / "spiece.model")
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "tokenizer" / "spiece.model"))
+    ids = tok("a person walks", 32)[0].tolist()
+    pieces = sp.encode("a person walks")
+    assert len(pieces) < 31 and ids == pieces + [1] + [0] * (31 - len(pieces))
+    assert tok("", 5)[0].tolist() == [1, 0, 0, 0, 0]
+    assert tok("a person walks " * 20, 6)[0].tolist()[-1] == 1  # truncated, still ends with </s>
+    enc = T5PromptEncoder(tmp_path, max_length=12)
+    emb = enc(["a person walks", ""])
+    assert emb.shape == (2, 12, 16) and torch.isfinite(emb).all()
+    assert not torch.equal(emb[0], emb[1]) and emb[1].std() > 0  # T5(""): not zeros

@@ -27,6 +27,25 @@ class NullPrompt:
         return torch.zeros(n, self.length, self.dim, device=device, dtype=dtype)
 
 
+class SentencePieceT5Tokenizer:
+    """T5's tokenization straight from `spiece.model` with the sentencepiece library: the pieces of
+    the text, then `</s>` (id 1), truncated to `max_length` and padded with `<pad>` (id 0), as
+    transformers' T5 tokenizer does for plain prompts. transformers 5 instead converts `spiece.model`
+    through sentencepiece's protobuf module, which needs protobuf >= 5, while MediaPipe 0.10.21 needs
+    protobuf < 5: with this project's pins the real CogVideoX `tokenizer/` folder would not load."""
+
+    pad_id, eos_id = 0, 1
+
+    def __init__(self, model_file: str | Path):
+        import sentencepiece as spm
+
+        self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
+
+    def __call__(self, prompt: str, max_length: int) -> torch.Tensor:
+        ids = list(self.sp.encode(prompt, out_type=int))[: max_length - 1] + [self.eos_id]
+        return torch.tensor([ids + [self.pad_id] * (max_length - len(ids))])
+
+
 class T5PromptEncoder:
     """CogVideoX's text encoder (T5 v1.1 XXL) from a local folder holding `text_encoder/` and
     `tokenizer/` (the CogVideoX model folder) or both files directly. Frozen; each prompt is encoded
@@ -45,9 +64,15 @@ class T5PromptEncoder:
                 "safetensors weights and {path}/tokenizer/ (the CogVideoX1.5-5B-I2V folder)"
             )
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+            if (tok_dir / "spiece.model").is_file():
+                self.tokenizer = SentencePieceT5Tokenizer(tok_dir / "spiece.model")
+            else:
+                hf = AutoTokenizer.from_pretrained(str(tok_dir))
+                self.tokenizer = lambda prompt, max_length: hf(
+                    prompt, padding="max_length", max_length=max_length, truncation=True, add_special_tokens=True,
+                    return_tensors="pt").input_ids
             self.model = T5EncoderModel.from_pretrained(str(enc_dir), torch_dtype=dtype, use_safetensors=True)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RuntimeError) as exc:
             raise InputError(f"cannot load the T5 encoder from {path}: {str(exc).splitlines()[0]}") from None
         self.model.requires_grad_(False).eval().to(device)
         self.max_length = max_length
@@ -69,8 +94,7 @@ class T5PromptEncoder:
 
             emb = load_file(str(file))["prompt_embeds"]
         else:
-            ids = self.tokenizer(prompt, padding="max_length", max_length=self.max_length, truncation=True,
-                                 add_special_tokens=True, return_tensors="pt").input_ids
+            ids = self.tokenizer(prompt, self.max_length)
             emb = self.model(ids.to(self.device))[0][0].float().cpu()
             if file is not None:
                 import os
