@@ -182,6 +182,10 @@ class ModelConfig:
     # where the reference latent enters (model/transformer.py i2v_hidden_states): first_frame, as
     # CogVideoX I2V was trained (keep it for a pretrained model); all_frames for models from scratch
     reference_layout: Literal["first_frame", "all_frames"] = "first_frame"
+    # what is diffused (model/sampling.py diffusion_target): the video latents (CogVideoX; keep it for a
+    # pretrained model), or their difference from the reference latent, so a static background is 0
+    # and a small model need not carry the reference through its width to reproduce it
+    reference_residual: bool = False
     gradient_checkpointing: bool = False
     # Video frames and square pixel size of one training sample / generation window.
     frames: int = 9

@@ -443,3 +443,18 @@ def test_config_rejects_bad_model_keys(tmp_path):
     ok = tmp_path / "ok.yaml"
     ok.write_text("model:\n  transformer:\n    patch_size_t: 2\n  pretrained: null\n")
     assert load_config(ok).model.transformer.patch_size_t == 2
+
+
+def test_reference_residual_target_round_trips_and_is_zero_on_a_still_video():
+    """model.reference_residual: the model denoises the difference from the reference latent; a
+    video that is the reference held still is all zeros, and the sampler adds the reference back."""
+    from directanimator.model.sampling import diffusion_target, from_diffusion_target
+
+    plain = CueFusionTransformer3D(**small_kwargs("1.0"))
+    resid = CueFusionTransformer3D(**small_kwargs("1.0"), reference_residual=True)
+    ref = torch.randn(2, 1, C, 8, 8)
+    still = ref.expand(-1, 3, -1, -1, -1).clone()
+    moving = torch.randn(2, 3, C, 8, 8)
+    assert torch.equal(diffusion_target(plain, moving, ref), moving)
+    assert diffusion_target(resid, still, ref).abs().max() == 0
+    torch.testing.assert_close(from_diffusion_target(resid, diffusion_target(resid, moving, ref), ref), moving)

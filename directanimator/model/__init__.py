@@ -43,6 +43,7 @@ def transformer_kwargs(cfg: ModelConfig, latent_channels: int) -> dict:
         use_face_cue=cfg.use_face_cue,
         use_location_cue=cfg.use_location_cue,
         reference_layout=cfg.reference_layout,
+        reference_residual=cfg.reference_residual,
     )
     return kw
 
@@ -53,6 +54,7 @@ def build_transformer(cfg: ModelConfig, latent_channels: int) -> CueFusionTransf
         model = CueFusionTransformer3D.from_cogvideox(
             cfg.pretrained, injection=cfg.injection, use_face_cue=cfg.use_face_cue,
             use_location_cue=cfg.use_location_cue, reference_layout=cfg.reference_layout,
+            reference_residual=cfg.reference_residual,
         )
     else:
         model = CueFusionTransformer3D(**transformer_kwargs(cfg, latent_channels))

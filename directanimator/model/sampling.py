@@ -39,6 +39,21 @@ def build_scheduler(kind: str = "ddim", pretrained: str | Path | None = None):
 CUE_KEYS = ("pose_latents", "face_latents", "body_mask", "face_mask")
 
 
+def diffusion_target(transformer, latents: torch.Tensor, reference_latent: torch.Tensor) -> torch.Tensor:
+    """What the model denoises: the video latents (B, F, C, h, w), or, for a model with
+    `reference_residual`, their difference from the reference latent (B, 1, C, h, w)."""
+    if transformer.config.get("reference_residual", False):
+        return latents - reference_latent.view(latents.shape[0], 1, *latents.shape[2:]).to(latents)
+    return latents
+
+
+def from_diffusion_target(transformer, target: torch.Tensor, reference_latent: torch.Tensor) -> torch.Tensor:
+    """The inverse of `diffusion_target`."""
+    if transformer.config.get("reference_residual", False):
+        return target + reference_latent.view(target.shape[0], 1, *target.shape[2:]).to(target)
+    return target
+
+
 @torch.no_grad()
 def sample_latents(transformer, scheduler, reference_latent: torch.Tensor, cues: dict[str, torch.Tensor],
                    encoder_hidden_states: torch.Tensor, steps: int, generator: torch.Generator,
@@ -73,4 +88,4 @@ def sample_latents(transformer, scheduler, reference_latent: torch.Tensor, cues:
                                                generator=generator, return_dict=False)
         else:
             latents = scheduler.step(v, t, latents, return_dict=False)[0]
-    return latents
+    return from_diffusion_target(transformer, latents, reference_latent)

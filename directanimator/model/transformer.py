@@ -87,6 +87,7 @@ class CueFusionTransformer3D(CogVideoXTransformer3DModel):
         use_face_cue: bool = True,
         use_location_cue: bool = True,
         reference_layout: str = "first_frame",
+        reference_residual: bool = False,
     ):
         if injection not in INJECTIONS:
             raise ValueError(f"injection must be one of {INJECTIONS}, got {injection!r}")

@@ -32,6 +32,7 @@ from ..errors import InputError, TrainingError
 from ..model import CueFusionTransformer3D, build_codec, build_text_encoder, build_transformer, i2v_hidden_states
 from ..model.loading import check_compatible, load_transformer  # noqa: F401 (re-exported)
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from ..model.sampling import diffusion_target
 from .losses import add_noise, denoising_loss, make_scheduler, s2x_loss
 
 
@@ -246,7 +247,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         for micro in range(tc.grad_accum):
             batch = {k: v.to(device) for k, v in next(stream).items()}
             gen = _step_generator(tc.seed, step, micro, rank)
-            lat = batch["latents"]
+            lat = diffusion_target(model, batch["latents"], batch["reference_latent"])
             b = lat.shape[0]
             samples += b
             noise = torch.randn(lat.shape, generator=gen).to(device)

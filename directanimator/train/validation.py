@@ -35,7 +35,7 @@ from ..data.format import clip_dir
 from ..errors import InputError
 from ..eval.puppet import puppet_metrics, trivial_answers
 from ..model.codec import LatentCodec
-from ..model.sampling import build_scheduler, sample_latents
+from ..model.sampling import build_scheduler, diffusion_target, sample_latents
 from .losses import add_noise, denoising_loss, make_scheduler
 
 LOSS_TIMESTEPS = (49, 199, 399, 599, 799, 949)
@@ -143,13 +143,13 @@ def validate(model, vs: ValidationSet, codec: LatentCodec, encoder_hidden_states
         enc = encoder_hidden_states.to(device).expand(b, -1, -1)
         cues = {k: part[k] for k in ("pose_latents", "face_latents", "body_mask", "face_mask")}
         gen = torch.Generator().manual_seed(seed * 7919 + s)
+        target = diffusion_target(model, part["latents"], part["reference_latent"])
         for t_value in LOSS_TIMESTEPS:
-            noise = torch.randn(part["latents"].shape, generator=gen).to(device)
+            noise = torch.randn(target.shape, generator=gen).to(device)
             t = torch.full((b,), t_value, dtype=torch.long, device=device)
-            x = model_pkg.i2v_hidden_states(add_noise(part["latents"], noise, t, scheduler), part["reference_latent"],
-                                            layout)
+            x = model_pkg.i2v_hidden_states(add_noise(target, noise, t, scheduler), part["reference_latent"], layout)
             v = model(x, enc, t, **cues).sample
-            losses.append(denoising_loss(v, part["latents"], noise, t, scheduler).item() * b)
+            losses.append(denoising_loss(v, target, noise, t, scheduler).item() * b)
         lat = sample_latents(model, sampler, part["reference_latent"], cues, enc, steps, gen)
         video = codec.decode(lat.float().cpu())
         for j in range(b):
