@@ -140,21 +140,23 @@ def test_sampler_recovers_x0_with_an_oracle_velocity():
 
     pipe = DirectAnimatorPipeline.from_pretrained(None)
     x0 = torch.randn(1, 3, 24, 16, 16, generator=torch.Generator().manual_seed(0))
-    for kind in ("ddim", "dpm"):
+    ref = torch.randn(1, 1, 24, 16, 16, generator=torch.Generator().manual_seed(2))
+    for kind, residual in (("ddim", False), ("dpm", False), ("ddim", True)):
         pipe.scheduler = sched = make_inference_scheduler(kind)
+        target = x0 - ref if residual else x0  # model.reference_residual: the difference is denoised
 
         class Oracle(torch.nn.Module):
-            config = {"reference_layout": "first_frame"}
+            config = {"reference_layout": "all_frames", "reference_residual": residual}
 
             def forward(self, x, enc, t, **cues):
                 a = sched.alphas_cumprod[t.long()].float().view(-1, 1, 1, 1, 1)
-                v = (a.sqrt() * x[:, :, :24] - x0) / (1 - a).clamp_min(1e-12).sqrt()
+                v = (a.sqrt() * x[:, :, :24] - target) / (1 - a).clamp_min(1e-12).sqrt()
                 return type("Out", (), {"sample": v})()
 
         real, pipe.transformer = pipe.transformer, Oracle()
         cues = {k: torch.zeros(1, 3, c, 16, 16) for k, c in
                 (("pose_latents", 24), ("face_latents", 24), ("body_mask", 1), ("face_mask", 1))}
-        out = pipe.denoise(torch.zeros(1, 1, 24, 16, 16), cues, torch.Generator().manual_seed(1), 20, 1.0)
+        out = pipe.denoise(ref, cues, torch.Generator().manual_seed(1), 20, 1.0)
         pipe.transformer = real
         torch.testing.assert_close(out, x0, rtol=0, atol=1e-5)
 
