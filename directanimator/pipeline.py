@@ -184,14 +184,16 @@ class DirectAnimatorPipeline:
             raise InputError(f"reference image not found: {reference}")
         if not Path(driving).is_file():
             raise InputError(f"driving video not found: {driving}")
-        if steps < 1:
-            raise InputError(f"--steps must be at least 1, got {steps}")
+        max_steps = int(self.scheduler.config.num_train_timesteps)
+        if not 1 <= steps <= max_steps:
+            raise InputError(f"--steps must lie between 1 and {max_steps} (the scheduler's training timesteps), "
+                             f"got {steps}")
+        if not 32 <= size <= 4096:
+            raise InputError(f"--size must lie between 32 and 4096 pixels, got {size}")
         unit = self.codec.spatial_factor * self.transformer.config.patch_size
         rounded = max(unit, int(round(size / unit)) * unit)
         if rounded != size:
             print(f"note: size {size} rounded to {rounded} (a multiple of {unit} for this model)")
-        if not 32 <= rounded <= 4096:
-            raise InputError(f"size must lie between 32 and 4096, got {size}")
         return rounded
 
     @torch.no_grad()
@@ -240,7 +242,11 @@ class DirectAnimatorPipeline:
         seed = inf.seed if seed is None else seed
         guidance = inf.guidance_scale if guidance_scale is None else guidance_scale
         # 1. check inputs
-        size = self.check_inputs(reference, driving, steps, size or cfg.model.size)
+        import math
+
+        if not (isinstance(guidance, (int, float)) and math.isfinite(guidance) and guidance >= 1.0):
+            raise InputError(f"--guidance must be a finite number >= 1 (1 = off), got {guidance}")
+        size = self.check_inputs(reference, driving, steps, cfg.model.size if size is None else size)
         out = Path(out)
         ref_img = reference if isinstance(reference, np.ndarray) else load_image(reference)
         info = probe_video(driving)  # a corrupt or unreadable video is an InputError here

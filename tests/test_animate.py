@@ -208,6 +208,15 @@ def test_animate_bad_inputs(same_id_run, tmp_path):
     assert r.returncode == 0 and "rounded to 72" in r.stdout, r.stderr
     r = run("--checkpoint", str(same_id_run))
     assert r.returncode == 2 and "--overwrite" in r.stderr
+    # values checked before any work, one line each (they used to run at 64 px, print two
+    # contradicting lines, end in a diffusers ValueError, or write an all-black video)
+    for extra, says in ((("--size", "0"), "--size must lie between 32 and 4096 pixels, got 0"),
+                        (("--size", "-64"), "--size must lie between 32 and 4096 pixels, got -64"),
+                        (("--steps", "100000"), "--steps must lie between 1 and 1000"),
+                        (("--guidance", "nan"), "--guidance must be a finite number >= 1")):
+        r = run("--checkpoint", str(same_id_run), *extra, out="v.mp4")
+        assert r.returncode == 2 and r.stderr.strip() == f"error: {says}" or says in r.stderr, (extra, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and "rounded" not in r.stdout and not (tmp_path / "v.mp4").exists()
     assert not list(tmp_path.glob(".directanimator-*"))  # no temporary leftovers
     assert len(r.stderr.strip().splitlines()) == 1
 

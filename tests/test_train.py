@@ -305,6 +305,10 @@ def test_train_cli_bad_inputs(same_id_run, puppet_dataset, tmp_path):
     assert r.returncode == 2 and "another config" in r.stderr and "num_layers" in r.stderr
     r = cli("train", "--config", "configs/tiny.yaml", "--out", str(tmp_path / "d"))
     assert r.returncode == 2 and "dataset" in r.stderr
+    r = cli("train", "--config", "configs/tiny.yaml", "--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "e"))
+    assert r.returncode == 2 and r.stderr.strip() == f"error: dataset not found: {tmp_path / 'nowhere'}"
+    r = cli(*base, "--max-steps", "0", "--out", str(tmp_path / "f"))
+    assert r.returncode == 2 and "--max-steps) must be at least 1, got 0" in r.stderr and not (tmp_path / "f").exists()
 
 
 @pytest.mark.slow

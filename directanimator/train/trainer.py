@@ -100,6 +100,10 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     tc = cfg.train
     if cfg.data.dataset is None:
         raise InputError("no dataset: pass --dataset DIR or set data.dataset in the config")
+    if not Path(cfg.data.dataset).is_dir():
+        raise InputError(f"dataset not found: {cfg.data.dataset}")
+    if tc.max_steps < 1:
+        raise InputError(f"train.max_steps (--max-steps) must be at least 1, got {tc.max_steps}")
     if tc.stage == "cross_id" and tc.teacher is None:
         raise InputError("the cross_id stage needs a same-ID teacher: pass --teacher RUN_OR_CHECKPOINT")
     out = Path(out)
