@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -168,3 +169,40 @@ def test_subprocess_exit_code_and_single_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("verb", ["cues", "animate"])
+def test_sigterm_leaves_nothing_behind(tmp_path, verb):
+    """SIGTERM unwinds like Ctrl-C: exit 143, one error line, no temporary files or folders."""
+    import signal
+    import time
+
+    from directanimator.synth.render import render_clip
+
+    from .media import write_clip
+
+    clip = render_clip(11, 12, 13, 240, 128)
+    drv = tmp_path / "in" / "long.mp4"
+    drv.parent.mkdir()
+    write_clip(drv, list(clip.frames), fps=15)
+    ref = tmp_path / "in" / "ref.png"
+    from directanimator.video import save_image
+
+    save_image(ref, render_clip(14, 12, 13, 1, 128).frames[0])
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / ("cues" if verb == "cues" else "a.mp4")
+    cmd = [str(Path(sys.executable).parent / "directanimator"), verb, "--reference", str(ref), "--driving", str(drv),
+           "--out", str(out)] + (["--size", "256"] if verb == "cues" else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(out_dir.iterdir()):
+        time.sleep(0.05)  # wait until it has started writing
+    assert any(out_dir.iterdir()), "the job never started writing"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip() == "error: terminated (SIGTERM); nothing was written"
+    assert list(out_dir.iterdir()) == []
