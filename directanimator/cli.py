@@ -117,9 +117,11 @@ def _animate(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in (".mp4", ".mkv", ".mov"):
         raise InputError(f"--out must end in .mp4, .mkv or .mov, got {out.name}")
     side = out.with_name(out.stem + "_side_by_side" + out.suffix) if args.side_by_side else None
+    from .storage import check_output_file
+
     for path in (out, side):
-        if path is not None and path.exists() and not args.overwrite:
-            raise InputError(f"{path} exists; pass --overwrite to replace it")
+        if path is not None:
+            check_output_file(path, overwrite=args.overwrite)
     pipe = DirectAnimatorPipeline.from_pretrained(args.checkpoint, scheduler=args.scheduler)
     result = pipe(args.reference, args.driving, out, steps=args.steps, seed=args.seed, size=args.size,
                   guidance_scale=args.guidance, side_by_side=side, progress=not args.quiet)
@@ -131,6 +133,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .eval.evaluate import evaluate, markdown_table, write_report
     from .eval.features import FeatureMetrics
 
+    from .storage import check_output_file
+
+    check_output_file(args.out)  # before the compute: a folder or an unwritable place fails now
     feats = FeatureMetrics(args.inception, args.i3d, args.lpips_alexnet, args.lpips_lin)
     report = evaluate(args.generated, args.ground_truth, args.reference, args.driving, feats, face=not args.no_face,
                       pose=not args.no_pose, progress=not args.quiet, arcface=args.arcface,

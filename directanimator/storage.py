@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -89,17 +89,53 @@ class StreamingSafetensorsWriter:
         os.replace(tmp, self.path)
 
 
+MARKER = ".directanimator-output"
+
+
+def check_writable_parent(path: str | Path) -> None:
+    """Before any compute: the folder that will hold `path` can be created and written to (a probe
+    file is made and removed), so a bad --out fails at once with one line, not after the work."""
+    parent = Path(path).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".directanimator-probe-", dir=parent)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise InputError(f"cannot write to {parent}: {exc.strerror or exc}") from None
+
+
+def check_output_file(path: str | Path, overwrite: bool = True) -> None:
+    """`path` is to be written as a file: not a folder, its folder writable, and (unless
+    `overwrite`) not there yet."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"output {path} is a folder; give a file name (e.g. {path / 'report.json'})")
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} exists; pass --overwrite to replace it")
+    check_writable_parent(path)
+
+
 @contextmanager
-def atomic_output_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
+def atomic_output_dir(final: str | Path, overwrite: bool = False, known: Iterable[str] = ()) -> Iterator[Path]:
     """Yield a temporary folder beside `final`; on success it replaces `final`, on error it is
-    removed and `final` is untouched."""
+    removed and `final` is untouched. The folder gets a marker file, and `overwrite` replaces only a
+    folder that has it (or, written before markers existed, holds nothing but the `known` names):
+    never an unrelated folder someone passed by mistake."""
     final = Path(final)
     if final.exists() and not final.is_dir():
         raise InputError(f"output path exists and is not a folder: {final}")
-    if final.exists() and any(final.iterdir()) and not overwrite:
-        raise InputError(f"output folder {final} is not empty; pass --overwrite to replace it")
-    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists() and any(final.iterdir()):
+        if not overwrite:
+            raise InputError(f"output folder {final} is not empty; pass --overwrite to replace it")
+        names = {p.name for p in final.iterdir()}
+        if MARKER not in names and not (known and names <= set(known)):
+            raise InputError(f"--overwrite replaces only a folder this tool wrote, and {final} was not (no {MARKER} "
+                             f"file; it holds e.g. {sorted(names - set(known))[0]}): remove it yourself or choose "
+                             f"another output")
+    check_writable_parent(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    (tmp / MARKER).write_text("written by directanimator; --overwrite may replace this folder\n")
     try:
         yield tmp
     except BaseException:

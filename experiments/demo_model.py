@@ -75,6 +75,13 @@ def main() -> None:
     from directanimator.pipeline import DirectAnimatorPipeline
 
     pipe = DirectAnimatorPipeline.from_pretrained(cross / "best")
+    from dataclasses import replace
+
+    from directanimator.config import load_config
+
+    # the shipped inference settings are stage 2's config's (its denoising steps were chosen on the
+    # validation triples: experiments/reports/scaling.md), not those the run started with
+    pipe.config = replace(pipe.config, inference=load_config(ROOT / args.cross_config).inference)
     final = work / f"pipeline_seed{args.seed}"
     if final.exists():
         shutil.rmtree(final)

@@ -206,3 +206,33 @@ def test_sigterm_leaves_nothing_behind(tmp_path, verb):
     assert proc.returncode == 143, err
     assert err.strip() == "error: terminated (SIGTERM); nothing was written"
     assert list(out_dir.iterdir()) == []
+
+
+def test_outputs_checked_before_compute_and_overwrite_only_replaces_our_own_folders(tmp_path, capsys):
+    """--overwrite replaces a folder this tool wrote (its marker file), never an unrelated one;
+    evaluate --out on a folder, or anywhere unwritable, fails at once with one line."""
+    from directanimator.storage import MARKER
+
+    clip = tmp_path / "d.mp4"
+    write_clip(clip, [np.full((64, 64, 3), v, np.uint8) for v in (60, 70, 80)], fps=10)
+    mine = tmp_path / "mine"
+    assert main(["cues", "--quiet", "--reference", str(ASTRONAUT), "--driving", str(WALK_VIDEO), "--out", str(mine),
+                 "--size", "64"]) == 0
+    assert (mine / MARKER).is_file()
+    assert main(["cues", "--quiet", "--reference", str(ASTRONAUT), "--driving", str(WALK_VIDEO), "--out", str(mine),
+                 "--size", "64", "--overwrite"]) == 0
+    theirs = tmp_path / "theirs"
+    (theirs / "photos").mkdir(parents=True)
+    (theirs / "thesis.tex").write_text("do not delete")
+    capsys.readouterr()
+    assert main(["cues", "--quiet", "--reference", str(ASTRONAUT), "--driving", str(WALK_VIDEO), "--out", str(theirs),
+                 "--size", "64", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "replaces only a folder this tool wrote" in err and len(err.strip().splitlines()) == 1
+    assert (theirs / "thesis.tex").read_text() == "do not delete" and (theirs / "photos").is_dir()
+    for out, says in ((tmp_path, "is a folder"), (Path("/sys/directanimator-test/report.json"), "cannot write to")):
+        assert main(["evaluate", "--generated", str(clip), "--ground-truth", str(clip), "--out", str(out),
+                     "--no-face", "--no-pose", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.startswith("error:") and len(err.strip().splitlines()) == 1, err
+    assert not list(tmp_path.glob("*.partial"))

@@ -119,12 +119,16 @@ def load_cues(path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
+CUE_FILES = ("pose_cue.mp4", "face_cue.mp4", "location_cue.mp4", "cues.safetensors", "report.json", "preview.png",
+             "config.yaml")
+
+
 def write_cues(reference_path: str | Path, driving_path: str | Path, out_dir: str | Path, cfg: CuesConfig,
                overwrite: bool = False, progress: bool = True) -> CueReport:
     """The `directanimator cues` job: everything lands in `out_dir` at once, or nothing does."""
     reference = load_image(reference_path)
     info = probe_video(driving_path)
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out_dir, overwrite=overwrite, known=CUE_FILES) as tmp:
         def make_sink(reference_img: np.ndarray, reference_mask: np.ndarray) -> CueFileSink:
             return CueFileSink(tmp, cfg.size, info.fps_fraction, info.num_frames, reference_img, reference_mask,
                                audio_from=Path(driving_path) if info.has_audio else None)

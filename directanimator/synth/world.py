@@ -67,7 +67,8 @@ def build_world(out: str | Path, identities: int, motions: int, clips: int, fram
         jobs += [(ref, b, m_ref, scene_b), (drv, a, m, scene_a), (gt, b, m, scene_b)]
         pairs.append({"reference": ref.clip_id, "driving": drv.clip_id, "ground_truth": gt.clip_id})
     records = []
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out, overwrite=overwrite, known=("manifest.jsonl", "cross_id_pairs.jsonl", "world.json",
+                                                            "clips", "contact_sheet.png", "pseudo", "cache")) as tmp:
         for record, i, m, s in tqdm(jobs, desc="synth", unit="clip", disable=not progress, leave=False):
             clip = render_clip(i, m, s, frames, size, fps)
             write_clip(tmp, record, clip.frames, annotations_of(clip))

@@ -355,7 +355,8 @@ def make_pseudo(dataset: str | Path, cfg: Config, overwrite: bool = False, progr
     if not 0 <= c.min_per_clip <= c.max_per_clip:
         raise InputError("pseudo.min_per_clip must be between 0 and pseudo.max_per_clip")
     lines, kept, dropped, reasons_count = [], 0, 0, {}
-    with atomic_output_dir(dataset / "pseudo", overwrite=overwrite) as tmp:
+    with atomic_output_dir(dataset / "pseudo", overwrite=overwrite,
+                           known=("manifest.jsonl", "filter_report.json", "clips")) as tmp:
         for rec in tqdm(records, desc="pseudo", unit="clip", disable=not progress, leave=False):
             r = np.random.default_rng([zlib.crc32(rec.clip_id.encode()), c.seed])
             count = int(r.integers(c.min_per_clip, c.max_per_clip + 1))
