@@ -57,8 +57,8 @@ def test_real_clip_finds_person_and_face(walk_cues):
 
 def test_outputs_are_complete_and_consistent(walk_cues):
     names = sorted(p.name for p in walk_cues.iterdir())
-    assert names == ["config.yaml", "cues.safetensors", "face_cue.mp4", "location_cue.mp4", "pose_cue.mp4",
-                     "preview.png", "report.json"]
+    assert names == [".directanimator-output", "config.yaml", "cues.safetensors", "face_cue.mp4", "location_cue.mp4",
+                     "pose_cue.mp4", "preview.png", "report.json"]
     for name in ("pose_cue", "face_cue", "location_cue"):
         info = probe_video(walk_cues / f"{name}.mp4")
         assert info.fps == 30 and info.has_audio  # same timeline as the driving video: audio kept
