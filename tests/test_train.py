@@ -529,3 +529,34 @@ def test_t5_from_a_real_layout_folder_with_its_spiece_tokenizer(tmp_path):
     emb = enc(["a person walks", ""])
     assert emb.shape == (2, 12, 16) and torch.isfinite(emb).all()
     assert not torch.equal(emb[0], emb[1]) and emb[1].std() > 0  # T5(""): not zeros
+
+
+def test_pseudo_filter_scores_follow_the_degradations_they_measure():
+    """pose_jitter rises with the pose-jitter strength and identity_leak with the identity-leak
+    strength, each on its own (the others held at 0), and each drops its clip through its own
+    threshold. (The calibrated defaults trade recall against dropping good clips; their precision
+    and recall are in experiments/reports/pseudo_filter.md, so this test sets its own thresholds.)"""
+    from directanimator.config import PseudoFilterConfig
+    from directanimator.data.cache import ClipFrames
+    from directanimator.synth.pseudo import Degradation, render_pseudo
+    from directanimator.synth.render import render_clip
+    from directanimator.train.pseudo import pseudo_reference, score_pseudo
+
+    def frames_of(clip):
+        return ClipFrames(clip.frames, 15.0, clip.masks.astype(np.float32), clip.face_boxes, clip.keypoints,
+                          clip.face_landmarks)
+
+    source = frames_of(render_clip(3, 4, 5, 17, 64))
+    ref = pseudo_reference(8, 4, 9, 64, 15.0)
+    thresholds = PseudoFilterConfig(max_pose_jitter=0.03, max_identity_leak=0.12)
+    scores = {}
+    for name, deg in (("clean", Degradation()), ("jitter", Degradation(pose_jitter=0.3)),
+                      ("leak", Degradation(identity_leak=0.3))):
+        pseudo = frames_of(render_pseudo(3, 4, 8, 9, 17, 64, 15.0, deg))
+        scores[name] = score_pseudo(source, pseudo, thresholds, ref.frames[0], ref.masks[0])
+    assert scores["jitter"].scores["pose_jitter"] > 2 * scores["clean"].scores["pose_jitter"]
+    assert scores["leak"].scores["pose_jitter"] == scores["clean"].scores["pose_jitter"]  # a leak is no jitter
+    assert scores["leak"].scores["identity_leak"] > scores["clean"].scores["identity_leak"] + 0.08
+    assert scores["clean"].kept, scores["clean"].reasons
+    assert [r.split()[0] for r in scores["jitter"].reasons] == ["pose_jitter"]
+    assert [r.split()[0] for r in scores["leak"].reasons] == ["identity_leak"]
