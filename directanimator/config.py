@@ -19,6 +19,11 @@ from .errors import InputError
 T = TypeVar("T")
 
 
+def _check_range(key: str, value: float, low: float, high: float) -> None:
+    if not (isinstance(value, (int, float)) and low <= value <= high):
+        raise InputError(f"config key '{key}' must lie between {low:g} and {high:g}, got {value!r}")
+
+
 @dataclass
 class SegmentationConfig:
     """Person segmentation (paper 3.1: "isolate the foreground regions")."""
@@ -36,6 +41,12 @@ class SegmentationConfig:
     # The crop's side is this times the subject box's longer side.
     roi_expand: float = 1.4
 
+    def __post_init__(self) -> None:
+        _check_range("cues.segmentation.model_selection", self.model_selection, 0, 1)
+        _check_range("cues.segmentation.threshold", self.threshold, 0.0, 1.0)
+        _check_range("cues.segmentation.min_component_area", self.min_component_area, 0.0, 1.0)
+        _check_range("cues.segmentation.roi_expand", self.roi_expand, 1.0, 10.0)
+
 
 @dataclass
 class QualityConfig:
@@ -46,6 +57,10 @@ class QualityConfig:
     threshold: float = 0.4
     # Relative area change against the neighbours at which the area term reaches 0.
     max_area_jump: float = 0.6
+
+    def __post_init__(self) -> None:
+        _check_range("cues.quality.threshold", self.threshold, 0.0, 1.0)
+        _check_range("cues.quality.max_area_jump", self.max_area_jump, 1e-6, 100.0)
 
 
 @dataclass
@@ -83,6 +98,12 @@ class FaceCueConfig:
     # centring them.
     enlarge_and_center: bool = True
 
+    def __post_init__(self) -> None:
+        _check_range("cues.face.min_confidence", self.min_confidence, 0.0, 1.0)
+        _check_range("cues.face.margin", self.margin, 0.0, 10.0)
+        _check_range("cues.face.max_gap", self.max_gap, 0, 10_000)
+        _check_range("cues.face.smooth_radius", self.smooth_radius, 0, 10_000)
+
 
 @dataclass
 class LocationCueConfig:
@@ -91,6 +112,9 @@ class LocationCueConfig:
     mode: Literal["soft", "hard", "off"] = "soft"
     # Side of one grid cell in pixels at the working size.
     grid_cell: int = 16
+
+    def __post_init__(self) -> None:
+        _check_range("cues.location.grid_cell", self.grid_cell, 1, 4096)
 
 
 @dataclass

@@ -236,3 +236,25 @@ def test_outputs_checked_before_compute_and_overwrite_only_replaces_our_own_fold
         err = capsys.readouterr().err
         assert says in err and err.startswith("error:") and len(err.strip().splitlines()) == 1, err
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_written_config_round_trips_and_bad_values_are_one_line(tmp_path, capsys):
+    """The config.yaml that `cues` writes is a valid --config (nested under `cues:`); negative or
+    out-of-range cue settings are refused with one line before any work."""
+    out = tmp_path / "a"
+    assert main(["cues", "--quiet", "--reference", str(ASTRONAUT), "--driving", str(WALK_VIDEO), "--out", str(out),
+                 "--size", "64"]) == 0
+    again = tmp_path / "b"
+    assert main(["cues", "--quiet", "--reference", str(ASTRONAUT), "--driving", str(WALK_VIDEO), "--out", str(again),
+                 "--config", str(out / "config.yaml")]) == 0
+    assert json.loads((again / "report.json").read_text())["config"] == json.loads((out / "report.json").read_text())["config"]
+    capsys.readouterr()
+    for key, value in (("face:\n    margin", -0.5), ("quality:\n    threshold", 2.0), ("location:\n    grid_cell", 0),
+                       ("segmentation:\n    roi_expand", -1.0)):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(f"cues:\n  {key}: {value}\n")
+        assert main(["cues", "--quiet", "--reference", str(ASTRONAUT), "--driving", str(WALK_VIDEO), "--out",
+                     str(tmp_path / "c"), "--config", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: config key 'cues.") and "must lie between" in err, err
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / "c").exists()

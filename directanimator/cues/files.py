@@ -14,11 +14,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import yaml
 from safetensors import safe_open
 
 from ..storage import StreamingSafetensorsWriter
 from ..video import VideoWriter, save_image
-from ..config import CuesConfig, to_dict, dump_config
+from ..config import CuesConfig, to_dict
 from ..storage import atomic_output_dir, atomic_write_bytes
 from ..video import iter_frames, load_image, probe_video
 from .extract import CueReport, extract_cues
@@ -140,5 +141,6 @@ def write_cues(reference_path: str | Path, driving_path: str | Path, out_dir: st
         data["driving"] = {"path": str(driving_path), "width": info.width, "height": info.height,
                            "variable_frame_rate": info.variable_frame_rate, "has_audio": info.has_audio}
         atomic_write_bytes(tmp / "report.json", json.dumps(data, indent=2).encode())
-        atomic_write_bytes(tmp / "config.yaml", dump_config(cfg).encode())
+        # nested under `cues:` like every config file, so it can be passed back as --config
+        atomic_write_bytes(tmp / "config.yaml", yaml.safe_dump({"cues": to_dict(cfg)}, sort_keys=False).encode())
     return report
