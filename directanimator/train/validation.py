@@ -126,14 +126,15 @@ def baseline_metrics(vs: ValidationSet) -> dict[str, dict[str, float]]:
 
 @torch.no_grad()
 def validate(model, vs: ValidationSet, codec: LatentCodec, encoder_hidden_states: torch.Tensor, steps: int,
-             device: torch.device | str = "cpu", seed: int = 0, batch: int = 8) -> dict[str, float]:
-    """val_loss and the sample metrics (module docstring); the model is left in the mode it had."""
+             device: torch.device | str = "cpu", seed: int = 0, batch: int = 8, sampler=None) -> dict[str, float]:
+    """val_loss and the sample metrics (module docstring); `sampler` defaults to CogVideoX's DDIM
+    scheduler. The model is left in the mode it had."""
     from .. import model as model_pkg
 
     was_training = model.training
     model.eval()
     scheduler = make_scheduler()
-    sampler = build_scheduler("ddim")
+    sampler = sampler if sampler is not None else build_scheduler("ddim")
     layout = model.config.get("reference_layout", "first_frame")
     losses, rows = [], []
     n = len(vs)
