@@ -1,4 +1,5 @@
-"""Held-out validation curves of training runs against CPU time, with the trivial answers as
+"""Held-out validation curves of training runs against CPU time: the cross-ID denoising loss with the
+true target (fixed noise and timesteps) and the four sample metrics, with the trivial answers as
 horizontal lines (the runs' validation.jsonl, train/validation.py). Used for the scaling study.
 
     .venv/bin/python experiments/validation_curves.py RUN [RUN ...] --labels A B ... --out docs/scaling.png
@@ -12,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-METRICS = (("val_ssim", "SSIM", "ssim"), ("val_psnr", "PSNR (dB)", "psnr"),
+METRICS = (("val_loss", "denoising loss (fixed noise, t)", None), ("val_ssim", "SSIM", "ssim"), ("val_psnr", "PSNR (dB)", "psnr"),
            ("val_person_psnr", "person PSNR (dB)", "person_psnr"), ("val_moving_psnr", "moving-region PSNR (dB)", "moving_psnr"))
 TRIVIAL = {"still": "still photo", "pasted": "pasted driving", "silhouette": "silhouette fill"}
 
@@ -35,17 +36,17 @@ def main() -> None:
 
     labels = args.labels or [Path(r).name for r in args.runs]
     data = [read(Path(r)) for r in args.runs]
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.5 * len(METRICS), 4))
     for ax, (key, title, tkey) in zip(axes, METRICS):
         for label, (_, rows) in zip(labels, data):
             ax.plot([r["train_seconds"] / 60 for r in rows], [r[key] for r in rows], marker=".", label=label)
         head = data[0][0]["trivial_answers"]
-        for name, style in zip(TRIVIAL, ("--", ":", "-.")):
+        for name, style in zip(TRIVIAL if tkey else (), ("--", ":", "-.")):
             if head[name][tkey] > min(r[key] for _, rows in data for r in rows) - 3:
                 ax.axhline(head[name][tkey], color="gray", linestyle=style, label=TRIVIAL[name])
         ax.set_title(title)
         ax.set_xlabel("minutes of a one-thread run (wall clock)")
-    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=90)
