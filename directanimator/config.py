@@ -67,7 +67,12 @@ class QualityConfig:
 class PoseCueConfig:
     """Pose Cue: segmented foreground -> grayscale -> frequency-domain low-pass (paper A.2)."""
 
-    mode: Literal["gray_lowpass", "gray", "rgb"] = "gray_lowpass"
+    # gray_lowpass: the paper's Pose Cue; gray, rgb: Table 3's S4 and S3; skeleton: COCO-17 keypoints
+    # drawn as a coloured stick figure, moved onto the reference person (the S5 arm, cues/skeleton.py)
+    mode: Literal["gray_lowpass", "gray", "rgb", "skeleton"] = "gray_lowpass"
+    # skeleton mode with given keypoints (the puppet world): add the errors skeleton detectors make
+    # (left/right confused when facing away, occluded limbs dropped or misplaced)
+    skeleton_errors: bool = False
     # Gaussian frequency response H(f) = exp(-f^2 / (2 fc^2)) with fc = cutoff_cycles / size cycles
     # per pixel: the cutoff is relative to the frame, so the cue is blurred alike at every working
     # size (a spatial Gaussian of sigma = size / (2 pi cutoff_cycles) pixels). 20.48 cycles per

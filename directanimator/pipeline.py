@@ -229,7 +229,7 @@ class DirectAnimatorPipeline:
                  steps: int | None = None, seed: int | None = None, size: int | None = None,
                  guidance_scale: float | None = None, side_by_side: str | Path | None = None,
                  segmenter=None, face_detector=None, reference_mask: np.ndarray | None = None,
-                 progress: bool = True, window_overlap: int | None = None,
+                 progress: bool = True, window_overlap: int | None = None, keypoints=None,
                  callback: Callable[[str, int, int], None] | None = None) -> AnimationResult:
         """`callback(stage, done, total)`, when given, is called as work advances: ("cues", 0, 1)
         before the cues, ("windows", k, n) after each of the n windows. An exception it raises
@@ -270,7 +270,7 @@ class DirectAnimatorPipeline:
             report, _ = extract_cues(ref_img, lambda: iter_frames(driving), cues_cfg,
                                      lambda r, m: _SpoolSink(spool, r, m), fps=info.fps, segmenter=segmenter,
                                      face_detector=face_detector, reference_mask=reference_mask,
-                                     num_frames_hint=info.num_frames, progress=progress)
+                                     num_frames_hint=info.num_frames, progress=progress, keypoints=keypoints)
             seconds["cues"] = time.perf_counter() - t0
             n = report.num_frames
             with safe_open(str(spool), "np") as f:

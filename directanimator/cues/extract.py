@@ -29,6 +29,7 @@ from ..errors import InputError
 from ..video import Letterbox
 from .face import FaceDetector, MediaPipeFaceDetector, SubjectFaceFinder, face_cue, track_boxes
 from .location import estimate_alignment, location_masks, tight_box
+from .skeleton import KeypointSource, MediaPipeKeypoints, draw_skeleton
 from .pose import GaussianLowpass, pose_cue
 from .quality import MaskStats, mask_stats, quality_scores
 from .segment import MediaPipeSegmenter, Segmenter, SubjectTracker, select_subject
@@ -51,7 +52,7 @@ class CueReport:
     letterbox: dict
     quality_scores: list[float]
     ms_per_frame: dict[str, float]
-    models: dict[str, str]
+    models: dict
     config: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -164,9 +165,11 @@ def prepare_reference(reference: np.ndarray, cfg: CuesConfig, segmenter: Segment
 def extract_cues(reference: np.ndarray, driving: FrameSource, cfg: CuesConfig,
                  make_sink: Callable[[np.ndarray, np.ndarray], CueSink] = MemorySink, fps: float = 30.0, segmenter: Segmenter | None = None,
                  face_detector: FaceDetector | None = None, reference_mask: np.ndarray | None = None,
-                 num_frames_hint: int | None = None, progress: bool = False) -> tuple[CueReport, CueSink]:
+                 num_frames_hint: int | None = None, progress: bool = False,
+                 keypoints: KeypointSource | None = None) -> tuple[CueReport, CueSink]:
     """Run both passes. `make_sink(reference, reference_mask)` receives the cues frame by frame;
-    returns the report and the sink (a `MemorySink` holds the `DrivingCues` in `.cues`)."""
+    returns the report and the sink (a `MemorySink` holds the `DrivingCues` in `.cues`). In the
+    `skeleton` pose mode the keypoints come from `keypoints` (MediaPipe Pose when None)."""
     t_start = time.perf_counter()
     # Two cores are shared by the models, the FFT and the video encoder thread: torch's own
     # thread pool only oversubscribes them (measured 1.4 -> 7.7 ms/frame for the pose cue).
@@ -182,6 +185,9 @@ def extract_cues(reference: np.ndarray, driving: FrameSource, cfg: CuesConfig,
         own_models.append(face_finder)
     else:
         face_finder = SubjectFaceFinder(face_detector)
+    if cfg.pose.mode == "skeleton" and keypoints is None:
+        keypoints = MediaPipeKeypoints()
+        own_models.append(keypoints)
     try:
         # The reference is a photo, not a frame of the driving clip: it is segmented by its own
         # model instance (clean temporal state) unless its mask is given.
@@ -197,7 +203,7 @@ def extract_cues(reference: np.ndarray, driving: FrameSource, cfg: CuesConfig,
             analysis, lb = _analyse(driving, cfg, segmenter, face_finder, Path(spool) / "masks.u8",
                                     timer, num_frames_hint, progress)
             report = _render(driving, cfg, analysis, ref_mask, ref_info, lb, Path(spool) / "masks.u8",
-                             sink, timer, fps, progress, t_start, [segmenter.name, face_finder.name])
+                             sink, timer, fps, progress, t_start, [segmenter.name, face_finder.name], keypoints)
     finally:
         for m in own_models:
             m.close()  # type: ignore[attr-defined]
@@ -244,7 +250,7 @@ def _analyse(driving: FrameSource, cfg: CuesConfig, segmenter: Segmenter, face_f
 
 def _render(driving: FrameSource, cfg: CuesConfig, an: _Analysis, ref_mask: np.ndarray, ref_info: dict,
             lb: Letterbox, spool: Path, sink: CueSink, timer: _Timer, fps: float, progress: bool,
-            t_start: float, model_names: list[str]) -> CueReport:
+            t_start: float, model_names: list[str], keypoints: KeypointSource | None = None) -> CueReport:
     n = len(an.stats)
     if not any(b is not None for b in an.boxes):
         raise InputError("no person found in any frame of the driving video")
@@ -259,6 +265,7 @@ def _render(driving: FrameSource, cfg: CuesConfig, an: _Analysis, ref_mask: np.n
     face_boxes = track_boxes(an.faces, cfg.face.max_gap, cfg.face.smooth_radius)
     lowpass = GaussianLowpass(cfg.pose.cutoff_cycles / cfg.size) if cfg.pose.mode == "gray_lowpass" else None
     h, w = an.shape[:2]
+    skeleton_frames = 0
     masks = np.memmap(spool, dtype=np.uint8, mode="r", shape=(n, h, w))
     with _progress(n, "cues 2/2 render", progress) as bar:
         t = time.perf_counter()
@@ -267,10 +274,18 @@ def _render(driving: FrameSource, cfg: CuesConfig, an: _Analysis, ref_mask: np.n
                 break
             t = timer("decode", t)
             subject = masks[index].astype(bool)
-            if pose_valid[index]:
+            colour = cfg.pose.mode in ("rgb", "skeleton")
+            pose = None
+            if pose_valid[index] and cfg.pose.mode == "skeleton":
+                kps = keypoints(rgb, index) if keypoints is not None else None
+                if kps is not None:  # moved onto the reference person like the Location Cue
+                    kps = np.concatenate([alignment.apply(kps[:, :2]), kps[:, 2:3]], axis=1)
+                    pose = draw_skeleton(kps, cfg.size)
+                    skeleton_frames += 1
+            elif pose_valid[index]:
                 pose = pose_cue(rgb, subject, cfg.pose.mode, lowpass)
-            else:
-                pose = np.zeros(rgb.shape if cfg.pose.mode == "rgb" else rgb.shape[:2], np.uint8)
+            if pose is None:
+                pose = np.zeros(rgb.shape if colour else rgb.shape[:2], np.uint8)
             t = timer("pose_cue", t)
             box = face_boxes[index]
             face = face_cue(rgb, box, cfg.face.margin, cfg.size, cfg.face.enlarge_and_center)
@@ -290,7 +305,9 @@ def _render(driving: FrameSource, cfg: CuesConfig, an: _Analysis, ref_mask: np.n
         no_face_frames=sorted(set(range(n)) - set(face_frames)),
         alignment=alignment.as_dict(), reference=ref_info, letterbox=lb.as_dict(),
         quality_scores=[round(float(s), 4) for s in scores], ms_per_frame={},
-        models={"segmenter": model_names[0], "face_detector": model_names[1]})
+        models={"segmenter": model_names[0], "face_detector": model_names[1],
+                **({"keypoints": keypoints.name, "skeleton_frames": skeleton_frames} if cfg.pose.mode == "skeleton"
+                   else {})})
     t0 = time.perf_counter()
     sink.close(report)
     timer("write", t0)

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import torch
 
-POSE_MODES = ("gray_lowpass", "gray", "rgb")
+POSE_MODES = ("gray_lowpass", "gray", "rgb", "skeleton")
 
 
 class GaussianLowpass:

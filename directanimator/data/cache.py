@@ -138,6 +138,10 @@ def compute_cues(clip: ClipFrames, ref_index: int, cfg: Config) -> DrivingCues:
         kwargs["reference_mask"] = clip.masks[ref_index]
     if clip.face_boxes is not None:
         kwargs["face_detector"] = GivenFaceBoxes(clip.face_boxes, reference_box=clip.face_boxes[ref_index])
+    if cues_cfg.pose.mode == "skeleton" and clip.keypoints is not None:
+        from ..cues.skeleton import GivenKeypoints
+
+        kwargs["keypoints"] = GivenKeypoints(clip.keypoints, errors=cues_cfg.pose.skeleton_errors)
     return extract_cues_in_memory(clip.frames[ref_index], list(clip.frames), cues_cfg, fps=clip.fps, **kwargs)
 
 

@@ -19,33 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-MODEL_NAME = "MediaPipe Pose (33 landmarks, model_complexity 1)"
+from ..cues.skeleton import MODEL_NAME, MediaPipePose  # noqa: F401 (the pose model lives with the cues)
 MEDIAPIPE_TORSO = (11, 12, 23, 24)
 COCO_TORSO = (5, 6, 11, 12)
-
-
-class MediaPipePose:
-    name = MODEL_NAME
-
-    def __init__(self):
-        import mediapipe as mp
-
-        from ..cues._native import quiet_native_stderr
-
-        with quiet_native_stderr():
-            self._pose = mp.solutions.pose.Pose(static_image_mode=False, model_complexity=1,
-                                                min_detection_confidence=0.5)
-
-    def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
-        """(33, 3): x, y in pixels and visibility; None without a body."""
-        res = self._pose.process(np.ascontiguousarray(rgb))
-        if res.pose_landmarks is None:
-            return None
-        h, w = rgb.shape[:2]
-        return np.array([[p.x * w, p.y * h, p.visibility] for p in res.pose_landmarks.landmark], np.float32)
-
-    def close(self) -> None:
-        self._pose.close()
 
 
 class DWPoseONNX:

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..cues.face import GivenFaceBoxes
 from ..cues.location import estimate_alignment, tight_box, warp_mask
+from ..cues.skeleton import GivenKeypoints
 from ..cues.segment import GivenMasks
 from ..data.format import clip_dir, read_annotations
 from ..video import iter_frames
@@ -135,7 +136,8 @@ def evaluate_triples(pipe, dataset: str | Path, limit: int | None = None, steps:
                 pipe(reference, clip_dir(dataset, tr["driving"]) / "video.mp4", out, steps=steps, seed=seed,
                      segmenter=GivenMasks(list(drv_ann["masks"].astype(np.float32))),
                      face_detector=GivenFaceBoxes(drv_ann["face_boxes"], reference_box=ref_ann["face_boxes"][0]),
-                     reference_mask=ref_ann["masks"][0], progress=False)
+                     reference_mask=ref_ann["masks"][0], progress=False,
+                     keypoints=GivenKeypoints(drv_ann["keypoints"], errors=pipe.config.cues.pose.skeleton_errors))
                 gen = np.stack(list(iter_frames(out)))
                 n = min(len(gen), len(truth))
                 row = {"triple": k, **puppet_metrics(gen[:n], truth[:n], gt_ann["masks"][:n], ref_mask),
