@@ -258,3 +258,32 @@ def test_written_config_round_trips_and_bad_values_are_one_line(tmp_path, capsys
         err = capsys.readouterr().err
         assert err.startswith("error: config key 'cues.") and "must lie between" in err, err
         assert len(err.strip().splitlines()) == 1 and not (tmp_path / "c").exists()
+
+
+def test_a_truncated_video_is_reported(tmp_path, capsys):
+    """An mp4 with its index at the front, cut in half: the frames that can be read are used, and
+    the report and a warning line say how many the container announced."""
+    import av
+
+    from directanimator.synth.render import render_clip
+
+    clip = render_clip(21, 22, 23, 40, 128)
+    full = tmp_path / "full.mp4"
+    with av.open(str(full), "w", options={"movflags": "faststart"}) as c:
+        s = c.add_stream("libx264", rate=15)
+        s.width, s.height, s.pix_fmt = 128, 128, "yuv420p"
+        for f in clip.frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    half = tmp_path / "half.mp4"
+    data = full.read_bytes()
+    half.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "cues"
+    code = main(["cues", "--quiet", "--reference", str(ASTRONAUT), "--driving", str(half), "--out", str(out),
+                 "--size", "128"])
+    err = capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert code == 0 and report["container_frames"] == 40 and report["num_frames"] < 40
+    assert f"announces 40 frames but only {report['num_frames']} could be read" in err

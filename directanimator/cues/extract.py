@@ -54,6 +54,18 @@ class CueReport:
     ms_per_frame: dict[str, float]
     models: dict
     config: dict = field(default_factory=dict)
+    # frames the container says it holds (None when it does not say); fewer read = a truncated file
+    container_frames: int | None = None
+
+    @property
+    def truncated(self) -> bool:
+        return self.container_frames is not None and self.num_frames < self.container_frames
+
+    def truncation_warning(self) -> str | None:
+        if not self.truncated:
+            return None
+        return (f"warning: the driving video's container announces {self.container_frames} frames but only "
+                f"{self.num_frames} could be read (a truncated or damaged file?); the output has {self.num_frames}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -204,6 +216,7 @@ def extract_cues(reference: np.ndarray, driving: FrameSource, cfg: CuesConfig,
                                     timer, num_frames_hint, progress)
             report = _render(driving, cfg, analysis, ref_mask, ref_info, lb, Path(spool) / "masks.u8",
                              sink, timer, fps, progress, t_start, [segmenter.name, face_finder.name], keypoints)
+            report.container_frames = num_frames_hint or None  # 0: the container does not say
     finally:
         for m in own_models:
             m.close()  # type: ignore[attr-defined]
