@@ -7,6 +7,7 @@ keypoint) maps back to source pixels. Audio is carried over by stream copy, neve
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -163,11 +164,17 @@ def save_image(path: str | Path, rgb: np.ndarray) -> None:
     Path(path).write_bytes(buf.tobytes())
 
 
+# audio codecs an mp4 holds as they are (stream copy); anything else is re-encoded to AAC
+MP4_AUDIO = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus"})
+
+
 class VideoWriter:
     """Write (H, W, 3) uint8 RGB or (H, W) gray frames to an H.264 mp4, one at a time.
 
     `audio_from`, when given, is a video whose audio stream is stream-copied into the output on
-    close (the output then keeps the source's sound on the same timeline).
+    close (the output then keeps the source's sound on the same timeline); a codec an mp4 cannot
+    hold (PCM from a webcam AVI, ...) is re-encoded to AAC, and if even that fails the video is
+    written without sound and a warning line says so.
     """
 
     def __init__(self, path: str | Path, fps: Fraction | float, width: int, height: int,
@@ -182,10 +189,21 @@ class VideoWriter:
         self._stream.options = {"crf": str(crf), "preset": preset, "tune": "zerolatency"}
         self._audio_in = None
         self._audio_out = None
+        self._transcode = False
         if self._audio_from is not None:
             self._audio_in = av.open(str(self._audio_from))
             if self._audio_in.streams.audio:
-                self._audio_out = self._container.add_stream_from_template(self._audio_in.streams.audio[0])
+                src = self._audio_in.streams.audio[0]
+                try:
+                    if src.codec_context.name in MP4_AUDIO:
+                        self._audio_out = self._container.add_stream_from_template(src)
+                    else:  # e.g. a webcam's 8-bit PCM: an mp4 cannot hold it, AAC can
+                        self._audio_out = self._container.add_stream("aac", rate=src.codec_context.sample_rate or 48000)
+                        self._transcode = True
+                except Exception as exc:  # noqa: BLE001 - never lose the video for its sound
+                    self._audio_out = None
+                    print(f"warning: the driving video's audio ({src.codec_context.name}) cannot be kept "
+                          f"({exc.__class__.__name__}); writing the video without sound", file=sys.stderr)
         self.frames_written = 0
 
     def write(self, frame: np.ndarray) -> None:
@@ -206,16 +224,34 @@ class VideoWriter:
             audio_in = self._audio_in.streams.audio[0]
             # Copy only the audio that falls inside the video's duration.
             end = self.frames_written / float(self._stream.average_rate or self._stream.rate)
-            for packet in self._audio_in.demux(audio_in):
-                if packet.dts is None:
-                    continue
-                if packet.pts is not None and float(packet.pts * audio_in.time_base) >= end:
-                    break
-                packet.stream = self._audio_out
-                self._container.mux(packet)
+            try:
+                self._copy_audio(audio_in, end)
+            except Exception as exc:  # noqa: BLE001 - never lose the video for its sound
+                print(f"warning: the driving video's audio could not be written ({exc.__class__.__name__}); "
+                      f"the video may have no or partial sound", file=sys.stderr)
         if self._audio_in is not None:
             self._audio_in.close()
         self._container.close()
+
+    def _copy_audio(self, audio_in, end: float) -> None:
+        """The source's audio inside [0, end) seconds: packets copied, or decoded and re-encoded
+        to AAC when the mp4 cannot hold the source codec."""
+        for packet in self._audio_in.demux(audio_in):
+            if packet.dts is None:
+                continue
+            if packet.pts is not None and float(packet.pts * audio_in.time_base) >= end:
+                break
+            if not self._transcode:
+                packet.stream = self._audio_out
+                self._container.mux(packet)
+                continue
+            for frame in packet.decode():
+                frame.pts = None
+                for out in self._audio_out.encode(frame):
+                    self._container.mux(out)
+        if self._transcode:
+            for out in self._audio_out.encode(None):
+                self._container.mux(out)
 
     def __enter__(self) -> "VideoWriter":
         return self

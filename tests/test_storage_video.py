@@ -114,3 +114,39 @@ def test_load_image_variants(tmp_path):
         load_image(tmp_path / "bad.jpg")
     with pytest.raises(InputError, match="file not found"):
         load_image(tmp_path / "missing.jpg")
+
+
+def test_audio_an_mp4_cannot_hold_is_reencoded_to_aac(tmp_path):
+    """A webcam-style AVI with 8-bit PCM sound: written as mp4 with AAC (it used to crash with
+    "'mp4' format does not support 'pcm_u8' codec")."""
+    import av
+
+    src = tmp_path / "webcam.avi"
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("mpeg4", rate=10)
+        v.width, v.height, v.pix_fmt = 64, 64, "yuv420p"
+        a = c.add_stream("pcm_u8", rate=8000)
+        a.layout = "mono"
+        for i in range(10):
+            for p in v.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), 20 * i, np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+        tone = (128 + 60 * np.sin(np.arange(8000) / 5)).astype(np.uint8)[None]
+        for k in range(0, 8000, 800):
+            f = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k:k + 800]), format="u8", layout="mono")
+            f.sample_rate = 8000
+            for p in a.encode(f):
+                c.mux(p)
+        for p in a.encode():
+            c.mux(p)
+    assert av.open(str(src)).streams.audio[0].codec_context.name == "pcm_u8"
+    out = tmp_path / "out.mp4"
+    with VideoWriter(out, 10, 64, 64, audio_from=src) as w:
+        for f in iter_frames(src):
+            w.write(f)
+    with av.open(str(out)) as c:
+        assert c.streams.audio and c.streams.audio[0].codec_context.name == "aac"
+        samples = sum(fr.samples for fr in c.decode(audio=0))
+    assert samples >= 0.5 * 8000  # most of its second of sound kept
+    assert len(list(iter_frames(out))) == 10
