@@ -140,6 +140,7 @@ class AnimateService:
 
         self.check_files(reference, driving)
         size = self.check_size(size)
+        steps = None if steps in (None, 0, "") else steps  # 0: the checkpoint's own setting
         if steps is not None and not 1 <= int(steps) <= 1000:
             raise InputError(f"steps must lie between 1 and 1000, got {steps}")
         if guidance is not None and not (math.isfinite(float(guidance)) and 1.0 <= float(guidance) <= 20.0):
@@ -230,7 +231,7 @@ def build_app(service: AnimateService):
                 checkpoint = gr.Textbox(value=service.default_checkpoint or "", label="checkpoint (empty: embedded)",
                                         elem_id="checkpoint")
                 size = gr.Number(value=0, precision=0, label="size in pixels (0: the model's)", elem_id="size")
-                steps = gr.Number(value=25, precision=0, label="denoising steps", elem_id="steps")
+                steps = gr.Number(value=0, precision=0, label="denoising steps (0: the model's)", elem_id="steps")
             with gr.Row():
                 seed = gr.Number(value=0, precision=0, label="seed", elem_id="seed")
                 guidance = gr.Number(value=1.0, label="guidance (1: off)", elem_id="guidance")
