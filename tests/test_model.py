@@ -266,7 +266,8 @@ def test_real_size_5b_config_on_meta_device():
         model = CueFusionTransformer3D(**transformer_kwargs(cfg, 16))
         base = CogVideoXTransformer3DModel(**{k: v for k, v in transformer_kwargs(cfg, 16).items()
                                               if k not in ("injection", "cue_latent_channels", "use_face_cue",
-                                                           "use_location_cue")})
+                                                           "use_location_cue", "reference_layout",
+                                                           "reference_residual")})
     counts = model.count_parameters()
     print(f"\n5B config: backbone {counts['backbone']:,}  cue modules {counts['cue']:,} "
           f"({100 * counts['cue'] / counts['backbone']:.2f}%)")
