@@ -154,7 +154,28 @@ def load_image(path: str | Path) -> np.ndarray:
         image = cv2.cvtColor((image[:, :, :3] * alpha).astype(np.uint8), cv2.COLOR_BGR2RGB)
     else:
         image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2RGB)
-    return np.ascontiguousarray(image)
+    return np.ascontiguousarray(apply_exif_orientation(image, exif_orientation(path)))
+
+
+def exif_orientation(path: Path) -> int:
+    """The EXIF orientation tag (1-8) of a photo, 1 when it has none (phones store photos sideways
+    and say how to turn them)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            value = int(im.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - no EXIF, or a format PIL does not read: as stored
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def apply_exif_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn a decoded image (H, W, C) the way its EXIF orientation says it is to be shown."""
+    ops = {2: lambda x: x[:, ::-1], 3: lambda x: x[::-1, ::-1], 4: lambda x: x[::-1],
+           5: lambda x: x.transpose(1, 0, 2), 6: lambda x: np.rot90(x, -1), 7: lambda x: np.rot90(x.transpose(1, 0, 2), 2),
+           8: lambda x: np.rot90(x, 1)}
+    return ops[orientation](image) if orientation in ops else image
 
 
 def save_image(path: str | Path, rgb: np.ndarray) -> None:

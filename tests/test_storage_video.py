@@ -150,3 +150,22 @@ def test_audio_an_mp4_cannot_hold_is_reencoded_to_aac(tmp_path):
         samples = sum(fr.samples for fr in c.decode(audio=0))
     assert samples >= 0.5 * 8000  # most of its second of sound kept
     assert len(list(iter_frames(out))) == 10
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_photos_are_turned_as_their_exif_orientation_says(tmp_path, orientation):
+    """A phone photo stored sideways with an EXIF orientation tag is read upright, as Pillow's own
+    exif_transpose shows it (it used to be processed as stored)."""
+    from PIL import Image, ImageOps
+
+    rng = np.random.default_rng(orientation)
+    stored = (rng.random((24, 40, 3)) * 255).astype(np.uint8)
+    path = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).save(path, exif=exif, quality=100, subsampling=0)
+    with Image.open(path) as im:
+        want = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    got = load_image(path)
+    assert got.shape == want.shape
+    assert np.abs(got.astype(int) - want).mean() < 2.0  # the two JPEG decoders differ by a level or so
