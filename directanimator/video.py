@@ -71,6 +71,9 @@ class VideoInfo:
     num_frames: int  # from the container header; 0 when the container does not say
     has_audio: bool
     variable_frame_rate: bool
+    # display rotation from the container (a phone's sideways recording), degrees counter-clockwise
+    # as FFmpeg reports it; frames are turned upright when read, and width/height are the upright ones
+    rotation: int = 0
 
 
 def _open(path: Path) -> av.container.InputContainer:
@@ -91,7 +94,8 @@ def _open(path: Path) -> av.container.InputContainer:
 
 
 def probe_video(path: str | Path) -> VideoInfo:
-    """Read the header and the packet timestamps (no decoding) of a video."""
+    """Read the header and the packet timestamps of a video (and decode its first frame, for the
+    display rotation only)."""
     path = Path(path)
     with _open(path) as container:
         stream = container.streams.video[0]
@@ -110,9 +114,35 @@ def probe_video(path: str | Path) -> VideoInfo:
         deltas = deltas[deltas > 0]
         # Constant-rate files differ by a tick of rounding at most; VFR ones by much more.
         vfr = bool(len(deltas) and deltas.max() > 1.25 * deltas.min() and deltas.max() - deltas.min() > 2)
-        return VideoInfo(path=path, width=stream.codec_context.width, height=stream.codec_context.height,
-                         fps=float(rate), fps_fraction=Fraction(rate), num_frames=int(stream.frames or 0),
-                         has_audio=bool(container.streams.audio), variable_frame_rate=vfr)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        has_audio, frames = bool(container.streams.audio), int(stream.frames or 0)
+    rotation = _first_frame_rotation(path)
+    if rotation % 180:
+        width, height = height, width
+    return VideoInfo(path=path, width=width, height=height, fps=float(rate), fps_fraction=Fraction(rate),
+                     num_frames=frames, has_audio=has_audio, variable_frame_rate=vfr, rotation=rotation)
+
+
+def _first_frame_rotation(path: Path) -> int:
+    """The display rotation (degrees, a multiple of 90) of the first decoded frame; 0 if none."""
+    try:
+        with _open(path) as container:
+            for frame in container.decode(video=0):
+                return _rotation(frame)
+    except (av.error.FFmpegError, InputError):
+        return 0
+    return 0
+
+
+def _rotation(frame) -> int:
+    return int(round(float(getattr(frame, "rotation", 0) or 0) / 90.0)) * 90 % 360
+
+
+def _upright(frame) -> np.ndarray:
+    """A decoded frame as (H, W, 3) RGB, turned as its display matrix says (phones store sideways)."""
+    rgb = frame.to_ndarray(format="rgb24")
+    k = _rotation(frame) // 90
+    return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
 
 
 def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
@@ -124,7 +154,7 @@ def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for frame in container.decode(stream):
-            yield frame.to_ndarray(format="rgb24")
+            yield _upright(frame)
             index += 1
     except av.error.FFmpegError as exc:
         if index == 0:

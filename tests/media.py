@@ -28,3 +28,27 @@ def write_clip(path, frames, fps=25, audio=False):
         for p in a.encode():
             c.mux(p)
     c.close()
+
+
+def set_display_rotation(src, dst, clockwise_degrees=90):
+    """Copy an mp4 with its track header's display matrix set to turn the picture by
+    `clockwise_degrees` (90 or 270) when shown, as a phone writes a sideways recording. Patches the
+    tkhd box's matrix in place (no re-encoding; the same as `ffmpeg -c copy -metadata:s:v rotate=`)."""
+    import struct
+
+    data = bytearray(open(src, "rb").read())
+    i = data.find(b"tkhd")
+    version = data[i + 4]
+    start = i - 4
+    width, height = struct.unpack(">II", data[start + 8 + 4 + (20 if version == 0 else 32) + 8 + 8 + 36:][:8])
+    width, height = width >> 16, height >> 16
+    one, neg = 0x10000, (-0x10000) & 0xFFFFFFFF
+    if clockwise_degrees == 90:
+        matrix = (0, one, 0, neg, 0, 0, height << 16, 0, 0x40000000)
+    elif clockwise_degrees == 270:
+        matrix = (0, neg, 0, one, 0, 0, 0, width << 16, 0x40000000)
+    else:
+        raise ValueError("90 or 270")
+    off = start + 8 + 4 + (20 if version == 0 else 32) + 8 + 8
+    data[off:off + 36] = struct.pack(">9I", *matrix)
+    open(dst, "wb").write(bytes(data))

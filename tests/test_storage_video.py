@@ -169,3 +169,24 @@ def test_photos_are_turned_as_their_exif_orientation_says(tmp_path, orientation)
     got = load_image(path)
     assert got.shape == want.shape
     assert np.abs(got.astype(int) - want).mean() < 2.0  # the two JPEG decoders differ by a level or so
+
+
+@pytest.mark.parametrize("clockwise", [90, 270])
+def test_phone_rotation_is_honoured(tmp_path, clockwise):
+    """A sideways-stored clip with a display rotation is read upright (it used to be processed
+    sideways: 0 faces found in a rotated phone clip), and probe reports the upright size."""
+    from .media import set_display_rotation
+
+    stored = np.zeros((3, 16, 32, 3), np.uint8)
+    stored[:, :4, :4] = 255  # a marker at the stored top-left
+    plain = tmp_path / "plain.mp4"
+    write_clip(plain, list(stored), fps=10)
+    rotated = tmp_path / "rotated.mp4"
+    set_display_rotation(plain, rotated, clockwise)
+    info = probe_video(rotated)
+    assert (info.width, info.height, info.rotation) == (16, 32, (360 - clockwise) % 360)
+    frames = list(iter_frames(rotated))
+    assert len(frames) == 3 and frames[0].shape == (32, 16, 3)
+    want = np.rot90(stored[0], -clockwise // 90)  # the stored frame turned clockwise
+    assert np.abs(frames[0].astype(int) - want).mean() < 8
+    assert probe_video(plain).rotation == 0

@@ -139,7 +139,8 @@ def write_cues(reference_path: str | Path, driving_path: str | Path, out_dir: st
         report.config = to_dict(cfg)
         data = report.as_dict()
         data["driving"] = {"path": str(driving_path), "width": info.width, "height": info.height,
-                           "variable_frame_rate": info.variable_frame_rate, "has_audio": info.has_audio}
+                           "variable_frame_rate": info.variable_frame_rate, "has_audio": info.has_audio,
+                           "rotation": info.rotation}
         atomic_write_bytes(tmp / "report.json", json.dumps(data, indent=2).encode())
         # nested under `cues:` like every config file, so it can be passed back as --config
         atomic_write_bytes(tmp / "config.yaml", yaml.safe_dump({"cues": to_dict(cfg)}, sort_keys=False).encode())
