@@ -110,6 +110,20 @@ def _plot_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device(name: str | None):
+    import torch
+
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"--device: not a device name: {name!r} (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: no CUDA GPU is visible to torch on this machine")
+    return device
+
+
 def _animate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -124,7 +138,9 @@ def _animate(args: argparse.Namespace) -> int:
     for path in (out, side):
         if path is not None:
             check_output_file(path, overwrite=args.overwrite)
-    pipe = DirectAnimatorPipeline.from_pretrained(args.checkpoint, scheduler=args.scheduler)
+    device = _device(args.device)
+    pipe = DirectAnimatorPipeline.from_pretrained(args.checkpoint, scheduler=args.scheduler, device=device,
+                                                  dtype=args.dtype)
     result = pipe(args.reference, args.driving, out, steps=args.steps, seed=args.seed, size=args.size,
                   guidance_scale=args.guidance, side_by_side=side, progress=not args.quiet)
     frames = result.cue_report.get("container_frames")
@@ -242,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="the same seed gives the same video")
     p.add_argument("--size", type=int, default=None, help="working size in pixels (default: the model's)")
     p.add_argument("--scheduler", choices=["ddim", "dpm"], default=None)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default: cuda when there is one)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="the transformer's and VAE's dtype (default: bfloat16 on CUDA, float32 on the CPU)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance on the cues (1 = off)")
     p.add_argument("--side-by-side", action="store_true",
                    help="also write OUT_side_by_side.mp4: reference | driving | pose cue | result")

@@ -155,13 +155,17 @@ class DirectAnimatorPipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, device: str | torch.device = "cpu",
-                        scheduler: str | None = None) -> "DirectAnimatorPipeline":
-        """`path` None = the embedded demo model. See `resolve_checkpoint` for the folders taken."""
+                        scheduler: str | None = None, dtype: torch.dtype | str | None = None) -> "DirectAnimatorPipeline":
+        """`path` None = the embedded demo model. See `resolve_checkpoint` for the folders taken.
+        `dtype` is the transformer's and the VAE's (None: bfloat16 on CUDA, float32 elsewhere); the
+        sampler's own arithmetic stays float32."""
         from .model.loading import check_compatible, load_transformer
 
+        device = torch.device(device)
+        dtype = resolve_dtype(dtype, device)
         model_dir, cfg = resolve_checkpoint(path)
-        transformer = load_transformer(model_dir)
-        codec = build_codec(cfg.model, device=device)
+        transformer = load_transformer(model_dir).to(dtype=dtype)
+        codec = build_codec(cfg.model, device=device, dtype=dtype)
         check_compatible(transformer, cfg, codec.latent_channels, f"checkpoint {model_dir}")
         kind = scheduler or cfg.inference.scheduler
         return cls(transformer, make_inference_scheduler(kind, cfg.model.pretrained), codec,
@@ -357,6 +361,19 @@ class DirectAnimatorPipeline:
                 tmp_sbs.replace(side_by_side)
         seconds = {k: round(v, 3) for k, v in seconds.items()}
         return AnimationResult(out, n, info.fps, ow, oh, len(starts), seconds, report.as_dict())
+
+
+def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    """None or "auto": bfloat16 on CUDA (what CogVideoX runs in), float32 elsewhere."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in names:
+        raise InputError(f"--dtype must be one of auto, float32, bfloat16, float16, got {dtype!r}")
+    return names[dtype]
 
 
 def make_inference_scheduler(kind: str, pretrained: str | None = None):

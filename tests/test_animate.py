@@ -262,3 +262,27 @@ def test_inference_never_imports_training_code():
             "print(sorted(m for m in sys.modules if m.startswith('directanimator.train')))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_animate_device_and_dtype(tmp_path):
+    """--device/--dtype: bfloat16 on the CPU runs end to end and stays close to float32; a CUDA
+    device where there is none is one error line."""
+    import torch
+
+    drv, _ = puppet_driving(tmp_path, frames=9, audio=False)
+    ref, _ = puppet_reference(tmp_path)
+    outs = {}
+    for dtype in ("float32", "bfloat16"):
+        out = tmp_path / f"{dtype}.mp4"
+        r = cli("animate", "--reference", str(ref), "--driving", str(drv), "--out", str(out), "--steps", "2",
+                "--device", "cpu", "--dtype", dtype, "--quiet")
+        assert r.returncode == 0, r.stderr
+        outs[dtype] = np.stack(list(iter_frames(out))).astype(np.float32)
+    assert outs["bfloat16"].shape == outs["float32"].shape
+    assert np.abs(outs["bfloat16"] - outs["float32"]).mean() < 6.0  # levels of 255
+    pipe = DirectAnimatorPipeline.from_pretrained(None, dtype="bfloat16")
+    assert next(pipe.transformer.parameters()).dtype == torch.bfloat16
+    if not torch.cuda.is_available():
+        r = cli("animate", "--reference", str(ref), "--driving", str(drv), "--out", str(tmp_path / "g.mp4"),
+                "--device", "cuda", "--quiet")
+        assert r.returncode == 2 and r.stderr.strip() == "error: --device cuda: no CUDA GPU is visible to torch on this machine"

@@ -69,23 +69,26 @@ def sample_latents(transformer, scheduler, reference_latent: torch.Tensor, cues:
     latents = (torch.randn(shape, generator=generator, dtype=torch.float32) * scheduler.init_noise_sigma).to(device)
     scheduler.set_timesteps(steps, device=device)
     layout = transformer.config.get("reference_layout", "first_frame")
-    cond = {k: cues[k] for k in CUE_KEYS}
-    uncond = {k: torch.zeros_like(cues[k]) for k in CUE_KEYS}
-    enc = encoder_hidden_states
+    # the transformer runs in its own dtype (bf16 on GPUs), the scheduler's arithmetic in float32
+    params = list(transformer.parameters()) if isinstance(transformer, torch.nn.Module) else []
+    dtype = params[0].dtype if params else torch.float32
+    cond = {k: cues[k].to(dtype) for k in CUE_KEYS}
+    uncond = {k: torch.zeros_like(cues[k], dtype=dtype) for k in CUE_KEYS}
+    enc = encoder_hidden_states.to(dtype)
     if enc.shape[0] != shape[0]:
         enc = enc.expand(shape[0], -1, -1)
     old_pred = None
     timesteps = scheduler.timesteps
     for i, t in enumerate(tqdm(timesteps, desc="denoise", leave=False, disable=not progress)):
-        x = i2v_hidden_states(scheduler.scale_model_input(latents, t), reference_latent, layout)
+        x = i2v_hidden_states(scheduler.scale_model_input(latents, t), reference_latent, layout).to(dtype)
         tt = t.expand(shape[0])
-        v = transformer(x, enc, tt, **cond).sample
+        v = transformer(x, enc, tt, **cond).sample.float()
         if guidance_scale != 1.0:
-            v_u = transformer(x, enc, tt, **uncond).sample
+            v_u = transformer(x, enc, tt, **uncond).sample.float()
             v = v_u + guidance_scale * (v - v_u)
         if isinstance(scheduler, CogVideoXDPMScheduler):
             latents, old_pred = scheduler.step(v, old_pred, t, timesteps[i - 1] if i > 0 else None, latents,
                                                generator=generator, return_dict=False)
         else:
             latents = scheduler.step(v, t, latents, return_dict=False)[0]
-    return from_diffusion_target(transformer, latents, reference_latent)
+    return from_diffusion_target(transformer, latents, reference_latent.float())
