@@ -40,12 +40,16 @@ class SegmentationConfig:
     roi: bool = True
     # The crop's side is this times the subject box's longer side.
     roi_expand: float = 1.4
+    # The reference photo must hold a person: MediaPipe's pose and face detectors' confidence on it
+    # (cues/presence.py, calibrated on photos with and without people); 0 = no check.
+    min_person_confidence: float = 0.5
 
     def __post_init__(self) -> None:
         _check_range("cues.segmentation.model_selection", self.model_selection, 0, 1)
         _check_range("cues.segmentation.threshold", self.threshold, 0.0, 1.0)
         _check_range("cues.segmentation.min_component_area", self.min_component_area, 0.0, 1.0)
         _check_range("cues.segmentation.roi_expand", self.roi_expand, 1.0, 10.0)
+        _check_range("cues.segmentation.min_person_confidence", self.min_person_confidence, 0.0, 1.0)
 
 
 @dataclass

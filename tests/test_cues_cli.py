@@ -287,3 +287,25 @@ def test_a_truncated_video_is_reported(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert code == 0 and report["container_frames"] == 40 and report["num_frames"] < 40
     assert f"announces 40 frames but only {report['num_frames']} could be read" in err
+
+
+@pytest.mark.parametrize("photo, person", [("coffee.jpg", False), ("cat.jpg", False), ("rocket.jpg", False),
+                                           ("grace_hopper.jpg", True), (None, True)])
+@pytest.mark.parametrize("size", [64, 512])
+def test_a_reference_without_a_person_is_refused_at_every_size(tmp_path, capsys, photo, person, size):
+    """A cup, a cat or a launch scene as the reference: exit 2 with one line (they used to pass at
+    512 px, a rock or a speck becoming "the person"), the same at 64 px; people pass at both."""
+    from directanimator.cues.presence import person_confidence
+    from directanimator.video import load_image
+
+    path = ASTRONAUT if photo is None else Path(__file__).parent / "data" / photo
+    confidence = person_confidence(load_image(path))
+    assert (confidence >= 0.8) if person else (confidence < 0.2), confidence
+    code = main(["cues", "--quiet", "--reference", str(path), "--driving", str(WALK_VIDEO), "--out",
+                 str(tmp_path / "c"), "--size", str(size)])
+    err = capsys.readouterr().err
+    if person:
+        assert code == 0, err
+    else:
+        assert code == 2 and err.startswith("error: no person found in the reference image")
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / "c").exists()

@@ -156,6 +156,14 @@ def prepare_reference(reference: np.ndarray, cfg: CuesConfig, segmenter: Segment
                       name: str = "reference image") -> tuple[np.ndarray, np.ndarray, dict]:
     """Letterbox the reference, find its person (required) and face (optional). The person mask is
     `reference_mask` when given, else `segmenter`'s answer."""
+    if reference_mask is None and cfg.segmentation.min_person_confidence > 0:
+        from .presence import person_confidence
+
+        confidence = person_confidence(reference)
+        if confidence < cfg.segmentation.min_person_confidence:
+            raise InputError(f"no person found in the {name} (person detectors' confidence {confidence:.2f} < "
+                             f"{cfg.segmentation.min_person_confidence}); use a photo where the person is clearly "
+                             f"visible")
     lb = Letterbox.fit(reference.shape[1], reference.shape[0], cfg.size)
     ref = lb.apply(reference)
     if reference_mask is not None:
