@@ -500,24 +500,34 @@ def test_a_short_run_of_the_recipe_beats_the_still_photo_on_its_training_windows
     assert model_psnr > still_psnr + 0.5
 
 
+def tiny_t5_folder(root: Path) -> Path:
+    """text_encoder/ (a random 1-layer T5, safetensors) and tokenizer/spiece.model (SentencePiece
+    trained on made-up text) in the CogVideoX folder layout."""
+    import sentencepiece as spm
+    from transformers import T5Config, T5EncoderModel
+
+    (root / "tokenizer").mkdir(parents=True)
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(f"a person {w} in a {c} room, dancing slowly number {k}" for k in range(60)
+                                for w, c in (("walks", "red"), ("jumps", "blue"), ("waves", "green"))))
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(root / "tokenizer" / "spiece"),
+                                   vocab_size=40, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+    torch.manual_seed(0)
+    T5EncoderModel(T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2)).save_pretrained(
+        root / "text_encoder", safe_serialization=True)
+    return root
+
+
 def test_t5_from_a_real_layout_folder_with_its_spiece_tokenizer(tmp_path):
     """A CogVideoX-layout folder (text_encoder/ safetensors, tokenizer/spiece.model) loads with this
     project's pins (the tokenizer read by sentencepiece itself, no protobuf conversion) and encodes
     prompts, the empty one included, with T5's ids: pieces, </s>, padding."""
     import sentencepiece as spm
-    from transformers import T5Config, T5EncoderModel
 
     from directanimator.model import T5PromptEncoder
     from directanimator.model.text import SentencePieceT5Tokenizer
 
-    (tmp_path / "tokenizer").mkdir()
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(f"a person {w} in a {c} room, dancing slowly number {k}" for k in range(60)
-                                for w, c in (("walks", "red"), ("jumps", "blue"), ("waves", "green"))))
-    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "tokenizer" / "spiece"),
-                                   vocab_size=40, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
-    T5EncoderModel(T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2)).save_pretrained(
-        tmp_path / "text_encoder", safe_serialization=True)
+    tiny_t5_folder(tmp_path)
     tok = SentencePieceT5Tokenizer(tmp_path / "tokenizer" / "spiece.model")
     sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "tokenizer" / "spiece.model"))
     ids = tok("a person walks", 32)[0].tolist()
@@ -560,3 +570,25 @@ def test_pseudo_filter_scores_follow_the_degradations_they_measure():
     assert scores["clean"].kept, scores["clean"].reasons
     assert [r.split()[0] for r in scores["jitter"].reasons] == ["pose_jitter"]
     assert [r.split()[0] for r in scores["leak"].reasons] == ["identity_leak"]
+
+
+def test_a_pretrained_model_without_a_text_encoder_path_gets_t5_of_the_empty_prompt_cached(tmp_path):
+    """What CogVideoX saw for an empty prompt is T5(""), not zeros: computed once with the model
+    folder's T5, then read from the cache without loading T5 (here: with the T5 weights gone)."""
+    import shutil
+
+    from directanimator.config import ModelConfig
+    from directanimator.model import CachedPrompt, T5PromptEncoder, build_text_encoder
+
+    folder = tiny_t5_folder(tmp_path / "CogVideoX")
+    want = T5PromptEncoder(folder, max_length=12)([""])
+    cache = tmp_path / "cache"
+    got = CachedPrompt(folder, 12, cache_dir=cache)([""])
+    assert torch.equal(got, want) and got.std() > 0 and len(list(cache.glob("*.safetensors"))) == 1
+    shutil.rmtree(folder / "text_encoder")
+    assert torch.equal(CachedPrompt(folder, 12, cache_dir=cache)(["", ""])[1], want[0])
+
+    class Dims:
+        config = type("C", (), {"max_text_seq_length": 12, "text_embed_dim": 16})()
+
+    assert isinstance(build_text_encoder(ModelConfig(pretrained=str(folder)), Dims()), CachedPrompt)

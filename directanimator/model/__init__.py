@@ -9,12 +9,12 @@ import torch
 from ..config import ModelConfig
 from .codec import CogVideoXCodec, LatentCodec, PixelShuffleCodec, latent_frames, mask_to_latent
 from .cue_fusion import CueFusion, downsample_mask
-from .text import NullPrompt, T5PromptEncoder
+from .text import CachedPrompt, NullPrompt, T5PromptEncoder
 from .transformer import INJECTIONS, REFERENCE_LAYOUTS, CueFusionOutput, CueFusionTransformer3D, i2v_hidden_states
 
 __all__ = [
     "INJECTIONS", "REFERENCE_LAYOUTS", "CogVideoXCodec", "CueFusion", "CueFusionOutput", "CueFusionTransformer3D", "LatentCodec",
-    "NullPrompt", "PixelShuffleCodec", "T5PromptEncoder", "build_codec", "build_text_encoder",
+    "CachedPrompt", "NullPrompt", "PixelShuffleCodec", "T5PromptEncoder", "build_codec", "build_text_encoder",
     "build_transformer", "downsample_mask", "i2v_hidden_states", "latent_frames", "mask_to_latent", "transformer_kwargs",
 ]
 
@@ -64,8 +64,13 @@ def build_transformer(cfg: ModelConfig, latent_channels: int) -> CueFusionTransf
 
 
 def build_text_encoder(cfg: ModelConfig, transformer: CueFusionTransformer3D, device: str | torch.device = "cpu"):
-    """T5 when `model.text.encoder_path` is set, else the null prompt; lengths follow the transformer."""
+    """T5 when `model.text.encoder_path` is set; for a pretrained model without it, T5 of the prompt
+    from the model folder's own T5, cached on disk (what the pretrained model saw for an empty
+    prompt is T5(""), not zeros); the null prompt (zeros) for models from scratch. Lengths follow
+    the transformer."""
     length, dim = transformer.config.max_text_seq_length, transformer.config.text_embed_dim
     if cfg.text.encoder_path:
         return T5PromptEncoder(cfg.text.encoder_path, length, device=device)
+    if cfg.pretrained:
+        return CachedPrompt(cfg.pretrained, length, device=device)
     return NullPrompt(length, dim)

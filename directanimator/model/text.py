@@ -2,7 +2,9 @@
 
 The paper captions its clips with Qwen2-VL and encodes them with CogVideoX's T5. Tiny configs have
 no text encoder: every sample gets the same null-prompt embedding (zeros), which makes the text
-branch a constant the model learns around.
+branch a constant the model learns around. A pretrained CogVideoX never saw zeros: without a text
+encoder path it gets T5 of its fixed prompt ("" by default, std ~0.94, not zeros), computed once with
+the model folder's own T5 and cached on disk (`CachedPrompt`), so the 4.7 GB T5 is not loaded again.
 """
 
 from __future__ import annotations
@@ -112,3 +114,50 @@ class T5PromptEncoder:
                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
         prompts = [prompts] if isinstance(prompts, str) else prompts
         return torch.stack([self._encode_one(p) for p in prompts]).to(device, dtype)
+
+
+def prompt_cache_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "directanimator" / "prompts"
+
+
+class CachedPrompt:
+    """T5 embeddings of prompts for a pretrained model folder, from a disk cache keyed by the folder
+    (its path and its T5 config) and the prompt; the folder's T5 is loaded only on a cache miss."""
+
+    def __init__(self, folder: str | Path, max_length: int, device: str | torch.device = "cpu",
+                 cache_dir: str | Path | None = None):
+        self.folder = Path(folder).resolve()
+        enc_dir = self.folder / "text_encoder" if (self.folder / "text_encoder").is_dir() else self.folder
+        config = enc_dir / "config.json"
+        self._id = hashlib.sha256(str(self.folder).encode() + (config.read_bytes() if config.is_file() else b"")
+                                  ).hexdigest()[:16]
+        self.max_length = max_length
+        self.device = device
+        self.cache_dir = Path(cache_dir) if cache_dir else prompt_cache_dir() / self._id
+        self._encoder: T5PromptEncoder | None = None
+        self._memory: dict[str, torch.Tensor] = {}
+
+    def _embed(self, prompt: str) -> torch.Tensor:
+        if prompt in self._memory:
+            return self._memory[prompt]
+        key = hashlib.sha256(f"{self.max_length}\0{prompt}".encode()).hexdigest()[:32]
+        file = self.cache_dir / f"{key}.safetensors"
+        if file.is_file():
+            from safetensors.torch import load_file
+
+            emb = load_file(str(file))["prompt_embeds"]
+        else:
+            if self._encoder is None:
+                self._encoder = T5PromptEncoder(self.folder, self.max_length, device=self.device,
+                                                cache_dir=self.cache_dir)
+            emb = self._encoder([prompt])[0].float().cpu()
+        self._memory[prompt] = emb
+        return emb
+
+    def __call__(self, prompts: list[str] | str, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        prompts = [prompts] if isinstance(prompts, str) else prompts
+        return torch.stack([self._embed(p) for p in prompts]).to(device, dtype)
