@@ -164,7 +164,7 @@ class DirectAnimatorPipeline:
         device = torch.device(device)
         dtype = resolve_dtype(dtype, device)
         model_dir, cfg = resolve_checkpoint(path)
-        transformer = load_transformer(model_dir).to(dtype=dtype)
+        transformer = load_transformer(model_dir, dtype=None if dtype == torch.float32 else dtype)
         codec = build_codec(cfg.model, device=device, dtype=dtype)
         check_compatible(transformer, cfg, codec.latent_channels, f"checkpoint {model_dir}")
         kind = scheduler or cfg.inference.scheduler

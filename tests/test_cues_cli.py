@@ -133,8 +133,14 @@ def test_person_in_some_frames_and_no_face_in_reference(tmp_path, capsys, walk_f
     faceless[20:95, 75:140] = cv2.GaussianBlur(faceless[20:95, 75:140], (0, 0), 25)
     cv2.imwrite(str(tmp_path / "faceless.png"), faceless)
     out = tmp_path / "out"
+    # the person-presence check needs a face (its detectors are face-anchored): it refuses this photo
+    # and says how to skip it
     code, err = run(["--reference", tmp_path / "faceless.png", "--driving", tmp_path / "partial.mp4", "--out", out,
                      "--size", "128"], capsys)
+    assert code == 2 and "min_person_confidence: 0" in err and not out.exists()
+    (tmp_path / "no_check.yaml").write_text("cues:\n  segmentation:\n    min_person_confidence: 0\n")
+    code, err = run(["--reference", tmp_path / "faceless.png", "--driving", tmp_path / "partial.mp4", "--out", out,
+                     "--size", "128", "--config", tmp_path / "no_check.yaml"], capsys)
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())
     assert report["num_frames"] == 20 and report["no_person_frames"][:5] == [0, 1, 2, 3, 4]

@@ -162,8 +162,9 @@ def prepare_reference(reference: np.ndarray, cfg: CuesConfig, segmenter: Segment
         confidence = person_confidence(reference)
         if confidence < cfg.segmentation.min_person_confidence:
             raise InputError(f"no person found in the {name} (person detectors' confidence {confidence:.2f} < "
-                             f"{cfg.segmentation.min_person_confidence}); use a photo where the person is clearly "
-                             f"visible")
+                             f"{cfg.segmentation.min_person_confidence}); use a photo where the person and the face "
+                             f"are clearly visible, or set cues.segmentation.min_person_confidence: 0 in a --config "
+                             f"to skip this check (a person seen from behind)")
     lb = Letterbox.fit(reference.shape[1], reference.shape[0], cfg.size)
     ref = lb.apply(reference)
     if reference_mask is not None:

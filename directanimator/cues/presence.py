@@ -7,7 +7,9 @@ Segmentation alone cannot tell: the selfie model labels 92% of a cat photo and 2
 "person". Measured on the test photos (tests/data/, the bundled astronaut): people 0.98-1.00 (pose),
 0.87-0.90 (face); a cup, a cat, a launch scene 0 (no pose, no face). The threshold
 (`cues.segmentation.min_person_confidence`, 0.5) sits in that gap; the puppets of the puppet world score
-0.98-1.00 too.
+0.98-1.00 too. A limit, measured: both detectors need the face (MediaPipe's pose detector is
+anchored on it), so a person seen from behind, or with the face hidden, scores 0 as well; the error
+says how to skip the check for such a photo.
 """
 
 from __future__ import annotations

@@ -64,9 +64,12 @@ def check_compatible(model: CueFusionTransformer3D, cfg: Config, latent_channels
             raise InputError(f"{what} was made for another config: model {key} = {have!r}, this config has {value!r}")
 
 
-def load_transformer(path: str | Path) -> CueFusionTransformer3D:
+def load_transformer(path: str | Path, dtype=None) -> CueFusionTransformer3D:
+    """The transformer of a run, checkpoint or model folder, in `dtype` (default: as stored)."""
     folder = resolve_model_dir(path)
     try:
+        if dtype is not None:
+            return CueFusionTransformer3D.from_pretrained(str(folder), torch_dtype=dtype)
         return CueFusionTransformer3D.from_pretrained(str(folder))
     except (OSError, ValueError, RuntimeError) as exc:
         raise InputError(f"cannot load the checkpoint in {folder}: {str(exc).splitlines()[0]}") from None
