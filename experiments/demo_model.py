@@ -74,14 +74,15 @@ def main() -> None:
         "--smooth", "50", "--out", str(work / f"losses_seed{args.seed}.png")])
     from directanimator.pipeline import DirectAnimatorPipeline
 
-    pipe = DirectAnimatorPipeline.from_pretrained(cross / "best")
     from dataclasses import replace
 
     from directanimator.config import load_config
 
-    # the shipped inference settings are stage 2's config's (its denoising steps were chosen on the
-    # validation triples: experiments/reports/scaling.md), not those the run started with
-    pipe.config = replace(pipe.config, inference=load_config(ROOT / args.cross_config).inference)
+    # the shipped inference settings are stage 2's config's (its scheduler and steps were chosen on
+    # the validation triples with experiments/sampler_sweep.py), not those the run started with
+    inference = load_config(ROOT / args.cross_config).inference
+    pipe = DirectAnimatorPipeline.from_pretrained(cross / "best", scheduler=inference.scheduler)
+    pipe.config = replace(pipe.config, inference=inference)
     final = work / f"pipeline_seed{args.seed}"
     if final.exists():
         shutil.rmtree(final)
