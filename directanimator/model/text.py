@@ -48,7 +48,24 @@ class SentencePieceT5Tokenizer:
         return torch.tensor([ids + [self.pad_id] * (max_length - len(ids))])
 
 
-class T5PromptEncoder:
+def prompt_key(max_length: int, prompt: str) -> str:
+    """The cache file name of a prompt's embedding."""
+    return hashlib.sha256(f"{max_length}\0{prompt}".encode()).hexdigest()[:32]
+
+
+class _Prompts:
+    """`__call__(prompts)` -> (N, length, dim) from the subclass's `_embed(prompt)` (1 x length x dim)."""
+
+    def _embed(self, prompt: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, prompts: list[str] | str, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        prompts = [prompts] if isinstance(prompts, str) else prompts
+        return torch.stack([self._embed(p) for p in prompts]).to(device, dtype)
+
+
+class T5PromptEncoder(_Prompts):
     """CogVideoX's text encoder (T5 v1.1 XXL) from a local folder holding `text_encoder/` and
     `tokenizer/` (the CogVideoX model folder) or both files directly. Frozen; each prompt is encoded
     once and cached in memory, and on disk as safetensors when `cache_dir` is given."""
@@ -82,12 +99,9 @@ class T5PromptEncoder:
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._cache: dict[str, torch.Tensor] = {}
 
-    def _key(self, prompt: str) -> str:
-        return hashlib.sha256(f"{self.max_length}\0{prompt}".encode()).hexdigest()[:32]
-
     @torch.no_grad()
-    def _encode_one(self, prompt: str) -> torch.Tensor:
-        key = self._key(prompt)
+    def _embed(self, prompt: str) -> torch.Tensor:
+        key = prompt_key(self.max_length, prompt)
         if key in self._cache:
             return self._cache[key]
         file = self.cache_dir / f"{key}.safetensors" if self.cache_dir else None
@@ -110,11 +124,6 @@ class T5PromptEncoder:
         self._cache[key] = emb
         return emb
 
-    def __call__(self, prompts: list[str] | str, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        prompts = [prompts] if isinstance(prompts, str) else prompts
-        return torch.stack([self._encode_one(p) for p in prompts]).to(device, dtype)
-
 
 def prompt_cache_dir() -> Path:
     import os
@@ -123,7 +132,7 @@ def prompt_cache_dir() -> Path:
     return Path(base) / "directanimator" / "prompts"
 
 
-class CachedPrompt:
+class CachedPrompt(_Prompts):
     """T5 embeddings of prompts for a pretrained model folder, from a disk cache keyed by the folder
     (its path and its T5 config) and the prompt; the folder's T5 is loaded only on a cache miss."""
 
@@ -143,8 +152,7 @@ class CachedPrompt:
     def _embed(self, prompt: str) -> torch.Tensor:
         if prompt in self._memory:
             return self._memory[prompt]
-        key = hashlib.sha256(f"{self.max_length}\0{prompt}".encode()).hexdigest()[:32]
-        file = self.cache_dir / f"{key}.safetensors"
+        file = self.cache_dir / f"{prompt_key(self.max_length, prompt)}.safetensors"
         if file.is_file():
             from safetensors.torch import load_file
 
@@ -156,8 +164,3 @@ class CachedPrompt:
             emb = self._encoder([prompt])[0].float().cpu()
         self._memory[prompt] = emb
         return emb
-
-    def __call__(self, prompts: list[str] | str, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        prompts = [prompts] if isinstance(prompts, str) else prompts
-        return torch.stack([self._embed(p) for p in prompts]).to(device, dtype)
