@@ -35,10 +35,13 @@ def samples_per_s(run_dir: Path, skip: int = 5) -> float:
 def spent_hours(runs_dir: Path) -> dict:
     """CPU hours (one thread each) of every run under runs_dir that finished (summary.json)."""
     out = {}
+    import yaml
+
     for summary in sorted(runs_dir.glob("*/summary.json")):
         s = json.loads(summary.read_text())
+        batch = yaml.safe_load((summary.parent / "config.yaml").read_text())["train"]["batch_size"]
         out[summary.parent.name] = {"steps": s["steps"], "cpu_hours": round(s["seconds"] / 3600, 3),
-                                    "samples_per_s": round(s["steps"] * 8 / max(s["seconds"], 1e-9), 1)}
+                                    "samples_per_s": round(s["steps"] * batch / max(s["seconds"], 1e-9), 1)}
     return out
 
 

@@ -24,7 +24,7 @@ def _cues(args: argparse.Namespace) -> int:
         cfg.__post_init__()
     report = write_cues(args.reference, args.driving, args.out, cfg, overwrite=args.overwrite,
                         progress=not args.quiet)
-    if report.truncated:
+    if report.truncation_warning():
         print(report.truncation_warning(), file=sys.stderr)
     summary = {k: report.as_dict()[k] for k in ("num_frames", "person_frames", "face_frames", "alignment")}
     summary["dropped_frames"] = len(report.dropped_frames)
@@ -143,10 +143,11 @@ def _animate(args: argparse.Namespace) -> int:
                                                   dtype=args.dtype)
     result = pipe(args.reference, args.driving, out, steps=args.steps, seed=args.seed, size=args.size,
                   guidance_scale=args.guidance, side_by_side=side, progress=not args.quiet)
-    frames = result.cue_report.get("container_frames")
-    if frames is not None and result.num_frames < frames:
-        print(f"warning: the driving video's container announces {frames} frames but only {result.num_frames} "
-              f"could be read (a truncated or damaged file?); the output has {result.num_frames}", file=sys.stderr)
+    from .cues.extract import truncation_warning
+
+    warning = truncation_warning(result.num_frames, result.cue_report.get("container_frames"))
+    if warning:
+        print(warning, file=sys.stderr)
     print(f"wrote {out}" + (f" and {side}" if side else "") + ": " + json.dumps(result.as_dict()))
     return 0
 

@@ -4,13 +4,15 @@ import av
 import numpy as np
 
 
-def write_clip(path, frames, fps=25, audio=False):
+def write_clip(path, frames, fps=25, audio=False, video_codec="libx264", audio_codec="aac", audio_rate=16000):
+    """Frames (H, W, 3) uint8 to a video; with `audio`, a 440 Hz tone of the same length in
+    `audio_codec` (aac as float planar, pcm_u8 as 8-bit unsigned, e.g. a webcam AVI's sound)."""
     c = av.open(str(path), "w")
-    s = c.add_stream("libx264", rate=fps)
+    s = c.add_stream(video_codec, rate=fps)
     s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
     a = None
     if audio:
-        a = c.add_stream("aac", rate=16000)
+        a = c.add_stream(audio_codec, rate=audio_rate)
         a.layout = "mono"
     for f in frames:
         for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
@@ -18,11 +20,13 @@ def write_clip(path, frames, fps=25, audio=False):
     for p in s.encode():
         c.mux(p)
     if a is not None:
-        n = int(16000 * len(frames) / fps)
-        tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(n) / 16000)).astype(np.float32)[None]
+        n = int(audio_rate * len(frames) / fps)
+        tone = 0.2 * np.sin(2 * np.pi * 440 * np.arange(n) / audio_rate)
+        fmt = "u8" if audio_codec == "pcm_u8" else "fltp"
+        samples = ((128 + 127 * tone).astype(np.uint8) if fmt == "u8" else tone.astype(np.float32))[None]
         for i in range(0, n, 1024):
-            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, i:i + 1024]), format="fltp", layout="mono")
-            af.sample_rate = 16000
+            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, i:i + 1024]), format=fmt, layout="mono")
+            af.sample_rate = audio_rate
             for p in a.encode(af):
                 c.mux(p)
         for p in a.encode():

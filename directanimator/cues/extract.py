@@ -57,18 +57,19 @@ class CueReport:
     # frames the container says it holds (None when it does not say); fewer read = a truncated file
     container_frames: int | None = None
 
-    @property
-    def truncated(self) -> bool:
-        return self.container_frames is not None and self.num_frames < self.container_frames
-
     def truncation_warning(self) -> str | None:
-        if not self.truncated:
-            return None
-        return (f"warning: the driving video's container announces {self.container_frames} frames but only "
-                f"{self.num_frames} could be read (a truncated or damaged file?); the output has {self.num_frames}")
+        return truncation_warning(self.num_frames, self.container_frames)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def truncation_warning(read: int, announced: int | None) -> str | None:
+    """The warning line for a driving video that yielded fewer frames than its container announces."""
+    if announced is None or read >= announced:
+        return None
+    return (f"warning: the driving video's container announces {announced} frames but only {read} could be "
+            f"read (a truncated or damaged file?); the output has {read}")
 
 
 @dataclass
@@ -288,6 +289,7 @@ def _render(driving: FrameSource, cfg: CuesConfig, an: _Analysis, ref_mask: np.n
     lowpass = GaussianLowpass(cfg.pose.cutoff_cycles / cfg.size) if cfg.pose.mode == "gray_lowpass" else None
     h, w = an.shape[:2]
     skeleton_frames = 0
+    colour = cfg.pose.mode in ("rgb", "skeleton")  # the pose cue has 3 channels
     masks = np.memmap(spool, dtype=np.uint8, mode="r", shape=(n, h, w))
     with _progress(n, "cues 2/2 render", progress) as bar:
         t = time.perf_counter()
@@ -296,7 +298,6 @@ def _render(driving: FrameSource, cfg: CuesConfig, an: _Analysis, ref_mask: np.n
                 break
             t = timer("decode", t)
             subject = masks[index].astype(bool)
-            colour = cfg.pose.mode in ("rgb", "skeleton")
             pose = None
             if pose_valid[index] and cfg.pose.mode == "skeleton":
                 kps = keypoints(rgb, index) if keypoints is not None else None

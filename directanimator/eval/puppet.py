@@ -54,10 +54,6 @@ def face_psnr(generated: np.ndarray, truth: np.ndarray, boxes: np.ndarray) -> fl
     return float(10 * np.log10(1.0 / max(mse, 1e-12)))
 
 
-def person_psnr(generated: np.ndarray, truth: np.ndarray, masks: np.ndarray) -> float | None:
-    return region_psnr(generated, truth, _dilate(masks[: len(generated)]))
-
-
 def _dilate(masks: np.ndarray) -> np.ndarray:
     import cv2
 
@@ -138,30 +134,32 @@ def evaluate_triples(pipe, dataset: str | Path, limit: int | None = None, steps:
                      face_detector=GivenFaceBoxes(drv_ann["face_boxes"], reference_box=ref_ann["face_boxes"][0]),
                      reference_mask=ref_ann["masks"][0], progress=False,
                      keypoints=GivenKeypoints(drv_ann["keypoints"], errors=pipe.config.cues.pose.skeleton_errors))
-                gen = np.stack(list(iter_frames(out)))
-                n = min(len(gen), len(truth))
-                row = {"triple": k, **puppet_metrics(gen[:n], truth[:n], gt_ann["masks"][:n], ref_mask),
-                       "l1": l1(gen[:n], truth[:n]), "face_psnr": face_psnr(gen[:n], truth[:n], gt_ann["face_boxes"][:n])}
-                rows.append(row)
+                rows.append({"triple": k, **_all_metrics(np.stack(list(iter_frames(out))), truth, gt_ann, ref_mask)})
             if baselines:
                 driving = np.stack(list(iter_frames(clip_dir(dataset, tr["driving"]) / "video.mp4")))
                 n = min(len(driving), len(truth))
                 answers = trivial_answers(reference, ref_mask, driving[:n], drv_ann["masks"][:n])
                 for name, video in answers.items():
-                    base_rows[name].append({"triple": k, **puppet_metrics(video, truth[:n], gt_ann["masks"][:n],
-                                                                          ref_mask),
-                                            "l1": l1(video, truth[:n]),
-                                            "face_psnr": face_psnr(video, truth[:n], gt_ann["face_boxes"][:n])})
-    return {"mean": _means(rows) if rows else None, "baselines": {k: _means(v) for k, v in base_rows.items()},
-            "triples": rows}
+                    base_rows[name].append({"triple": k, **_all_metrics(video, truth, gt_ann, ref_mask)})
+    return {"mean": mean_metrics(rows) if rows else None,
+            "baselines": {k: mean_metrics(v) for k, v in base_rows.items()}, "triples": rows}
 
 
 METRIC_KEYS = ("ssim", "psnr", "person_psnr", "moving_psnr", "l1", "face_psnr")
 
 
-def _means(rows: list[dict]) -> dict[str, float | None]:
+def _all_metrics(video: np.ndarray, truth: np.ndarray, truth_ann: dict, reference_mask: np.ndarray) -> dict:
+    """The four puppet metrics, L1 and face PSNR of a video against the truth (over their common frames)."""
+    n = min(len(video), len(truth))
+    video, truth = video[:n], truth[:n]
+    return {**puppet_metrics(video, truth, truth_ann["masks"][:n], reference_mask), "l1": l1(video, truth),
+            "face_psnr": face_psnr(video, truth, truth_ann["face_boxes"][:n])}
+
+
+def mean_metrics(rows: list[dict], keys: tuple[str, ...] = METRIC_KEYS) -> dict[str, float | None]:
+    """Per key, the mean over the rows that have a value (None when none has)."""
     out = {}
-    for key in METRIC_KEYS:
+    for key in keys:
         vals = [r[key] for r in rows if r.get(key) is not None]
         out[key] = float(np.mean(vals)) if vals else None
     return out

@@ -46,22 +46,13 @@ def s2x_depth(cfg: Config, num_layers: int) -> int:
 
 
 def save_best(out: Path, model: CueFusionTransformer3D, row: dict, cfg: Config) -> None:
-    """RUN/best/: the model with the best validation metric so far (written aside, then renamed)."""
-    import shutil
+    """RUN/best/: the model with the best validation metric so far (written aside, then swapped in)."""
+    from ..storage import atomic_output_dir
 
-    final = out / "best"
-    tmp = out / "best.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp / "model", safe_serialization=True)
-    (tmp / "best.json").write_text(json.dumps(row, indent=1))
-    (tmp / "config.yaml").write_text(dump_config(cfg))
-    old = out / "best.old"
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
+    with atomic_output_dir(out / "best", overwrite=True, known=("model", "best.json", "config.yaml")) as tmp:
+        model.save_pretrained(tmp / "model", safe_serialization=True)
+        (tmp / "best.json").write_text(json.dumps(row, indent=1))
+        (tmp / "config.yaml").write_text(dump_config(cfg))
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -192,6 +183,12 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
                 keep = [ln for ln in log_path.read_text().splitlines()
                         if ln.strip() and json.loads(ln)["step"] <= state["step"]]
                 log_path.write_text("".join(ln + "\n" for ln in keep))
+        if val_set is not None and not (out / "validation.jsonl").is_file():  # the trivial answers, once
+            from .validation import baseline_metrics
+
+            (out / "validation.jsonl").write_text(json.dumps(
+                {"step": 0, "trivial_answers": baseline_metrics(val_set), "triples": len(val_set),
+                 "dataset": str(vc.dataset)}) + "\n")
     accelerator.wait_for_everyone()
     tb = None
     if main:
@@ -212,13 +209,9 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
             state["batch_in_epoch"] = 0
 
     def run_validation() -> None:
-        from .validation import baseline_metrics, validate
+        from .validation import validate
 
         val_path = out / "validation.jsonl"
-        if not val_path.is_file() or not val_path.read_text().strip():
-            with open(val_path, "a") as fh:
-                fh.write(json.dumps({"step": 0, "trivial_answers": baseline_metrics(val_set),
-                                     "triples": len(val_set), "dataset": str(vc.dataset)}) + "\n")
         t_val = time.perf_counter()
         enc = text([cfg.model.text.prompt], device=device)
         judged = accelerator.unwrap_model(model_p)

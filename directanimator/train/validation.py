@@ -34,7 +34,7 @@ from ..cues.skeleton import GivenKeypoints
 from ..data.cache import cache_key, cache_root, encode_windows, load_clip_frames, write_entry
 from ..data.format import clip_dir
 from ..errors import InputError
-from ..eval.puppet import puppet_metrics, trivial_answers
+from ..eval.puppet import mean_metrics, puppet_metrics, trivial_answers
 from ..model.codec import LatentCodec
 from ..model.sampling import build_scheduler, diffusion_target, sample_latents
 from .losses import add_noise, denoising_loss, make_scheduler
@@ -111,8 +111,7 @@ def _uint8_frames(video: torch.Tensor) -> np.ndarray:
     return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def _mean_metrics(rows: list[dict]) -> dict[str, float]:
-    return {k: float(np.mean([r[k] for r in rows if r[k] is not None])) for k in rows[0]}
+SAMPLE_KEYS = ("ssim", "psnr", "person_psnr", "moving_psnr")
 
 
 def baseline_metrics(vs: ValidationSet) -> dict[str, dict[str, float]]:
@@ -123,7 +122,7 @@ def baseline_metrics(vs: ValidationSet) -> dict[str, dict[str, float]]:
         for name, video in answers.items():
             rows.setdefault(name, []).append(puppet_metrics(video, vs.truth[i], vs.truth_masks[i],
                                                             vs.reference_masks[i]))
-    return {k: _mean_metrics(v) for k, v in rows.items()}
+    return {k: mean_metrics(v, SAMPLE_KEYS) for k, v in rows.items()}
 
 
 @torch.no_grad()
@@ -161,5 +160,5 @@ def validate(model, vs: ValidationSet, codec: LatentCodec, encoder_hidden_states
     if was_training:
         model.train()
     out = {"val_loss": float(np.sum(losses) / (n * len(LOSS_TIMESTEPS)))}
-    out.update({f"val_{k}": v for k, v in _mean_metrics(rows).items()})
+    out.update({f"val_{k}": v for k, v in mean_metrics(rows, SAMPLE_KEYS).items()})
     return out
