@@ -37,7 +37,8 @@ def _synth(args: argparse.Namespace) -> int:
     from .synth.world import build_world
 
     records = build_world(args.out, args.identities, args.motions, args.clips, args.frames, args.size, args.seed,
-                          fps=args.fps, preview=args.preview, overwrite=args.overwrite, progress=not args.quiet)
+                          fps=args.fps, preview=args.preview, overwrite=args.overwrite, progress=not args.quiet,
+                          reference_pose=args.reference_pose)
     splits = {s: sum(r.split == s for r in records) for s in ("train", "test")}
     print(f"wrote {args.out}: {len(records)} clips ({splits['train']} train, {splits['test']} test in "
           f"{splits['test'] // 3} cross-ID triples)")
@@ -142,7 +143,8 @@ def _animate(args: argparse.Namespace) -> int:
     pipe = DirectAnimatorPipeline.from_pretrained(args.checkpoint, scheduler=args.scheduler, device=device,
                                                   dtype=args.dtype)
     result = pipe(args.reference, args.driving, out, steps=args.steps, seed=args.seed, size=args.size,
-                  guidance_scale=args.guidance, side_by_side=side, progress=not args.quiet)
+                  guidance_scale=args.guidance, side_by_side=side, progress=not args.quiet,
+                  keep_background=args.keep_background)
     from .cues.extract import truncation_warning
 
     warning = truncation_warning(result.num_frames, result.cue_report.get("container_frames"))
@@ -224,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--fps", type=float, default=15.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reference-pose", choices=["other_motion", "own_frame"], default="other_motion",
+                   help="training clips' reference photo: the person in another motion's pose, stored with the clip "
+                        "(as test triples have it), or one of the clip's own frames")
     p.add_argument("--preview", action="store_true", help="also write contact_sheet.png (identities x motions)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
@@ -263,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="the transformer's and VAE's dtype (default: bfloat16 on CUDA, float32 on the CPU)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance on the cues (1 = off)")
+    p.add_argument("--keep-background", action=argparse.BooleanOptionalAction, default=None,
+                   help="away from the person, the reference photo's own pixels (a still camera); default: the "
+                        "checkpoint's inference.keep_background")
     p.add_argument("--side-by-side", action="store_true",
                    help="also write OUT_side_by_side.mp4: reference | driving | pose cue | result")
     p.add_argument("--overwrite", action="store_true")

@@ -355,6 +355,12 @@ class InferenceConfig:
     # codec's 4-frame grid: model.frames - overlap a multiple of 4 (9 frames: 1 or 5; 49: 5, 9, ...)
     window_overlap: int = 5
     seed: int = 0
+    # keep the reference's background: outside the region the person occupies (the Location Cue's
+    # body mask of each frame united with the reference person's mask, grown by `keep_background_margin`
+    # of the frame size and feathered over as much again) every output pixel is the reference photo's,
+    # exactly; inside, the model's. For a static camera, as in the reference photo; off for a moving one.
+    keep_background: bool = False
+    keep_background_margin: float = 0.05
 
 
 @dataclass

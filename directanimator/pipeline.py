@@ -11,7 +11,9 @@ In the diffusers style: components (transformer, scheduler, codec, text encoder)
                          driving cues (pose, face and location dropped together)
   6. decode and blend    overlapping frames blended with triangular weights (as MimicMotion and
                          StableAnimator join windows), finished frames written at once
-  7. write               the driving video's frame count and fps, its audio stream copied
+  7. keep background     (inference.keep_background) outside the region the person occupies, the
+                         reference photo's own pixels (see `background_weight`)
+  8. write               the driving video's frame count and fps, its audio stream copied
 
 Memory is bounded by one window: cues are spooled to disk, windows are read back one at a time,
 and frames leave as soon as no later window overlaps them.
@@ -136,6 +138,51 @@ def triangular_weights(window: int, edge: float = 0.05) -> np.ndarray:
     return (np.minimum(j, window - 1 - j) + edge).astype(np.float32)
 
 
+def background_weight(body_mask: np.ndarray, reference_mask: np.ndarray, margin: float) -> np.ndarray:
+    """(H, W) float32 weight of the generated frame when the reference's background is kept: 1 over
+    the region the person occupies in this frame or occupied in the reference (the Location Cue's body
+    mask, any coverage, united with the reference person's mask) grown by `margin` x the frame size,
+    falling linearly to 0 over as much again, 0 beyond: there the output is the reference photo's own
+    pixels, exact, instead of the codec's lossy, sampled version of them (experiments/ceiling.py
+    measures what that is worth). margin 0: the region itself, no feather."""
+    import cv2
+
+    region = (np.asarray(body_mask) > 0) | np.asarray(reference_mask).astype(bool)
+    px = margin * max(region.shape)
+    if not region.any():
+        return np.ones(region.shape, np.float32)
+    if px <= 0:
+        return region.astype(np.float32)
+    # distance (px) of every pixel outside the region to its nearest region pixel
+    dist = cv2.distanceTransform((~region).astype(np.uint8), cv2.DIST_L2, 5)
+    return np.clip(2.0 - dist / px, 0.0, 1.0).astype(np.float32)
+
+
+class _BackgroundKeeper:
+    """Per output frame, the generated frame blended with the reference by `background_weight`.
+    Frames whose body mask is empty (no usable person in that driving frame) use the nearest frame
+    that has one; with none in the whole video the generated frames pass unchanged."""
+
+    def __init__(self, spool: Path, reference: np.ndarray, margin: float):
+        self.spool, self.margin = spool, margin
+        self.reference = reference.astype(np.float32)
+        with safe_open(str(spool), "np") as f:
+            self.reference_mask = f.get_tensor("reference_mask").astype(bool)
+            body = f.get_slice("body_mask")
+            n = body.get_shape()[0]
+            self.valid = np.array([bool((body[i:i + 1] > 0).any()) for i in range(n)])
+        self.valid_idx = np.flatnonzero(self.valid)
+
+    def __call__(self, index: int, frame: np.ndarray) -> np.ndarray:
+        if not len(self.valid_idx):
+            return frame
+        src = index if self.valid[index] else int(self.valid_idx[np.argmin(np.abs(self.valid_idx - index))])
+        with safe_open(str(self.spool), "np") as f:
+            body = f.get_slice("body_mask")[src:src + 1][0]
+        w = background_weight(body, self.reference_mask, self.margin)[..., None]
+        return w * frame + (1.0 - w) * self.reference
+
+
 class DirectAnimatorPipeline:
     def __init__(self, transformer: CueFusionTransformer3D, scheduler, codec, text_encoder, config: Config,
                  device: str | torch.device = "cpu"):
@@ -234,7 +281,8 @@ class DirectAnimatorPipeline:
                  guidance_scale: float | None = None, side_by_side: str | Path | None = None,
                  segmenter=None, face_detector=None, reference_mask: np.ndarray | None = None,
                  progress: bool = True, window_overlap: int | None = None, keypoints=None,
-                 callback: Callable[[str, int, int], None] | None = None) -> AnimationResult:
+                 callback: Callable[[str, int, int], None] | None = None,
+                 keep_background: bool | None = None) -> AnimationResult:
         """`callback(stage, done, total)`, when given, is called as work advances: ("cues", 0, 1)
         before the cues, ("windows", k, n) after each of the n windows. An exception it raises
         (e.g. a cancel) stops the call; nothing is written then."""
@@ -242,6 +290,11 @@ class DirectAnimatorPipeline:
         inf = cfg.inference
         if window_overlap is not None:
             inf = replace(inf, window_overlap=window_overlap)
+        if keep_background is not None:
+            inf = replace(inf, keep_background=bool(keep_background))
+        if not (0.0 <= inf.keep_background_margin <= 0.5):
+            raise InputError(f"inference.keep_background_margin must be in [0, 0.5] (a fraction of the frame), "
+                             f"got {inf.keep_background_margin}")
         steps = inf.steps if steps is None else steps
         seed = inf.seed if seed is None else seed
         guidance = inf.guidance_scale if guidance_scale is None else guidance_scale
@@ -290,6 +343,7 @@ class DirectAnimatorPipeline:
             seconds["codec"] += time.perf_counter() - t0
             starts = window_starts(n, window, overlap, self.codec.temporal_factor)
             weights = triangular_weights(window)
+            keeper = _BackgroundKeeper(spool, ref_lb, inf.keep_background_margin) if inf.keep_background else None
             tmp_out = tmp / ("result" + out.suffix)
             tmp_sbs = tmp / ("side" + out.suffix) if side_by_side else None
             writer = VideoWriter(tmp_out, info.fps_fraction, ow, oh, crf=18,
@@ -335,7 +389,10 @@ class DirectAnimatorPipeline:
                     # frames before the next window's start are final
                     final_upto = (starts[wi + 1] if wi + 1 < len(starts) else n) - written
                     for k in range(final_upto):
-                        full = np.clip(acc[k] / wacc[k] + 0.5, 0, 255).astype(np.uint8)
+                        blended = acc[k] / wacc[k]
+                        if keeper is not None:
+                            blended = keeper(written + k, blended)
+                        full = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
                         writer.write(np.ascontiguousarray(full[y0:y0 + oh, x0:x0 + ow]))
                         pose = pose_buf.pop(written + k)
                         if sbs is not None:  # reference | driving | pose cue | result, letterboxed

@@ -152,6 +152,11 @@ def atomic_output_dir(final: str | Path, overwrite: bool = False, known: Iterabl
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    # unique per process: two processes writing the same file (two `preprocess` runs on one dataset)
+    # must not rename each other's temporary file away; the last rename wins, whole
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

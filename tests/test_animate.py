@@ -291,3 +291,48 @@ def test_animate_device_and_dtype(tmp_path):
         r = cli("animate", "--reference", str(ref), "--driving", str(drv), "--out", str(tmp_path / "g.mp4"),
                 "--device", "cuda", "--quiet")
         assert r.returncode == 2 and r.stderr.strip() == "error: --device cuda: no CUDA GPU is visible to torch on this machine"
+
+
+def test_background_weight():
+    from directanimator.pipeline import background_weight
+
+    body = np.zeros((64, 64), np.float32)
+    body[20:40, 30:34] = 0.25  # grid-softened coverage counts wherever it is above 0
+    ref = np.zeros((64, 64), bool)
+    ref[10:20, 10:14] = True
+    w = background_weight(body, ref, margin=0.0)
+    assert set(np.unique(w)) == {0.0, 1.0} and w[25, 31] == 1 and w[15, 12] == 1 and w[50, 50] == 0
+    w = background_weight(body, ref, margin=4 / 64)  # 4 px kept, feathered over the next 4 px
+    assert w[25, 37] == 1.0 and 0.0 < w[25, 39] < 1.0 and w[25, 43] == 0.0 and w[60, 60] == 0.0
+    assert np.all(background_weight(np.zeros_like(body), np.zeros_like(ref), 0.05) == 1.0)  # nobody: no change
+
+
+def test_keep_background_gives_the_reference_pixels_away_from_the_person(tmp_path):
+    """inference.keep_background: far from the person (in this frame and in the reference) the output
+    is the reference photo itself (as the video encoder gives it back), nearer the person the model's."""
+    from directanimator.pipeline import background_weight
+
+    pipe = DirectAnimatorPipeline.from_pretrained(None)
+    plain = gt_pipeline_run(pipe, tmp_path, frames=9, steps=2, name="plain")
+    pipe.config.inference.keep_background = True
+    pipe.config.inference.keep_background_margin = 0.05
+    kept = gt_pipeline_run(pipe, tmp_path, frames=9, steps=2, name="kept")
+    _, ref = puppet_reference(tmp_path)
+    # the driving person is moved onto the reference person (eqs 9-12): far = 14 px or more beyond the
+    # reference person's box (an 8 px grid cell of the Location Cue + 2 x 3.2 px margin and feather)
+    ys, xs = np.nonzero(ref.masks[0])
+    far = np.ones(ref.frames[0].shape[:2], bool)
+    far[max(0, ys.min() - 14):ys.max() + 15, max(0, xs.min() - 14):xs.max() + 15] = False
+    assert far.mean() > 0.3
+    from directanimator.video import VideoWriter
+
+    writer = VideoWriter(tmp_path / "still.mp4", 15, 64, 64, crf=18)  # the reference through the same encoder
+    for _ in range(9):
+        writer.write(ref.frames[0])
+    writer.close()
+    reference = np.stack(list(iter_frames(tmp_path / "still.mp4"))).astype(np.float32)
+    err_kept = np.abs(kept[:, far] - reference[:, far]).mean()
+    err_plain = np.abs(plain[:, far] - reference[:, far]).mean()
+    print(f"\nmean |output - reference| far from the person: kept {err_kept:.2f}, plain {err_plain:.2f}")
+    assert err_kept < 1.5 and err_plain > 2 * err_kept
+    assert not np.array_equal(kept, plain)

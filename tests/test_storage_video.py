@@ -174,3 +174,30 @@ def test_phone_rotation_is_honoured(tmp_path, clockwise):
     want = np.rot90(stored[0], -clockwise // 90)  # the stored frame turned clockwise
     assert np.abs(frames[0].astype(int) - want).mean() < 8
     assert probe_video(plain).rotation == 0
+
+
+def _write_many(path: str, tag: bytes, count: int, barrier) -> None:
+    from directanimator.storage import atomic_write_bytes
+
+    barrier.wait()  # both start together
+    for _ in range(count):
+        atomic_write_bytes(path, tag * 4096)
+
+
+def test_atomic_write_from_two_processes_at_once(tmp_path):
+    """Two processes writing one file (two `preprocess` runs on one dataset's failures-0.jsonl) must
+    not rename each other's temporary file away: each write lands whole, none fails, nothing is left."""
+    import multiprocessing as mp
+
+    path = str(tmp_path / "shared.jsonl")
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_write_many, args=(path, tag, 2000, barrier)) for tag in (b"a", b"b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    data = (tmp_path / "shared.jsonl").read_bytes()
+    assert data in (b"a" * 4096, b"b" * 4096)
+    assert [p.name for p in tmp_path.iterdir()] == ["shared.jsonl"]

@@ -113,6 +113,14 @@ def test_synth_cli_is_deterministic_and_holds_out(tmp_path):
     ann = read_annotations(root, clip.clip_id)
     assert ann["masks"].shape == (5, 64, 64) and ann["keypoints"].shape == (5, 17, 3)
     assert ann["face_landmarks"].shape == (5, 68, 2) and ann["face_boxes"].shape == (5, 4)
+    # each training clip stores a reference photo of its person in its scene, in another motion's pose
+    refs = [read_annotations(root, r.clip_id) for r in train]
+    assert all(a["reference_frame"].shape == (64, 64, 3) and a["reference_mask"].shape == (64, 64) for a in refs)
+    assert all(a["reference_face_box"].shape == (4,) and a["reference_keypoints"].shape == (17, 3) for a in refs)
+    assert sum(not np.array_equal(a["reference_mask"], a["masks"][0]) for a in refs) >= len(refs) - 1
+    assert "reference_frame" not in read_annotations(root, test[0].clip_id)  # test triples have their own
+    assert main([*args, "--out", str(tmp_path / "c"), "--reference-pose", "own_frame"]) == 0
+    assert "reference_frame" not in read_annotations(tmp_path / "c", train[0].clip_id)
     frames = list(iter_frames(root / "clips" / clip.clip_id / "video.mp4"))
     assert len(frames) == 5 and frames[0].shape == (64, 64, 3)
     sheet = cv2.imread(str(root / "contact_sheet.png"))

@@ -104,6 +104,28 @@ def test_cache_is_keyed_by_config_and_content(puppet_dataset, tiny_cfg):
     assert sample["body_mask"].shape == (3, 1, 16, 16) and 0 <= sample["body_mask"].min() <= sample["body_mask"].max() <= 1
 
 
+def test_the_reference_is_the_photo_stored_with_the_clip(puppet_dataset, tiny_cfg):
+    """A puppet training clip carries a reference photo in another pose: the cache encodes that photo
+    as the reference, not one of the clip's frames (whose pose is close to the target's)."""
+    from directanimator.data.cache import load_clip_frames, video_tensor
+    from directanimator.data.format import clip_dir
+    from directanimator.model import build_codec
+
+    cfg = tiny_cfg()
+    data = CachedSamples(puppet_dataset, cfg, "same_id")
+    entry = data.items[0][0]  # the cache file of the first sample's clip
+    meta = read_meta(entry)
+    clip_id = meta["clip_id"]
+    assert meta["reference_index"] == -1
+    clip = load_clip_frames(clip_dir(puppet_dataset, clip_id), cfg.model.size)
+    codec = build_codec(cfg.model)
+    stored = codec.encode_reference(video_tensor(clip.reference[None]))[0]
+    got = data[0]["reference_latent"].float()
+    assert torch.allclose(got, stored, atol=2e-2)  # the cache holds float16
+    own = [codec.encode_reference(video_tensor(f[None]))[0] for f in clip.frames]
+    assert min(float((got - o).abs().max()) for o in own) > 0.1  # none of the clip's own frames
+
+
 def test_cross_id_samples_pair_pseudo_cues_with_own_location_and_target(puppet_dataset, tiny_cfg):
     cfg = tiny_cfg()
     same = CachedSamples(puppet_dataset, cfg, "same_id")

@@ -85,6 +85,12 @@ class ClipFrames:
     face_boxes: np.ndarray | None = None  # (T, 4) in working pixels, NaN = none
     keypoints: np.ndarray | None = None   # (T, 17, 3) working pixels
     face_landmarks: np.ndarray | None = None  # (T, 68, 2)
+    # a reference photo of the clip's person stored with the clip (the puppet world renders one in
+    # another pose, as a test triple's reference is), with its mask and face box; None: the reference
+    # is one of the clip's own frames (`reference_index`)
+    reference: np.ndarray | None = None       # (S, S, 3) uint8
+    reference_mask: np.ndarray | None = None  # (S, S) float32 0/1
+    reference_face_box: np.ndarray | None = None  # (4,)
 
 
 def load_clip_frames(folder: Path, size: int) -> ClipFrames:
@@ -112,6 +118,12 @@ def load_clip_frames(folder: Path, size: int) -> ClipFrames:
             out.keypoints = kp
         if "face_landmarks" in ann:
             out.face_landmarks = ann["face_landmarks"][:n] * lb.scale + shift
+        if "reference_frame" in ann:
+            out.reference = lb.apply(ann["reference_frame"])
+            if "reference_mask" in ann:
+                out.reference_mask = lb.apply(ann["reference_mask"].astype(np.float32))
+            if "reference_face_box" in ann:
+                out.reference_face_box = ann["reference_face_box"] * lb.scale + np.tile(shift, 2)
     return out
 
 
@@ -124,25 +136,34 @@ def window_starts(num_frames: int, frames: int, stride: int | None) -> list[int]
     return list(range(0, num_frames - frames + 1, stride or frames))
 
 
-def compute_cues(clip: ClipFrames, ref_index: int, cfg: Config) -> DrivingCues:
-    """The Driving Cue Triplet of a clip with one of its frames as reference; ground-truth masks and
-    face boxes are used when the clip has them, the embedded models otherwise."""
+def compute_cues(clip: ClipFrames, ref_index: int | None, cfg: Config) -> DrivingCues:
+    """The Driving Cue Triplet of a clip with one of its frames as reference (`ref_index`), or with
+    the reference photo stored with the clip (None); ground-truth masks and face boxes are used when
+    the clip has them, the embedded models otherwise."""
     cues_cfg = cfg.cues
     if cues_cfg.size != cfg.model.size:
         from dataclasses import replace
 
         cues_cfg = replace(cues_cfg, size=cfg.model.size)
     kwargs = {}
+    if ref_index is None and clip.reference is None:
+        raise ValueError("compute_cues: no reference frame index and no stored reference photo")
+    ref_image = clip.frames[ref_index] if ref_index is not None else clip.reference
+    ref_mask = (clip.masks[ref_index] if clip.masks is not None else None) if ref_index is not None \
+        else clip.reference_mask
+    ref_box = (clip.face_boxes[ref_index] if clip.face_boxes is not None else None) if ref_index is not None \
+        else clip.reference_face_box
     if clip.masks is not None:
         kwargs["segmenter"] = GivenMasks(list(clip.masks))
-        kwargs["reference_mask"] = clip.masks[ref_index]
+        if ref_mask is not None:
+            kwargs["reference_mask"] = ref_mask
     if clip.face_boxes is not None:
-        kwargs["face_detector"] = GivenFaceBoxes(clip.face_boxes, reference_box=clip.face_boxes[ref_index])
+        kwargs["face_detector"] = GivenFaceBoxes(clip.face_boxes, reference_box=ref_box)
     if cues_cfg.pose.mode == "skeleton" and clip.keypoints is not None:
         from ..cues.skeleton import GivenKeypoints
 
         kwargs["keypoints"] = GivenKeypoints(clip.keypoints, errors=cues_cfg.pose.skeleton_errors)
-    return extract_cues_in_memory(clip.frames[ref_index], list(clip.frames), cues_cfg, fps=clip.fps, **kwargs)
+    return extract_cues_in_memory(ref_image, list(clip.frames), cues_cfg, fps=clip.fps, **kwargs)
 
 
 def video_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -224,8 +245,9 @@ def build_clip_entry(dataset: Path, record: ClipRecord, cfg: Config, codec: Late
     starts = window_starts(n, cfg.model.frames, cfg.data.window_stride)
     if not starts:
         raise InputError(f"clip {record.clip_id} has {n} frames, fewer than model.frames = {cfg.model.frames}")
-    ref = reference_index(record.clip_id, n)
-    cues = compute_cues(clip, ref, cfg)
+    # the stored reference photo when the clip has one (meta: reference_index -1), else a frame of its own
+    ref = reference_index(record.clip_id, n) if clip.reference is None else -1
+    cues = compute_cues(clip, None if ref < 0 else ref, cfg)
     dtype = torch.float16 if cfg.data.cache_float16 else torch.float32
     tensors = encode_windows(codec, clip.frames, cues, starts, cfg.model.frames, cues.reference, dtype,
                              seed=zlib.crc32(record.clip_id.encode()))
@@ -247,7 +269,9 @@ def build_pseudo_entry(dataset: Path, pseudo_root: Path, pseudo: dict, source_me
     if len(clip.frames) < starts[-1] + cfg.model.frames:
         raise InputError(f"pseudo clip {pseudo['pseudo_id']} has {len(clip.frames)} frames; its source needs "
                          f"{starts[-1] + cfg.model.frames}")
-    ref = min(source_meta["reference_index"], len(clip.frames) - 1)
+    # the pseudo clip's own cues need a reference only for their alignment, which is not used (the
+    # Location Cue stays the source's): the source's reference frame, or frame 0 for a stored photo
+    ref = min(max(0, source_meta["reference_index"]), len(clip.frames) - 1)
     cues = compute_cues(clip, ref, cfg)
     r = np.random.default_rng([zlib.crc32(pseudo["pseudo_id"].encode()), cfg.pseudo.seed])
     scale = 1.0 + r.uniform(-1, 1) * cfg.pseudo.misalign_scale

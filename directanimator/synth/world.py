@@ -40,19 +40,33 @@ def world_ids(identities: int, motions: int, seed: int) -> tuple[list[int], list
 
 
 def build_world(out: str | Path, identities: int, motions: int, clips: int, frames: int, size: int, seed: int,
-                fps: float = 15.0, preview: bool = False, overwrite: bool = False, progress: bool = True) -> list[ClipRecord]:
+                fps: float = 15.0, preview: bool = False, overwrite: bool = False, progress: bool = True,
+                reference_pose: str = "other_motion") -> list[ClipRecord]:
+    """`reference_pose`: where a training clip's reference photo comes from. "other_motion": a photo
+    of the clip's person in the clip's scene, in the first pose of another training motion, stored in
+    the clip's annotations (reference_frame, reference_mask, reference_face_box, reference_keypoints),
+    as a test triple's reference is; "own_frame": none stored, training takes one of the clip's own
+    frames, whose pose is close to the clip's (experiments/reports/scaling.md: a model trained so
+    learns to copy the reference instead of following the cues)."""
+    if reference_pose not in ("other_motion", "own_frame"):
+        raise InputError(f"--reference-pose must be other_motion or own_frame, got {reference_pose!r}")
     if clips < 1 or frames < 1:
         raise InputError("--clips and --frames must be at least 1")
     if not 64 <= size <= 512:
         raise InputError(f"--size must be between 64 and 512, got {size}")
     train_i, test_i, train_m, test_m = world_ids(identities, motions, seed)
     r = np.random.default_rng(seed)
+    r_ref = np.random.default_rng([seed, 1])  # its own stream: the clips are the same either way
     n_test = max(1, clips // 5)
     n_train = max(1, clips - n_test)
     jobs: list[tuple[ClipRecord, int, int, int]] = []
+    reference_motion: dict[str, int] = {}
     for k in range(n_train):
         i, m, s = int(r.choice(train_i)), int(r.choice(train_m)), int(r.integers(1 << 30))
         jobs.append((ClipRecord(f"train_{k:05d}", "train", fps, size, frames, i, m, s), i, m, s))
+        if reference_pose == "other_motion":
+            others = [x for x in train_m if x != m] or train_m
+            reference_motion[jobs[-1][0].clip_id] = int(r_ref.choice(others))
     pairs = []
     for k in range(n_test):
         b = int(r.choice(test_i))
@@ -71,12 +85,18 @@ def build_world(out: str | Path, identities: int, motions: int, clips: int, fram
                                                             "clips", "contact_sheet.png", "pseudo", "cache")) as tmp:
         for record, i, m, s in tqdm(jobs, desc="synth", unit="clip", disable=not progress, leave=False):
             clip = render_clip(i, m, s, frames, size, fps)
-            write_clip(tmp, record, clip.frames, annotations_of(clip))
+            annotations = annotations_of(clip)
+            if record.clip_id in reference_motion:
+                photo = render_clip(i, reference_motion[record.clip_id], s, 1, size, fps)
+                annotations.update(reference_frame=photo.frames[0], reference_mask=photo.masks[0].astype(np.uint8),
+                                   reference_face_box=photo.face_boxes[0], reference_keypoints=photo.keypoints[0])
+            write_clip(tmp, record, clip.frames, annotations)
             records.append(record)
         write_manifest(tmp, records)
         atomic_write_bytes(tmp / "cross_id_pairs.jsonl", "".join(json.dumps(p) + "\n" for p in pairs).encode())
         info = {"identities": {"train": train_i, "test": test_i}, "motions": {"train": train_m, "test": test_m},
-                "clips": clips, "frames": frames, "size": size, "seed": seed, "fps": fps}
+                "clips": clips, "frames": frames, "size": size, "seed": seed, "fps": fps,
+                "reference_pose": reference_pose}
         atomic_write_bytes(tmp / "world.json", json.dumps(info, indent=1).encode())
         if preview:
             save_image(tmp / "contact_sheet.png", contact_sheet(train_i + test_i, train_m + test_m, size=96))
