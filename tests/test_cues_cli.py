@@ -55,6 +55,25 @@ def test_real_clip_finds_person_and_face(walk_cues):
     assert report["alignment"]["scale"] > 1.0  # the astronaut is bigger in her photo than the dancer
 
 
+def test_detection_runs_at_a_detection_friendly_size_whatever_the_working_size(walk_cues, tmp_path):
+    """At 64 px the dancer's face is a few pixels: detected at the working size it was found in 2 of
+    45 frames and the alignment scale came out 1.28 instead of 1.37. Detection at
+    cues.segmentation.detect_size (256) finds the same person and face at every working size."""
+    big = json.loads((walk_cues / "report.json").read_text())
+    out = tmp_path / "small"
+    assert main(["cues", "--quiet", "--reference", str(ASTRONAUT), "--driving", str(WALK_VIDEO), "--out", str(out),
+                 "--size", "64"]) == 0
+    small = json.loads((out / "report.json").read_text())
+    assert small["face_frames"] >= 0.95 * small["num_frames"] and small["person_frames"] == big["person_frames"]
+    assert abs(small["alignment"]["scale"] / big["alignment"]["scale"] - 1) < 0.02
+    # the reference's face box and person box agree too, in working pixels
+    rb, sb = np.array(big["reference"]["person_box"]) * 64 / 256, np.array(small["reference"]["person_box"])
+    assert np.abs(rb - sb).max() <= 1.5
+    assert small["reference"]["face_found"]
+    cues = load_cues(out / "cues.safetensors")
+    assert cues["body_mask"].shape == (45, 64, 64) and cues["face_valid"].sum() == small["face_frames"]
+
+
 def test_outputs_are_complete_and_consistent(walk_cues):
     names = sorted(p.name for p in walk_cues.iterdir())
     assert names == [".directanimator-output", "config.yaml", "cues.safetensors", "face_cue.mp4", "location_cue.mp4",

@@ -152,6 +152,35 @@ def _letterboxed(source: FrameSource, size: int) -> Iterator[tuple[np.ndarray, L
         yield lb.apply(frame), lb
 
 
+def detection_size(cfg: CuesConfig, *detectors) -> int:
+    """The letterbox size segmentation and face detection run at: max(size, detect_size) for the
+    detectors we run, the working size when any is ground truth given at that size."""
+    if any(getattr(d, "given", False) for d in detectors if d is not None):
+        return cfg.size
+    return max(cfg.size, cfg.segmentation.detect_size)
+
+
+def _to_working(mask: np.ndarray, det: Letterbox, work: Letterbox) -> np.ndarray:
+    """A float (D, D) map on the detection letterbox -> (S, S) on the working letterbox (area average)."""
+    import cv2
+
+    if det.size == work.size:
+        return mask.astype(np.float32)
+    (wd, hd), (ws, hs) = det.inner, work.inner
+    inner = mask[det.pad_y:det.pad_y + hd, det.pad_x:det.pad_x + wd].astype(np.float32)
+    out = np.zeros((work.size, work.size), np.float32)
+    out[work.pad_y:work.pad_y + hs, work.pad_x:work.pad_x + ws] = cv2.resize(inner, (ws, hs),
+                                                                            interpolation=cv2.INTER_AREA)
+    return out
+
+
+def _box_to_working(box: np.ndarray | None, det: Letterbox, work: Letterbox) -> np.ndarray | None:
+    if box is None or det.size == work.size:
+        return box
+    xy = det.to_source(np.asarray(box, np.float64).reshape(2, 2)) * work.scale + [work.pad_x, work.pad_y]
+    return xy.reshape(4).astype(np.float32)
+
+
 def prepare_reference(reference: np.ndarray, cfg: CuesConfig, segmenter: Segmenter | None,
                       face_finder: SubjectFaceFinder, reference_mask: np.ndarray | None = None,
                       name: str = "reference image") -> tuple[np.ndarray, np.ndarray, dict]:
@@ -168,17 +197,27 @@ def prepare_reference(reference: np.ndarray, cfg: CuesConfig, segmenter: Segment
                              f"to skip this check (a person seen from behind)")
     lb = Letterbox.fit(reference.shape[1], reference.shape[0], cfg.size)
     ref = lb.apply(reference)
+    min_area = int(cfg.segmentation.min_component_area * cfg.size * cfg.size)
     if reference_mask is not None:
         prob = lb.apply(reference_mask.astype(np.float32) / (255.0 if reference_mask.max() > 1 else 1.0))
-    else:
+        subject = select_subject(prob >= cfg.segmentation.threshold, None, min_area)
+        box = tight_box(subject)
+        face = face_finder(ref, subject, box, None) if box is not None else None
+    else:  # detected at the detection size, then brought to the working size
         assert segmenter is not None
-        prob = segmenter.segment(ref, -1)
-    min_area = int(cfg.segmentation.min_component_area * cfg.size * cfg.size)
-    subject = select_subject(prob >= cfg.segmentation.threshold, None, min_area)
-    box = tight_box(subject)
+        d = detection_size(cfg, segmenter, face_finder.head)
+        det = Letterbox.fit(reference.shape[1], reference.shape[0], d)
+        ref_d = det.apply(reference) if d != cfg.size else ref
+        prob_d = segmenter.segment(ref_d, -1)
+        subject_d = select_subject(prob_d >= cfg.segmentation.threshold, None,
+                                   int(cfg.segmentation.min_component_area * d * d))
+        box_d = tight_box(subject_d)
+        face = face_finder(ref_d, subject_d, box_d, None) if box_d is not None else None
+        face = _box_to_working(face, det, lb)
+        subject = select_subject(_to_working(subject_d, det, lb) >= 0.5, None, min_area)
+        box = tight_box(subject)
     if box is None:
         raise InputError(f"no person found in the {name}; use a photo where the person is clearly visible")
-    face = face_finder(ref, subject, box, None)
     info = {"letterbox": lb.as_dict(), "person_box": box.tolist(),
             "face_box": None if face is None else face.tolist(), "face_found": face is not None}
     return ref, subject, info
@@ -250,21 +289,31 @@ def _analyse(driving: FrameSource, cfg: CuesConfig, segmenter: Segmenter, face_f
     faces: list[np.ndarray | None] = []
     lb = None
     seg = cfg.segmentation
-    tracker = SubjectTracker(segmenter, seg.threshold, int(seg.min_component_area * cfg.size * cfg.size),
+    d = detection_size(cfg, segmenter, face_finder.head)  # detectors run there; cues at cfg.size
+    tracker = SubjectTracker(segmenter, seg.threshold, int(seg.min_component_area * d * d),
                              roi=seg.roi, roi_expand=seg.roi_expand)
     shape = None
     with open(spool, "wb") as out, _progress(hint, "cues 1/2 analyse", progress) as bar:
         t = time.perf_counter()
-        for index, (rgb, lb) in enumerate(_letterboxed(driving, cfg.size)):
-            shape = rgb.shape
+        for index, (rgb, det) in enumerate(_letterboxed(driving, d)):
+            if lb is None or (lb.src_w, lb.src_h) != (det.src_w, det.src_h):
+                lb = Letterbox.fit(det.src_w, det.src_h, cfg.size)
+            shape = (cfg.size, cfg.size, 3)
             t = timer("decode", t)
-            prob, subject = tracker(rgb, index)
+            prob_d, subject_d = tracker(rgb, index)
+            box_d = tight_box(subject_d)
+            t = timer("segment", t)
+            face = face_finder(rgb, subject_d, box_d, tracker.last_roi, index) if box_d is not None else None
+            faces.append(_box_to_working(face, det, lb))
+            t = timer("face_detect", t)
+            if d != cfg.size:
+                prob, subject = _to_working(prob_d, det, lb), _to_working(subject_d, det, lb) >= 0.5
+            else:
+                prob, subject = prob_d, subject_d
             stats.append(mask_stats(prob, subject))
             boxes.append(tight_box(subject))
             out.write(subject.astype(np.uint8).tobytes())
             t = timer("segment", t)
-            faces.append(face_finder(rgb, subject, boxes[-1], tracker.last_roi, index) if subject.any() else None)
-            t = timer("face_detect", t)
             bar.update()
     if shape is None:
         raise InputError("the driving video has no frames")

@@ -85,6 +85,7 @@ class GivenFaceBoxes:
     letterbox). `reference_box` answers for the reference image (index None)."""
 
     name = "given-face-boxes"
+    given = True  # ground truth at the working size: no detection size of its own
 
     def __init__(self, boxes: np.ndarray, scale: float = 1.0, offset: tuple[float, float] = (0.0, 0.0),
                  reference_box: np.ndarray | None = None):

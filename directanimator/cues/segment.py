@@ -68,6 +68,7 @@ class GivenMasks:
 
     name = "given-masks"
     supports_roi = False
+    given = True  # ground truth at the working size: no detection size of its own
 
     def __init__(self, masks, transform=None):
         self._transform = transform
