@@ -125,6 +125,16 @@ def _device(name: str | None):
     return device
 
 
+def _literal_choices(section: str, key: str) -> list[str]:
+    """A CLI choice list taken from the config's Literal type (one list, not two)."""
+    import typing
+
+    from .config import Config
+
+    cls = typing.get_type_hints(Config)[section]
+    return list(typing.get_args(typing.get_type_hints(cls)[key]))
+
+
 def _animate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -144,7 +154,7 @@ def _animate(args: argparse.Namespace) -> int:
                                                   dtype=args.dtype)
     result = pipe(args.reference, args.driving, out, steps=args.steps, seed=args.seed, size=args.size,
                   guidance_scale=args.guidance, side_by_side=side, progress=not args.quiet,
-                  keep_background=args.keep_background)
+                  keep_background=args.keep_background, window_fusion=args.window_fusion)
     from .cues.extract import truncation_warning
 
     warning = truncation_warning(result.num_frames, result.cue_report.get("container_frames"))
@@ -268,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="the transformer's and VAE's dtype (default: bfloat16 on CUDA, float32 on the CPU)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance on the cues (1 = off)")
+    p.add_argument("--window-fusion", choices=_literal_choices("inference", "window_fusion"),
+                   default=None, help="join overlapping windows by cross-fading decoded frames (pixel) or by "
+                                      "denoising them together (latent); default: the checkpoint's")
     p.add_argument("--keep-background", action=argparse.BooleanOptionalAction, default=None,
                    help="away from the person, the reference photo's own pixels (a still camera); default: the "
                         "checkpoint's inference.keep_background")

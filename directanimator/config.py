@@ -361,6 +361,12 @@ class InferenceConfig:
     # weights (MimicMotion: 6 of 72, StableAnimator: 4 of 16). Rounded so windows start on the
     # codec's 4-frame grid: model.frames - overlap a multiple of 4 (9 frames: 1 or 5; 49: 5, 9, ...)
     window_overlap: int = 5
+    # how overlapping windows are joined: pixel = each window denoised alone, the decoded frames
+    # cross-faded; latent = denoised together, every shared latent frame the weighted mean of the
+    # windows' predictions at every step, from one draw of noise (MimicMotion, StableAnimator;
+    # model/sampling.py sample_fused_latents). With the 9-frame demo model latent fusion measured no
+    # better than the cross-fade (BENCHMARKS.md, benchmarks/window_seams.py), so pixel stays the default
+    window_fusion: Literal["latent", "pixel"] = "pixel"
     seed: int = 0
     # keep the reference's background: outside the region the person occupies (the Location Cue's
     # body mask of each frame united with the reference person's mask, grown by `keep_background_margin`

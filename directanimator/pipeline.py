@@ -7,16 +7,20 @@ In the diffusers style: components (transformer, scheduler, codec, text encoder)
   2. driving cues        streamed through cues/extract.py into a spool file (memory bounded by a frame)
   3. windows             model.frames frames each, overlapping by inference.window_overlap
   4. encode              reference image and the window's cues through the codec
-  5. denoise (model/sampling.py)             CogVideoX DDIM or DPM scheduler; optional classifier-free guidance on the
-                         driving cues (pose, face and location dropped together)
-  6. decode and blend    overlapping frames blended with triangular weights (as MimicMotion and
-                         StableAnimator join windows), finished frames written at once
+  5. denoise            (model/sampling.py) CogVideoX DDIM or DPM scheduler; optional classifier-free
+                         guidance on the driving cues (pose, face and location dropped together).
+                         inference.window_fusion = latent (default): all windows denoised together,
+                         their shared latent frames fused at every step (MimicMotion, StableAnimator);
+                         pixel: each window alone
+  6. decode and blend    overlapping frames blended with triangular weights, finished frames written
+                         at once
   7. keep background     (inference.keep_background) outside the region the person occupies, the
                          reference photo's own pixels (see `background_weight`)
   8. write               the driving video's frame count and fps, its audio stream copied
 
-Memory is bounded by one window: cues are spooled to disk, windows are read back one at a time,
-and frames leave as soon as no later window overlaps them.
+Memory is bounded by one window: cues are spooled to disk, windows are read back one at a time
+(with latent fusion the windows' encoded cues and the shared latent sequence are files too), and
+frames leave as soon as no later window overlaps them.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from .cues.extract import extract_cues
 from .data.cache import video_tensor
 from .errors import InputError
 from .model import CueFusionTransformer3D, build_codec, build_text_encoder, mask_to_latent
-from .model.sampling import build_scheduler, sample_latents
+from .model.sampling import (CUE_KEYS, build_scheduler, from_diffusion_target, fused_window_layout,
+                             sample_fused_latents, sample_latents)
 from .storage import StreamingSafetensorsWriter
 from .video import Letterbox, VideoWriter, iter_frames, load_image, probe_video
 
@@ -267,6 +272,45 @@ class DirectAnimatorPipeline:
             "pose_cue": pose,
         }
 
+    @staticmethod
+    def window_pose_cue(spool: Path, start: int, length: int, num_frames: int) -> np.ndarray:
+        idx = [min(i, num_frames - 1) for i in range(start, start + length)]
+        with safe_open(str(spool), "np") as f:
+            block = f.get_slice("pose_cue")[idx[0]:idx[-1] + 1]
+        return block[[i - idx[0] for i in idx]]
+
+    @torch.no_grad()
+    def _denoise_fused(self, spool: Path, tmp: Path, starts: list[int], n: int, ref_latent: torch.Tensor, seed: int,
+                       steps: int, guidance: float, progress: bool, callback, seconds: dict):
+        """All windows denoised together (inference.window_fusion = latent): their cues encoded once
+        into files, the shared latent sequence in files (model/sampling.py sample_fused_latents)."""
+        from safetensors.torch import load_file, save_file
+
+        window = self.config.model.frames
+        layout, total = fused_window_layout(starts, window, self.codec.temporal_factor)
+        cue_dir = tmp / "window_cues"
+        cue_dir.mkdir()
+        t0 = time.perf_counter()
+        for wi, s in enumerate(starts):
+            enc = self.encode_window(spool, s, window, n)
+            save_file({k: enc[k].detach().cpu().contiguous() for k in CUE_KEYS}, str(cue_dir / f"{wi}.safetensors"))
+        seconds["codec"] += time.perf_counter() - t0
+
+        def window_cues(wi: int) -> dict[str, torch.Tensor]:
+            return {k: v.to(self.device) for k, v in load_file(str(cue_dir / f"{wi}.safetensors")).items()}
+
+        def on_step(i: int, total_steps: int) -> None:
+            if callback is not None:
+                callback("denoise", i, total_steps)
+
+        t0 = time.perf_counter()
+        enc = self.text_encoder([self.config.model.text.prompt], device=self.device)
+        fused = sample_fused_latents(self.transformer, self.scheduler, ref_latent, window_cues, layout, total, enc,
+                                     steps, torch.Generator().manual_seed(seed * 1_000_003), guidance, progress,
+                                     workdir=tmp, callback=on_step)
+        seconds["transformer"] += time.perf_counter() - t0
+        return fused, layout
+
     @torch.no_grad()
     def denoise(self, reference_latent: torch.Tensor, cues: dict[str, torch.Tensor], generator: torch.Generator,
                 steps: int, guidance_scale: float, progress: bool = False) -> torch.Tensor:
@@ -282,9 +326,10 @@ class DirectAnimatorPipeline:
                  segmenter=None, face_detector=None, reference_mask: np.ndarray | None = None,
                  progress: bool = True, window_overlap: int | None = None, keypoints=None,
                  callback: Callable[[str, int, int], None] | None = None,
-                 keep_background: bool | None = None) -> AnimationResult:
+                 keep_background: bool | None = None, window_fusion: str | None = None) -> AnimationResult:
         """`callback(stage, done, total)`, when given, is called as work advances: ("cues", 0, 1)
-        before the cues, ("windows", k, n) after each of the n windows. An exception it raises
+        before the cues, ("denoise", i, steps) after each denoising step when windows are fused in latent
+        space, ("windows", k, n) after each of the n windows is written. An exception it raises
         (e.g. a cancel) stops the call; nothing is written then."""
         cfg = self.config
         inf = cfg.inference
@@ -292,6 +337,10 @@ class DirectAnimatorPipeline:
             inf = replace(inf, window_overlap=window_overlap)
         if keep_background is not None:
             inf = replace(inf, keep_background=bool(keep_background))
+        if window_fusion is not None:
+            if window_fusion not in ("latent", "pixel"):
+                raise InputError(f"window fusion must be latent or pixel, got {window_fusion!r}")
+            inf = replace(inf, window_fusion=window_fusion)
         if not (0.0 <= inf.keep_background_margin <= 0.5):
             raise InputError(f"inference.keep_background_margin must be in [0, 0.5] (a fraction of the frame), "
                              f"got {inf.keep_background_margin}")
@@ -356,18 +405,27 @@ class DirectAnimatorPipeline:
             wacc = np.zeros((0,), np.float32)
             pose_buf: dict[int, np.ndarray] = {}
             written = 0
+            fused = None
+            if inf.window_fusion == "latent" and len(starts) > 1:
+                fused, fused_layout = self._denoise_fused(spool, tmp, starts, n, ref_latent, seed, steps, guidance,
+                                                          progress, callback, seconds)
             drv_frames = iter_frames(driving) if sbs is not None else None
             drv_lb = Letterbox.fit(info.width, info.height, size)
             bar = tqdm(total=len(starts), desc="animate", unit="window", disable=not progress, leave=False)
             try:
                 for wi, s in enumerate(starts):
                     t0 = time.perf_counter()
-                    enc_cues = self.encode_window(spool, s, window, n)
-                    seconds["codec"] += time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                    g = torch.Generator().manual_seed(seed * 1_000_003 + wi)
-                    latents = self.denoise(ref_latent, enc_cues, g, steps, guidance)
-                    seconds["transformer"] += time.perf_counter() - t0
+                    if fused is None:
+                        enc_cues = self.encode_window(spool, s, window, n)
+                        seconds["codec"] += time.perf_counter() - t0
+                        t0 = time.perf_counter()
+                        g = torch.Generator().manual_seed(seed * 1_000_003 + wi)
+                        latents = self.denoise(ref_latent, enc_cues, g, steps, guidance)
+                        seconds["transformer"] += time.perf_counter() - t0
+                    else:  # denoised already, with the other windows
+                        enc_cues = {"pose_cue": self.window_pose_cue(spool, s, window, n)}
+                        target = torch.from_numpy(np.stack([fused[j] for j in fused_layout[wi]]))[None]
+                        latents = from_diffusion_target(self.transformer, target, ref_latent.float().cpu())
                     t0 = time.perf_counter()
                     video = self.codec.decode(latents.cpu())[0]  # (F, 3, S, S) in [-1, 1]
                     seconds["codec"] += time.perf_counter() - t0

@@ -206,6 +206,8 @@ def build_app(service: AnimateService):
         def report(done, total, stage):
             if stage == "windows":
                 progress((done, total), desc="windows", unit="window")
+            elif stage == "denoise":
+                progress((done, total), desc="denoising (all windows together)", unit="step")
 
         try:
             res = service.animate(reference, driving, checkpoint=checkpoint or None, steps=steps, seed=seed,

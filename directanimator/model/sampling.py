@@ -92,3 +92,116 @@ def sample_latents(transformer, scheduler, reference_latent: torch.Tensor, cues:
         else:
             latents = scheduler.step(v, t, latents, return_dict=False)[0]
     return from_diffusion_target(transformer, latents, reference_latent.float())
+
+
+def fused_window_layout(starts: list[int], window: int, temporal: int = 4) -> tuple[list[list[int]], int]:
+    """Latent frames of overlapping windows in one shared sequence, for denoising them together.
+
+    A window of `window` = 1 + temporal * (n - 1) frames has n latent frames: latent 0 holds its
+    first frame alone, latent j >= 1 the frames s + 4(j-1) + 1 .. s + 4j (the CogVideoX VAE's causal
+    grouping). With window starts on the 4-frame grid, latent j >= 1 of the window starting at s = 4k
+    is the video's latent k + j (frames 4(k+j)-3 .. 4(k+j)), the same latent every window covering
+    those frames shares; latent 0 of window k > 0 (frame 4k alone) belongs to that window only.
+    Returns (per window the indices of its n latents in the shared sequence, the sequence's length):
+    the video's latents 0 .. M-1 first, then one private latent per window after the first."""
+    n = latent_frames(window, temporal)
+    if any(s % temporal for s in starts):
+        raise ValueError(f"latent window fusion needs window starts on the {temporal}-frame grid, got {starts}")
+    ks = [s // temporal for s in starts]
+    shared = ks[-1] + n
+    layout, private = [], shared
+    for w, k in enumerate(ks):
+        if w == 0 and k == 0:
+            first = 0
+        else:
+            first, private = private, private + 1
+        layout.append([first] + [k + j for j in range(1, n)])
+    return layout, private
+
+
+def latent_frames(num_frames: int, temporal: int = 4) -> int:
+    from .codec import latent_frames as lf
+
+    return lf(num_frames, temporal)
+
+
+@torch.no_grad()
+def sample_fused_latents(transformer, scheduler, reference_latent: torch.Tensor, window_cues, layout: list[list[int]],
+                         total: int, encoder_hidden_states: torch.Tensor, steps: int, generator: torch.Generator,
+                         guidance_scale: float = 1.0, progress: bool = False, workdir: Path | None = None,
+                         callback=None) -> "np.memmap":
+    """Overlapping windows denoised together (MimicMotion's and StableAnimator's fusion, in the
+    shared latent sequence of `fused_window_layout`): one draw of initial noise for the whole
+    sequence, so overlapping windows start from the same noise; at every step each window predicts
+    v for its latents and every shared latent takes the weighted mean of the predictions of the
+    windows covering it (triangular weights, highest mid-window), then one scheduler step moves the
+    whole sequence. `window_cues(w)` gives window w's cue tensors (CUE_KEYS, batch 1).
+
+    The sequence and its accumulators live in files under `workdir` (numpy memmaps), so memory stays
+    one window's whatever the video's length. Returns the final latents in the model's diffusion
+    target, (total, C, h, w) float32 (memmap); `callback(step, steps)` after each step."""
+    import numpy as np
+    from diffusers import CogVideoXDPMScheduler
+    from tqdm import tqdm
+
+    from .transformer import i2v_hidden_states
+
+    c0 = window_cues(0)
+    _, n, c, h, w = c0["pose_latents"].shape
+    device = c0["pose_latents"].device
+    params = list(transformer.parameters()) if isinstance(transformer, torch.nn.Module) else []
+    dtype = params[0].dtype if params else torch.float32
+    layout_kind = transformer.config.get("reference_layout", "first_frame")
+    enc = encoder_hidden_states.to(dtype)
+
+    def buffer(name):
+        if workdir is None:
+            return np.zeros((total, c, h, w), np.float32)
+        return np.lib.format.open_memmap(str(Path(workdir) / f"{name}.npy"), mode="w+", dtype=np.float32,
+                                         shape=(total, c, h, w))
+
+    x, v_acc, old = buffer("latents"), buffer("velocity"), None
+    w_acc = np.zeros(total, np.float32)
+    for i in range(total):  # one noise draw, frame by frame (same numbers as one (total, ...) draw)
+        x[i] = (torch.randn((c, h, w), generator=generator) * scheduler.init_noise_sigma).numpy()
+    shared_w = [float(min(j, n - j)) + 0.05 for j in range(1, n)]  # triangular over latents 1..n-1
+    weights = [[1.0] + shared_w for _ in layout]
+    scheduler.set_timesteps(steps, device=device)
+    timesteps = scheduler.timesteps
+    dpm = isinstance(scheduler, CogVideoXDPMScheduler)
+    if dpm:
+        old = buffer("old_prediction")
+    chunk = 64  # latent frames per scheduler call
+    for i, t in enumerate(tqdm(timesteps, desc="denoise (fused windows)", leave=False, disable=not progress)):
+        v_acc[:] = 0.0
+        w_acc[:] = 0.0
+        for wi, idx in enumerate(layout):
+            cues = window_cues(wi)
+            cond = {k: cues[k].to(dtype) for k in CUE_KEYS}
+            lat = torch.from_numpy(np.stack([x[j] for j in idx]))[None].to(device)
+            inp = i2v_hidden_states(scheduler.scale_model_input(lat, t), reference_latent, layout_kind).to(dtype)
+            tt = t.expand(1)
+            v = transformer(inp, enc, tt, **cond).sample.float()
+            if guidance_scale != 1.0:
+                uncond = {k: torch.zeros_like(cond[k]) for k in CUE_KEYS}
+                v_u = transformer(inp, enc, tt, **uncond).sample.float()
+                v = v_u + guidance_scale * (v - v_u)
+            v = v[0].cpu().numpy()
+            for pos, j in enumerate(idx):
+                v_acc[j] += weights[wi][pos] * v[pos]
+                w_acc[j] += weights[wi][pos]
+        prev_t = timesteps[i - 1] if i > 0 else None
+        for a in range(0, total, chunk):
+            b = min(total, a + chunk)
+            vv = torch.from_numpy(v_acc[a:b] / w_acc[a:b, None, None, None])[None]
+            xx = torch.from_numpy(np.array(x[a:b]))[None]
+            if dpm:
+                op = None if i == 0 else torch.from_numpy(np.array(old[a:b]))[None]
+                xx, op = scheduler.step(vv, op, t, prev_t, xx, generator=generator, return_dict=False)
+                old[a:b] = op[0].numpy()
+            else:
+                xx = scheduler.step(vv, t, xx, return_dict=False)[0]
+            x[a:b] = xx[0].numpy()
+        if callback is not None:
+            callback(i + 1, len(timesteps))
+    return x

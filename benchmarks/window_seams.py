@@ -1,0 +1,102 @@
+"""Seams between windows, with ground truth: latent window fusion against the pixel cross-fade.
+
+    .venv/bin/python benchmarks/window_seams.py [--checkpoint DIR] [--clips 6] [--frames 33]
+        [--steps N] [--scheduler ddim|dpm]
+
+Each clip: a puppet (identity 901 + k in scene 702 + k) animated by another puppet's motion
+(identity 900 + k, motion 800 + k), so the true answer is the reference puppet performing that
+motion in its own scene, rendered directly. The pipeline runs with the world's ground-truth masks
+and face boxes, once per `inference.window_fusion`. Per frame pair t, t+1 the output's mean absolute
+change d_out(t) is compared with the truth's d_gt(t); a seam is where the output jumps and the truth
+does not: |d_out - d_gt| at the frame pairs where a window starts or ends (the joins), against the
+other frame pairs. Also PSNR against the truth. Medians over the clips' means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def join_pairs(starts: list[int], window: int, n: int) -> set[int]:
+    """Frame pairs (t, t+1), by t, where one window's frames give way to another's."""
+    pairs = {s - 1 for s in starts[1:]} | {s + window - 1 for s in starts[:-1]}
+    return {t for t in pairs if 0 <= t < n - 1}
+
+
+def run_clip(pipe, k: int, frames: int, tmp: Path, fusion: str, steps: int | None = None) -> dict:
+    from directanimator.cues.face import GivenFaceBoxes
+    from directanimator.cues.segment import GivenMasks
+    from directanimator.eval.pixel import psnr
+    from directanimator.pipeline import window_starts
+    from directanimator.synth.render import render_clip
+    from directanimator.video import VideoWriter, iter_frames
+
+    driving = render_clip(900 + k, 800 + k, 700 + k, frames, 64)
+    reference = render_clip(901 + k, 801 + k, 702 + k, 1, 64)
+    truth = render_clip(901 + k, 800 + k, 702 + k, frames, 64).frames.astype(np.float32)
+    drv = tmp / f"driving_{k}.mp4"
+    if not drv.exists():
+        writer = VideoWriter(drv, 15, 64, 64, crf=18)
+        for frame in driving.frames:
+            writer.write(frame)
+        writer.close()
+    cfg = pipe.config
+    pipe.config = replace(cfg, inference=replace(cfg.inference, window_fusion=fusion))
+    out = tmp / f"{fusion}_{k}.mp4"
+    t0 = time.perf_counter()
+    pipe(reference.frames[0], drv, out, steps=steps, segmenter=GivenMasks(list(driving.masks.astype(np.float32))),
+         face_detector=GivenFaceBoxes(driving.face_boxes, reference_box=reference.face_boxes[0]),
+         reference_mask=reference.masks[0], progress=False)
+    seconds = time.perf_counter() - t0
+    pipe.config = cfg
+    video = np.stack(list(iter_frames(out))).astype(np.float32)
+    d_out = np.abs(np.diff(video, axis=0)).mean(axis=(1, 2, 3))
+    d_gt = np.abs(np.diff(truth, axis=0)).mean(axis=(1, 2, 3))
+    excess = np.abs(d_out - d_gt)
+    starts = window_starts(frames, cfg.model.frames, cfg.inference.window_overlap, pipe.codec.temporal_factor)
+    joins = join_pairs(starts, cfg.model.frames, frames)
+    inside = [t for t in range(frames - 1) if t not in joins]
+    return {"join_excess": float(excess[sorted(joins)].mean()), "inside_excess": float(excess[inside].mean()),
+            "join_max": float(excess[sorted(joins)].max()), "psnr": psnr(video.astype(np.uint8), truth.astype(np.uint8)),
+            "seconds": seconds}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--checkpoint", default=None, help="pipeline folder (default: the embedded demo model)")
+    ap.add_argument("--clips", type=int, default=6)
+    ap.add_argument("--frames", type=int, default=33)
+    ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
+    ap.add_argument("--scheduler", choices=["ddim", "dpm"], default=None)
+    args = ap.parse_args()
+    from directanimator.pipeline import DirectAnimatorPipeline
+
+    pipe = DirectAnimatorPipeline.from_pretrained(args.checkpoint, scheduler=args.scheduler)
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for fusion in ("pixel", "latent"):
+            per = [run_clip(pipe, k, args.frames, Path(tmp), fusion, args.steps) for k in range(args.clips)]
+            rows[fusion] = {key: float(np.median([p[key] for p in per])) for key in per[0]}
+            print(fusion, json.dumps({k: round(v, 3) for k, v in rows[fusion].items()}), flush=True)
+    print("| window fusion | temporal-change error at joins | elsewhere | worst join | PSNR (dB) | s/clip |")
+    print("|---|---|---|---|---|---|")
+    for fusion, r in rows.items():
+        print(f"| {fusion} | {r['join_excess']:.2f} | {r['inside_excess']:.2f} | {r['join_max']:.2f} | "
+              f"{r['psnr']:.2f} | {r['seconds']:.1f} |")
+    print(f"joins / elsewhere: pixel {rows['pixel']['join_excess'] / rows['pixel']['inside_excess']:.2f}x, "
+          f"latent {rows['latent']['join_excess'] / rows['latent']['inside_excess']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
