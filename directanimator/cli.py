@@ -151,7 +151,7 @@ def _animate(args: argparse.Namespace) -> int:
             check_output_file(path, overwrite=args.overwrite)
     device = _device(args.device)
     pipe = DirectAnimatorPipeline.from_pretrained(args.checkpoint, scheduler=args.scheduler, device=device,
-                                                  dtype=args.dtype)
+                                                  dtype=args.dtype, merge_lora=not args.lora_unmerged)
     result = pipe(args.reference, args.driving, out, steps=args.steps, seed=args.seed, size=args.size,
                   guidance_scale=args.guidance, side_by_side=side, progress=not args.quiet,
                   keep_background=args.keep_background, window_fusion=args.window_fusion)
@@ -281,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window-fusion", choices=_literal_choices("inference", "window_fusion"),
                    default=None, help="join overlapping windows by cross-fading decoded frames (pixel) or by "
                                       "denoising them together (latent); default: the checkpoint's")
+    p.add_argument("--lora-unmerged", action="store_true",
+                   help="a LoRA run's adapter as live LoRA layers instead of merged into the weights")
     p.add_argument("--keep-background", action=argparse.BooleanOptionalAction, default=None,
                    help="away from the person, the reference photo's own pixels (a still camera); default: the "
                         "checkpoint's inference.keep_background")

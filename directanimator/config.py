@@ -317,6 +317,20 @@ class ValidationConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA on the backbone (train.trainable: lora; model/adapters.py), through peft."""
+
+    rank: int = 64                     # UniAnimate-DiT trains rank 64-128
+    alpha: float = 64.0
+    target_modules: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_range("train.lora.rank", self.rank, 1, 4096)
+        _check_range("train.lora.dropout", self.dropout, 0.0, 0.99)
+
+
+@dataclass
 class TrainConfig:
     """One trainer for both stages (train/trainer.py)."""
 
@@ -344,6 +358,11 @@ class TrainConfig:
     # the cues of a training sample are dropped (zeros) with this probability, for classifier-free
     # guidance on the cues at inference
     cue_dropout: float = 0.0
+    # what is trained (model/adapters.py): every weight; LoRA adapters on the backbone's attention
+    # plus the cue modules; or the cue modules only. The partial modes keep the backbone frozen and
+    # save the trained part on its own (checkpoint/adapter/), loadable by animate merged or not.
+    trainable: Literal["full", "lora", "cue_only"] = "full"
+    lora: LoraConfig = field(default_factory=LoraConfig)
     s2x: S2XConfig = field(default_factory=S2XConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
 

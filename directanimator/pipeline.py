@@ -207,16 +207,18 @@ class DirectAnimatorPipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, device: str | torch.device = "cpu",
-                        scheduler: str | None = None, dtype: torch.dtype | str | None = None) -> "DirectAnimatorPipeline":
+                        scheduler: str | None = None, dtype: torch.dtype | str | None = None,
+                        merge_lora: bool = True) -> "DirectAnimatorPipeline":
         """`path` None = the embedded demo model. See `resolve_checkpoint` for the folders taken.
         `dtype` is the transformer's and the VAE's (None: bfloat16 on CUDA, float32 elsewhere); the
-        sampler's own arithmetic stays float32."""
+        sampler's own arithmetic stays float32. A LoRA run's adapter is merged into the weights
+        unless `merge_lora` is False (then it runs as live LoRA layers)."""
         from .model.loading import check_compatible, load_transformer
 
         device = torch.device(device)
         dtype = resolve_dtype(dtype, device)
         model_dir, cfg = resolve_checkpoint(path)
-        transformer = load_transformer(model_dir, dtype=None if dtype == torch.float32 else dtype)
+        transformer = load_transformer(model_dir, dtype=None if dtype == torch.float32 else dtype, merge_lora=merge_lora)
         codec = build_codec(cfg.model, device=device, dtype=dtype)
         check_compatible(transformer, cfg, codec.latent_channels, f"checkpoint {model_dir}")
         kind = scheduler or cfg.inference.scheduler

@@ -64,13 +64,21 @@ def check_compatible(model: CueFusionTransformer3D, cfg: Config, latent_channels
             raise InputError(f"{what} was made for another config: model {key} = {have!r}, this config has {value!r}")
 
 
-def load_transformer(path: str | Path, dtype=None) -> CueFusionTransformer3D:
-    """The transformer of a run, checkpoint or model folder, in `dtype` (default: as stored)."""
+def load_transformer(path: str | Path, dtype=None, merge_lora: bool = True) -> CueFusionTransformer3D:
+    """The transformer of a run, checkpoint or model folder, in `dtype` (default: as stored). A
+    partial run's adapter (a sibling `adapter/` folder, model/adapters.py) is applied: its LoRA merged
+    into the weights when `merge_lora`, else kept as live LoRA layers."""
+    from .adapters import ADAPTER_DIR, load_adapter
+
     folder = resolve_model_dir(path)
     try:
         if dtype is not None:
-            return CueFusionTransformer3D.from_pretrained(str(folder), torch_dtype=dtype)
-        return CueFusionTransformer3D.from_pretrained(str(folder))
+            model = CueFusionTransformer3D.from_pretrained(str(folder), torch_dtype=dtype)
+        else:
+            model = CueFusionTransformer3D.from_pretrained(str(folder))
+        if (folder.parent / ADAPTER_DIR / "adapter.json").is_file():
+            load_adapter(model, folder.parent / ADAPTER_DIR, merge=merge_lora)
+        return model
     except (OSError, ValueError, RuntimeError) as exc:
         raise InputError(f"cannot load the checkpoint in {folder}: {str(exc).splitlines()[0]}") from None
 

@@ -61,16 +61,20 @@ def rng_state() -> dict[str, torch.Tensor]:
 
 def save_checkpoint(run: Path, step: int, model, optimizer, scheduler, state: dict,
                     ema: dict[str, torch.Tensor] | None = None, keep_last: int = 2,
-                    model_state: dict[str, torch.Tensor] | None = None) -> Path:
+                    model_state: dict[str, torch.Tensor] | None = None, save_model=None) -> Path:
     """`optimizer` None = not saved (its state is sharded across processes: DeepSpeed, FSDP);
-    `model_state` = weights gathered from shards, written in save_pretrained's layout."""
+    `model_state` = weights gathered from shards, written in save_pretrained's layout;
+    `save_model(folder, model)` writes folder/model/ (and folder/adapter/ of a partial run) instead
+    of save_pretrained."""
     folder = Path(run) / "checkpoints"
     final = folder / f"{PREFIX}{step:07d}"
     tmp = folder / f"{PREFIX}{step:07d}.partial"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    if model_state is None:
+    if save_model is not None and model_state is None:
+        save_model(tmp, model)
+    elif model_state is None:
         model.save_pretrained(tmp / "model", safe_serialization=True)
     else:
         model.save_config(tmp / "model")
@@ -101,13 +105,17 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler) -> tuple[dict, di
         raise InputError(f"cannot resume from {folder}: it holds no optimizer state (a DeepSpeed/FSDP run, whose "
                          "optimizer state is sharded); start a new run from its weights instead")
     try:
+        from ..model.adapters import ADAPTER_DIR, load_adapter, load_plain_state_dict
+
         weights = {}
         for f in sorted((folder / "model").glob("*.safetensors")):
             weights.update(load_file(str(f)))
-        missing, unexpected = model.load_state_dict(weights, strict=False)
+        missing, unexpected = load_plain_state_dict(model, weights)
         if missing or unexpected:
             raise InputError(f"checkpoint {folder} was made for another model: missing {missing[:2]}, "
                              f"unexpected {unexpected[:2]}")
+        if (folder / ADAPTER_DIR).is_dir():  # a partial run: its LoRA layers, live (training goes on)
+            load_adapter(model, folder / ADAPTER_DIR, merge=False)
         optimizer.load_state_dict(_optimizer_from_files(load_file(str(folder / "optimizer.safetensors")),
                                                         json.loads((folder / "optimizer.json").read_text())))
         scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text()))

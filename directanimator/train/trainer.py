@@ -45,12 +45,28 @@ def s2x_depth(cfg: Config, num_layers: int) -> int:
     return d
 
 
+def save_model_folder(model: CueFusionTransformer3D, folder: Path, cfg: Config) -> None:
+    """folder/model/ (config.json + safetensors) and, for a partial run (train.trainable lora or
+    cue_only), folder/adapter/ with the trained part on its own; model/ then holds the plain
+    backbone weights, LoRA not merged (model/adapters.py)."""
+    from ..model.adapters import ADAPTER_DIR, has_lora, plain_state_dict, save_adapter
+    from safetensors.torch import save_file
+
+    if cfg.train.trainable == "full" and not has_lora(model):
+        model.save_pretrained(folder / "model", safe_serialization=True)
+        return
+    model.save_config(folder / "model")
+    save_file({k: v.detach().cpu().contiguous() for k, v in plain_state_dict(model).items()},
+              str(folder / "model" / "diffusion_pytorch_model.safetensors"))
+    save_adapter(model, folder / ADAPTER_DIR, cfg.train.trainable, cfg.train.lora)
+
+
 def save_best(out: Path, model: CueFusionTransformer3D, row: dict, cfg: Config) -> None:
     """RUN/best/: the model with the best validation metric so far (written aside, then swapped in)."""
     from ..storage import atomic_output_dir
 
-    with atomic_output_dir(out / "best", overwrite=True, known=("model", "best.json", "config.yaml")) as tmp:
-        model.save_pretrained(tmp / "model", safe_serialization=True)
+    with atomic_output_dir(out / "best", overwrite=True, known=("model", "adapter", "best.json", "config.yaml")) as tmp:
+        save_model_folder(model, tmp, cfg)
         (tmp / "best.json").write_text(json.dumps(row, indent=1))
         (tmp / "config.yaml").write_text(dump_config(cfg))
 
@@ -131,6 +147,16 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         torch.manual_seed(tc.seed)
         model = build_transformer(cfg.model, codec.latent_channels)
     model.train()
+    from ..model.adapters import expected_trainable, set_trainable
+
+    n_train = set_trainable(model, tc.trainable, tc.lora)
+    if n_train != expected_trainable(model, tc.trainable, tc.lora):
+        raise RuntimeError(f"train.trainable {tc.trainable}: {n_train} trainable parameters, the config says "
+                           f"{expected_trainable(model, tc.trainable, tc.lora)}")
+    if main and tc.trainable != "full":
+        total = sum(p.numel() for p in model.parameters())
+        print(f"train.trainable {tc.trainable}: {n_train:,} of {total:,} parameters trained "
+              f"({100 * n_train / total:.1f}%), the backbone frozen", flush=True)
     layout = model.config.get("reference_layout", "first_frame")
     depth = s2x_depth(cfg, model.config.num_layers) if teacher is not None else None
     use_s2x = teacher is not None and tc.s2x.weight > 0
@@ -154,7 +180,8 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
 
         val_set = build_validation_set(vc.dataset, cfg, codec, vc.triples)
 
-    params = list(model.parameters()) + (list(projector.parameters()) if projector is not None else [])
+    params = [p for p in model.parameters() if p.requires_grad] + (
+        list(projector.parameters()) if projector is not None else [])
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(tc, s))
     # The LR schedule is stepped by hand once per optimizer step: accelerate's wrapper would step it
@@ -336,7 +363,9 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
             if main:
                 save_checkpoint(out, state["step"], accelerator.unwrap_model(model_p), None if sharded else optimizer,
                                 lr_sched, {**state, "stage": tc.stage, "config": to_dict(cfg)}, ema, tc.keep_last,
-                                model_state=gathered)
+                                model_state=gathered,
+                                save_model=None if gathered is not None else
+                                lambda folder, m: save_model_folder(m, folder, cfg))
             accelerator.wait_for_everyone()
     bar.close()
     if tb is not None:
