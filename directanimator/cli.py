@@ -22,6 +22,7 @@ def _cues(args: argparse.Namespace) -> int:
     if args.size is not None:
         cfg.size = args.size
         cfg.__post_init__()
+    _apply_subject(cfg, args)
     report = write_cues(args.reference, args.driving, args.out, cfg, overwrite=args.overwrite,
                         progress=not args.quiet)
     if report.truncation_warning():
@@ -125,6 +126,24 @@ def _device(name: str | None):
     return device
 
 
+def _apply_subject(cues_cfg, args: argparse.Namespace) -> None:
+    """--subject / --reference-subject into cues.segmentation (checked there)."""
+    from dataclasses import replace
+
+    seg = cues_cfg.segmentation
+    new = replace(seg, subject=args.subject if args.subject is not None else seg.subject,
+                  reference_subject=args.reference_subject if args.reference_subject is not None
+                  else seg.reference_subject)
+    cues_cfg.segmentation = new
+
+
+def _add_subject_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--subject", default=None,
+                   help="the driving video's person when there are several: auto (largest), largest, center, N "
+                        "(0 = leftmost) or X,Y (a point in the first frame, in pixels); then tracked")
+    p.add_argument("--reference-subject", default=None, help="the same choice for the reference photo")
+
+
 def _literal_choices(section: str, key: str) -> list[str]:
     """A CLI choice list taken from the config's Literal type (one list, not two)."""
     import typing
@@ -152,6 +171,7 @@ def _animate(args: argparse.Namespace) -> int:
     device = _device(args.device)
     pipe = DirectAnimatorPipeline.from_pretrained(args.checkpoint, scheduler=args.scheduler, device=device,
                                                   dtype=args.dtype, merge_lora=not args.lora_unmerged)
+    _apply_subject(pipe.config.cues, args)
     result = pipe(args.reference, args.driving, out, steps=args.steps, seed=args.seed, size=args.size,
                   guidance_scale=args.guidance, side_by_side=side, progress=not args.quiet,
                   keep_background=args.keep_background, window_fusion=args.window_fusion)
@@ -223,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (written atomically)")
     p.add_argument("--size", type=int, default=None, help="working size in pixels (default 512)")
     p.add_argument("--config", default=None, help="YAML config (see configs/); unknown keys are errors")
+    _add_subject_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cues)
@@ -281,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window-fusion", choices=_literal_choices("inference", "window_fusion"),
                    default=None, help="join overlapping windows by cross-fading decoded frames (pixel) or by "
                                       "denoising them together (latent); default: the checkpoint's")
+    _add_subject_args(p)
     p.add_argument("--lora-unmerged", action="store_true",
                    help="a LoRA run's adapter as live LoRA layers instead of merged into the weights")
     p.add_argument("--keep-background", action=argparse.BooleanOptionalAction, default=None,

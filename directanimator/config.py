@@ -43,14 +43,22 @@ class SegmentationConfig:
     # The reference photo must hold a person: MediaPipe's pose and face detectors' confidence on it
     # (cues/presence.py, calibrated on photos with and without people); 0 = no check.
     min_person_confidence: float = 0.5
-    # Segmentation and face detection run on frames letterboxed to max(cues.size, detect_size)
-    # pixels, then masks and boxes are resized to cues.size: at a small working size (64 px) a
-    # full-body person is a few pixels tall and the detectors miss them (faces in 2 of 45 frames of
-    # the bundled walk clip at 64 px, 45 of 45 at 256). Ground-truth masks and boxes (the puppet
-    # world) are used at the working size.
-    detect_size: int = 256
+    # Segmentation and face detection run on frames letterboxed to the source's longer side capped at
+    # detect_size (never below cues.size), then masks and boxes are resized to cues.size: at a small
+    # working size (64 px) a full-body person is a few pixels tall and the detectors miss them (faces
+    # in 2 of 45 frames of the bundled 256 px walk clip at 64 px, 45 of 45 at 256). Ground-truth masks
+    # and boxes (the puppet world) are used at the working size.
+    detect_size: int = 512
+    # which person to follow when there are several (cues/segment.py SubjectRule): auto / largest,
+    # center, N (the N-th from the left, 0 first) or X,Y (a point of the source frame, in pixels);
+    # the driving video's in its first frame with a person (then tracked), and the reference photo's
+    subject: str = "auto"
+    reference_subject: str = "auto"
 
     def __post_init__(self) -> None:
+        from .cues.segment import SubjectRule
+
+        SubjectRule(self.subject), SubjectRule(self.reference_subject)  # a bad spec is an error here
         _check_range("cues.segmentation.model_selection", self.model_selection, 0, 1)
         _check_range("cues.segmentation.detect_size", self.detect_size, 16, 4096)
         _check_range("cues.segmentation.threshold", self.threshold, 0.0, 1.0)

@@ -74,6 +74,74 @@ def test_detection_runs_at_a_detection_friendly_size_whatever_the_working_size(w
     assert cues["body_mask"].shape == (45, 64, 64) and cues["face_valid"].sum() == small["face_frames"]
 
 
+def two_people_clip(path, walk_frames, frames=20):
+    """The bundled dancer twice: as he is on the left, mirrored and a little smaller on the right."""
+    left = walk_frames[:frames]
+    out = []
+    for f in left:
+        right = np.empty_like(f)
+        right[:] = f[:, :1].mean(axis=(0, 1)).astype(np.uint8)
+        right[26:256, 13:243] = cv2.resize(cv2.flip(f, 1), (230, 230))
+        out.append(np.concatenate([f, right], axis=1))
+    write_clip(path, out)
+    return path
+
+
+def test_subject_choice_for_the_driving_video_and_the_reference(tmp_path, capsys, walk_frames):
+    """--subject / --reference-subject: by default the largest person; 1 = the second from the left,
+    X,Y = the one at that point; the report says which was followed; a choice nobody fits is one error line."""
+    clip = two_people_clip(tmp_path / "two.mp4", walk_frames)
+    boxes = {}
+    for sub in ("auto", "1", "400,150"):
+        out = tmp_path / f"s{sub.replace(',', '_')}"
+        assert main(["cues", "--quiet", "--reference", str(ASTRONAUT), "--driving", str(clip), "--out", str(out),
+                     "--size", "128", "--subject", sub]) == 0
+        report = json.loads((out / "report.json").read_text())
+        assert report["subject"]["rule"] == sub and report["person_frames"] >= 18
+        boxes[sub] = report["subject"]["first_box"]  # [x0, x1, y0, y1] in source pixels (512 x 256)
+    assert boxes["auto"][1] <= 256 < boxes["1"][0] and boxes["1"] == boxes["400,150"]
+    expect_error(capsys, tmp_path, ["--reference", ASTRONAUT, "--driving", clip, "--size", "128", "--subject", "5"],
+                 "--subject 5")
+    expect_error(capsys, tmp_path, ["--reference", ASTRONAUT, "--driving", clip, "--subject", "tallest"],
+                 "subject must be auto, largest, center")
+    # a photo of two people: the one on the right when asked
+    from directanimator.video import load_image, save_image
+
+    a, b = load_image(ASTRONAUT), load_image(Path(__file__).parent / "data" / "grace_hopper.jpg")
+    h = 256
+    pair = np.concatenate([cv2.resize(a, (a.shape[1] * h // a.shape[0], h)), cv2.resize(b, (b.shape[1] * h // b.shape[0], h))], 1)
+    save_image(tmp_path / "pair.png", pair)
+    left_w = a.shape[1] * h // a.shape[0]
+    centres = {}
+    for sub in ("0", "1"):
+        out = tmp_path / f"r{sub}"
+        assert main(["cues", "--quiet", "--reference", str(tmp_path / "pair.png"), "--driving", str(WALK_VIDEO),
+                     "--out", str(out), "--size", "128", "--reference-subject", sub]) == 0
+        ref = json.loads((out / "report.json").read_text())["reference"]
+        lb = ref["letterbox"]
+        x0, x1 = ((np.array(ref["person_box"][:2]) - lb["pad_x"]) / lb["scale"])
+        centres[sub] = (x0 + x1) / 2
+    assert centres["0"] < left_w < centres["1"]
+
+
+def test_touching_people_are_told_apart_by_their_faces():
+    from directanimator.cues.segment import SubjectRule, select_subject
+
+    fg = np.zeros((100, 200), bool)
+    fg[20:90, 40:100] = True    # person A
+    fg[30:90, 100:150] = True   # person B, touching A: one connected blob
+    faces = [(70.0, 30.0), (125.0, 40.0)]
+    whole = select_subject(fg, None, 50)
+    assert whole.sum() == fg.sum()  # without faces: one subject
+    a = select_subject(fg, None, 50, SubjectRule("0"), faces)
+    b = select_subject(fg, None, 50, SubjectRule("1"), faces)
+    assert a.any() and b.any() and not (a & b).any() and (a | b).sum() == fg.sum()
+    assert np.nonzero(a)[1].max() < np.nonzero(b)[1].min()
+    assert select_subject(fg, None, 50, SubjectRule("largest"), faces).sum() == a.sum()  # A is larger
+    # tracking keeps B in the next frame even though A is larger
+    assert np.array_equal(select_subject(fg, b, 50, SubjectRule("auto"), faces), b)
+
+
 def test_outputs_are_complete_and_consistent(walk_cues):
     names = sorted(p.name for p in walk_cues.iterdir())
     assert names == [".directanimator-output", "config.yaml", "cues.safetensors", "face_cue.mp4", "location_cue.mp4",

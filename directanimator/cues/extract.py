@@ -32,7 +32,7 @@ from .location import estimate_alignment, location_masks, tight_box
 from .skeleton import KeypointSource, MediaPipeKeypoints, draw_skeleton
 from .pose import GaussianLowpass, pose_cue
 from .quality import MaskStats, mask_stats, quality_scores
-from .segment import MediaPipeSegmenter, Segmenter, SubjectTracker, select_subject
+from .segment import MediaPipeSegmenter, Segmenter, SubjectRule, SubjectTracker, select_subject
 
 FrameSource = Callable[[], Iterable[np.ndarray]]  # returns a fresh iterator of (H, W, 3) RGB frames
 
@@ -56,6 +56,9 @@ class CueReport:
     config: dict = field(default_factory=dict)
     # frames the container says it holds (None when it does not say); fewer read = a truncated file
     container_frames: int | None = None
+    # which person was followed: the rule (cues.segmentation.subject) and the subject's box
+    # [x_min, x_max, y_min, y_max] in source pixels in the first frame with a person
+    subject: dict = field(default_factory=dict)
 
     def truncation_warning(self) -> str | None:
         return truncation_warning(self.num_frames, self.container_frames)
@@ -144,20 +147,51 @@ class _Analysis:
     shape: tuple[int, int, int]
 
 
-def _letterboxed(source: FrameSource, size: int) -> Iterator[tuple[np.ndarray, Letterbox]]:
+def _letterboxed(source: FrameSource, size: int | Callable[[int, int], int]) -> Iterator[tuple[np.ndarray, Letterbox]]:
+    """Frames letterboxed to `size`, or to size(width, height) of the source."""
     lb = None
     for frame in source():
         if lb is None or (lb.src_w, lb.src_h) != (frame.shape[1], frame.shape[0]):
-            lb = Letterbox.fit(frame.shape[1], frame.shape[0], size)
+            side = size(frame.shape[1], frame.shape[0]) if callable(size) else size
+            lb = Letterbox.fit(frame.shape[1], frame.shape[0], side)
         yield lb.apply(frame), lb
 
 
-def detection_size(cfg: CuesConfig, *detectors) -> int:
-    """The letterbox size segmentation and face detection run at: max(size, detect_size) for the
-    detectors we run, the working size when any is ground truth given at that size."""
+def detection_size(cfg: CuesConfig, *detectors) -> Callable[[int, int], int]:
+    """(source width, height) -> the letterbox size segmentation and face detection run at: the
+    source's longer side capped at detect_size, never below the working size; the working size when
+    a detector is ground truth given at that size."""
     if any(getattr(d, "given", False) for d in detectors if d is not None):
-        return cfg.size
-    return max(cfg.size, cfg.segmentation.detect_size)
+        return lambda w, h: cfg.size
+    return lambda w, h: max(cfg.size, min(max(w, h), cfg.segmentation.detect_size))
+
+
+def _face_centres(face_finder: SubjectFaceFinder):
+    """frame -> centres of every face the full-range detector finds (to tell touching people apart);
+    None for ground-truth boxes (the puppet world has one person)."""
+    detector = face_finder.wide or face_finder.head
+    if getattr(detector, "given", False):
+        return None
+
+    def centres(rgb: np.ndarray) -> list[tuple[float, float]]:
+        return [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b, _ in detector.detect(rgb)]
+
+    return centres
+
+
+def _subject_info(cfg: CuesConfig, boxes: list, lb: Letterbox) -> dict:
+    first = next((i for i, b in enumerate(boxes) if b is not None), None)
+    box = None
+    if first is not None:
+        b = boxes[first]
+        (x0, y0), (x1, y1) = lb.to_source([b[0], b[2]]), lb.to_source([b[1], b[3]])
+        box = [round(float(v), 1) for v in (x0, x1, y0, y1)]
+    return {"rule": cfg.segmentation.subject, "reference_rule": cfg.segmentation.reference_subject,
+            "first_frame": first, "first_box": box}
+
+
+def _source_to(lb: Letterbox):
+    return lambda pt: (pt[0] * lb.scale + lb.pad_x, pt[1] * lb.scale + lb.pad_y)
 
 
 def _to_working(mask: np.ndarray, det: Letterbox, work: Letterbox) -> np.ndarray:
@@ -205,12 +239,15 @@ def prepare_reference(reference: np.ndarray, cfg: CuesConfig, segmenter: Segment
         face = face_finder(ref, subject, box, None) if box is not None else None
     else:  # detected at the detection size, then brought to the working size
         assert segmenter is not None
-        d = detection_size(cfg, segmenter, face_finder.head)
+        d = detection_size(cfg, segmenter, face_finder.head)(reference.shape[1], reference.shape[0])
         det = Letterbox.fit(reference.shape[1], reference.shape[0], d)
         ref_d = det.apply(reference) if d != cfg.size else ref
         prob_d = segmenter.segment(ref_d, -1)
+        rule = SubjectRule(cfg.segmentation.reference_subject)
+        finder = _face_centres(face_finder) if rule.needs_people else None
         subject_d = select_subject(prob_d >= cfg.segmentation.threshold, None,
-                                   int(cfg.segmentation.min_component_area * d * d))
+                                   int(cfg.segmentation.min_component_area * d * d), rule,
+                                   finder(ref_d) if finder is not None else None, _source_to(det))
         box_d = tight_box(subject_d)
         face = face_finder(ref_d, subject_d, box_d, None) if box_d is not None else None
         face = _box_to_working(face, det, lb)
@@ -289,15 +326,19 @@ def _analyse(driving: FrameSource, cfg: CuesConfig, segmenter: Segmenter, face_f
     faces: list[np.ndarray | None] = []
     lb = None
     seg = cfg.segmentation
-    d = detection_size(cfg, segmenter, face_finder.head)  # detectors run there; cues at cfg.size
-    tracker = SubjectTracker(segmenter, seg.threshold, int(seg.min_component_area * d * d),
-                             roi=seg.roi, roi_expand=seg.roi_expand)
+    size_of = detection_size(cfg, segmenter, face_finder.head)  # detectors run there; cues at cfg.size
+    tracker = SubjectTracker(segmenter, seg.threshold, 0,
+                             roi=seg.roi, roi_expand=seg.roi_expand, rule=SubjectRule(seg.subject),
+                             faces=_face_centres(face_finder))
     shape = None
     with open(spool, "wb") as out, _progress(hint, "cues 1/2 analyse", progress) as bar:
         t = time.perf_counter()
-        for index, (rgb, det) in enumerate(_letterboxed(driving, d)):
+        for index, (rgb, det) in enumerate(_letterboxed(driving, size_of)):
+            d = det.size
             if lb is None or (lb.src_w, lb.src_h) != (det.src_w, det.src_h):
                 lb = Letterbox.fit(det.src_w, det.src_h, cfg.size)
+                tracker.map_point = _source_to(det)
+                tracker.min_area = int(seg.min_component_area * d * d)
             shape = (cfg.size, cfg.size, 3)
             t = timer("decode", t)
             prob_d, subject_d = tracker(rgb, index)
@@ -325,7 +366,9 @@ def _render(driving: FrameSource, cfg: CuesConfig, an: _Analysis, ref_mask: np.n
             t_start: float, model_names: list[str], keypoints: KeypointSource | None = None) -> CueReport:
     n = len(an.stats)
     if not any(b is not None for b in an.boxes):
-        raise InputError("no person found in any frame of the driving video")
+        rule = cfg.segmentation.subject
+        raise InputError("no person found in any frame of the driving video" + (
+            "" if rule == "auto" else f" for --subject {rule} (cues.segmentation.subject): is the choice right?"))
     scores = quality_scores(an.stats, cfg.quality.max_area_jump)
     person = np.array([s.area > 0 for s in an.stats])
     dropped = [int(i) for i in np.nonzero(person & (scores < cfg.quality.threshold))[0]]
@@ -377,6 +420,7 @@ def _render(driving: FrameSource, cfg: CuesConfig, an: _Analysis, ref_mask: np.n
         no_face_frames=sorted(set(range(n)) - set(face_frames)),
         alignment=alignment.as_dict(), reference=ref_info, letterbox=lb.as_dict(),
         quality_scores=[round(float(s), 4) for s in scores], ms_per_frame={},
+        subject=_subject_info(cfg, an.boxes, lb),
         models={"segmenter": model_names[0], "face_detector": model_names[1],
                 **({"keypoints": keypoints.name, "skeleton_frames": skeleton_frames} if cfg.pose.mode == "skeleton"
                    else {})})

@@ -5,7 +5,11 @@ which ships inside the mediapipe 0.10.21 wheel and runs in ~3 ms per 512x512 fra
 `GivenMasks` feeds ground-truth masks (the puppet world) through the same seam.
 
 Main subject rule (selfie segmentation returns every person in one mask): the foreground is split
-into connected components. In the first frame with a person the largest component is the subject.
+into connected components, and a component holding several detected faces (people touching) into
+one part per face, cut halfway between neighbouring faces. In the first frame with a person the
+subject is chosen by `cues.segmentation.subject` (`SubjectRule`): the largest person (auto, largest),
+the one nearest the centre (center), the N-th from the left (0, 1, ...), or the one at a point X,Y
+of the source frame.
 Afterwards the subject is the component that overlaps most with the previous subject mask (grown by
 a few pixels to allow for motion); with no overlap (a cut, or a frame where the subject vanished)
 the largest component is taken again. Smaller components whose box lies inside the subject's box
@@ -109,8 +113,117 @@ class GivenMasks:
         return mask
 
 
-def select_subject(foreground: np.ndarray, previous: np.ndarray | None, min_area: int) -> np.ndarray:
-    """Binary (H, W) foreground -> binary mask of the main subject (rule in the module docstring)."""
+class SubjectRule:
+    """Which person is the subject when there are several (`cues.segmentation.subject`):
+    "auto" or "largest" (the largest), "center" (nearest the frame's centre), "N" (an integer: the
+    N-th person from the left, 0 first), "X,Y" (the person at that point of the source frame, in
+    source pixels, or whose box, grown by a quarter, holds it). A point is mapped into the working
+    frame with `map_point`. While the chosen person is not found the frame has no subject; once
+    found it is tracked."""
+
+    def __init__(self, spec: str = "auto"):
+        self.spec = str(spec).strip().lower()
+        self.index: int | None = None
+        self.point: tuple[float, float] | None = None
+        if self.spec in ("auto", "largest", "center"):
+            return
+        if self.spec.lstrip("-").isdigit():
+            self.index = int(self.spec)
+            if self.index < 0:
+                raise InputError(f"subject index must be 0 or more, got {spec!r}")
+            return
+        try:
+            x, y = (float(v) for v in self.spec.split(","))
+        except ValueError:
+            raise InputError(f"subject must be auto, largest, center, an index N (0 = leftmost) or a point X,Y in "
+                             f"pixels, got {spec!r}") from None
+        self.point = (x, y)
+
+    @property
+    def needs_people(self) -> bool:
+        """True when people must be told apart (any rule but the default)."""
+        return self.spec != "auto"
+
+    def choose(self, people: list[np.ndarray], shape: tuple[int, int], map_point=None) -> int | None:
+        """Index into `people` (non-empty list of (H, W) bool masks); None when the N-th person from
+        the left is not in this frame. Blobs under a tenth of the largest person's area are not
+        counted as people (a hand or a bag apart from its body)."""
+        areas = [int(p.sum()) for p in people]
+        real = [i for i, a in enumerate(areas) if a >= 0.1 * max(areas)]
+        if len(real) < len(people):
+            pick = self.choose([people[i] for i in real], shape, map_point)
+            return None if pick is None else real[pick]
+        centres = [(float(np.nonzero(p)[1].mean()), float(np.nonzero(p)[0].mean())) for p in people]
+        if self.spec in ("auto", "largest"):
+            return int(np.argmax(areas))
+        if self.spec == "center":
+            cx, cy = shape[1] / 2, shape[0] / 2
+            return int(np.argmin([(x - cx) ** 2 + (y - cy) ** 2 for x, y in centres]))
+        if self.index is not None:
+            order = sorted(range(len(people)), key=lambda i: centres[i][0])
+            return order[self.index] if self.index < len(order) else None
+        x, y = map_point(self.point) if map_point is not None else self.point
+        xi, yi = int(round(x)), int(round(y))
+        for i, p in enumerate(people):
+            if 0 <= yi < p.shape[0] and 0 <= xi < p.shape[1] and p[yi, xi]:
+                return i
+        near = []  # the point within a person's box grown by a quarter: the nearest such person
+        for i, p in enumerate(people):
+            ys, xs = np.nonzero(p)
+            mx, my = 0.25 * (xs.max() - xs.min() + 1), 0.25 * (ys.max() - ys.min() + 1)
+            if xs.min() - mx <= x <= xs.max() + mx and ys.min() - my <= y <= ys.max() + my:
+                near.append(i)
+        if not near:
+            return None  # nobody there in this frame
+        return min(near, key=lambda i: (centres[i][0] - x) ** 2 + (centres[i][1] - y) ** 2)
+
+
+def split_by_faces(component: np.ndarray, face_centres: list[tuple[float, float]]) -> list[np.ndarray]:
+    """One connected blob holding several faces (people touching) -> one mask per face: columns
+    are assigned to the nearest face by x (cuts halfway between neighbouring faces)."""
+    inside = sorted(x for x, y in face_centres
+                    if 0 <= int(y) < component.shape[0] and 0 <= int(x) < component.shape[1]
+                    and component[int(y), int(x)])
+    if len(inside) < 2:
+        return [component]
+    cuts = [(a + b) / 2 for a, b in zip(inside, inside[1:])]
+    cols = np.arange(component.shape[1])
+    part = np.searchsorted(cuts, cols)  # (W,) person index per column
+    return [component & (part == k)[None, :] for k in range(len(inside))]
+
+
+def people_masks(foreground: np.ndarray, min_area: int,
+                 face_centres: list[tuple[float, float]] | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Connected components of at least `min_area` pixels, split by faces where several share one.
+    Returns (people masks, component labels, component stats)."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(foreground.astype(np.uint8), connectivity=8)
+    people = []
+    for i in range(1, count):
+        if stats[i, cv2.CC_STAT_AREA] < min_area:
+            continue
+        comp = labels == i
+        parts = split_by_faces(comp, face_centres) if face_centres else [comp]
+        people += [p for p in parts if p.sum() >= min_area]
+    return people, labels, stats
+
+
+def select_subject(foreground: np.ndarray, previous: np.ndarray | None, min_area: int,
+                   rule: SubjectRule | None = None, face_centres: list[tuple[float, float]] | None = None,
+                   map_point=None) -> np.ndarray:
+    """Binary (H, W) foreground -> binary mask of the main subject (rule in the module docstring).
+    `face_centres` (working pixels) split blobs that hold several people."""
+    if face_centres:
+        people, labels, stats = people_masks(foreground, min_area, face_centres)
+        if not people:
+            return np.zeros_like(foreground, dtype=bool)
+        if previous is not None and previous.any():
+            grown = cv2.dilate(previous.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+            overlaps = [int((p & grown).sum()) for p in people]
+            if max(overlaps) > 0:
+                return people[int(np.argmax(overlaps))]
+            return np.zeros_like(foreground, dtype=bool)  # lost: the caller looks at the whole frame
+        pick = (rule or SubjectRule()).choose(people, foreground.shape, map_point)
+        return people[pick] if pick is not None else np.zeros_like(foreground, dtype=bool)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(foreground.astype(np.uint8), connectivity=8)
     if count <= 1:
         return np.zeros_like(foreground, dtype=bool)
@@ -125,6 +238,13 @@ def select_subject(foreground: np.ndarray, previous: np.ndarray | None, min_area
         best = max(candidates, key=lambda i: overlap[i])
         if overlap[best] > 0:
             chosen = best
+    if chosen is None and rule is not None and rule.needs_people:
+        if previous is not None and previous.any():
+            return np.zeros_like(foreground, dtype=bool)  # lost: the caller looks at the whole frame
+        pick = rule.choose([labels == i for i in candidates], foreground.shape, map_point)
+        if pick is None:
+            return np.zeros_like(foreground, dtype=bool)
+        chosen = candidates[pick]
     if chosen is None:
         chosen = max(candidates, key=lambda i: stats[i, cv2.CC_STAT_AREA])
     x, y, w, h = stats[chosen, :4]
@@ -182,8 +302,12 @@ class SubjectTracker:
     """
 
     def __init__(self, segmenter: Segmenter, threshold: float, min_area: int, roi: bool = True,
-                 roi_expand: float = 1.4, roi_input: int = 256):
+                 roi_expand: float = 1.4, roi_input: int = 256, rule: SubjectRule | None = None, faces=None):
+        """`rule` picks the subject among several people when there is no previous subject; `faces`
+        (frame -> list of face centres), when given, tells touching people apart."""
         self.segmenter = segmenter
+        self.rule, self.faces = rule or SubjectRule(), faces
+        self.map_point = None  # source pixels -> frame pixels, for a point rule (set per video)
         self.threshold, self.min_area = threshold, min_area
         self.roi = roi and segmenter.supports_roi
         self.roi_expand, self.roi_input = roi_expand, roi_input
@@ -204,15 +328,17 @@ class SubjectTracker:
 
         self.last_roi = None
         prob = subject = None
+        centres = self.faces(rgb) if (self.faces is not None and self.rule.needs_people) else None
         box = tight_box(self.previous) if (self.roi and self.previous is not None) else None
         if box is not None:
             roi = roi_square(box, self.roi_expand, self.roi_input // 2)
             prob = self._segment_roi(rgb, index, roi)
-            subject = select_subject(prob >= self.threshold, self.previous, self.min_area)
+            subject = select_subject(prob >= self.threshold, self.previous, self.min_area, self.rule, centres,
+                                     self.map_point)
             self.last_roi = roi
         if subject is None or not subject.any():
             prob = self.segmenter.segment(rgb, index)
-            subject = select_subject(prob >= self.threshold, None, self.min_area)
+            subject = select_subject(prob >= self.threshold, None, self.min_area, self.rule, centres, self.map_point)
             self.last_roi = None
             box = tight_box(subject)
             if self.roi and box is not None:
@@ -220,7 +346,8 @@ class SubjectTracker:
                 for _ in range(2):
                     roi = roi_square(box, self.roi_expand, self.roi_input // 2)
                     p = self._segment_roi(rgb, index, roi)
-                    s = select_subject(p >= self.threshold, subject, self.min_area)
+                    s = select_subject(p >= self.threshold, subject, self.min_area, self.rule, centres,
+                                       self.map_point)
                     if not s.any():
                         break
                     prob, subject, box, self.last_roi = p, s, tight_box(s), roi
