@@ -459,3 +459,25 @@ def test_reference_residual_target_round_trips_and_is_zero_on_a_still_video():
     assert torch.equal(diffusion_target(plain, moving, ref), moving)
     assert diffusion_target(resid, still, ref).abs().max() == 0
     torch.testing.assert_close(from_diffusion_target(resid, diffusion_target(resid, moving, ref), ref), moving)
+
+
+def test_gpu_memory_estimate_follows_the_parameter_counts():
+    """benchmarks/gpu.py --estimate: exact meta-device counts, and bytes per parameter as documented."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("gpu_bench", Path(__file__).parents[1] / "benchmarks" / "gpu.py")
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    est = gpu.estimate(gpus=8, lora_rank=64)
+    total = est["parameters"]
+    assert total == 5_571_594_880 + 397_977_600  # backbone + cue modules (benchmarks/model.py, BENCHMARKS.md)
+    rows, gib = est["rows"], 1024 ** 3
+    full = rows["train full, same-ID"]
+    assert full["trainable"] == total and abs(full["grads+adam"] - 12 * total / gib) < 1e-6
+    assert abs(rows["train full, same-ID, ZeRO-2 x8"]["grads+adam"] - full["grads+adam"] / 8) < 1e-6
+    lora, cue = rows["train lora, same-ID"], rows["train cue_only, same-ID"]
+    assert cue["trainable"] == 397_977_600 < lora["trainable"] < total
+    assert rows["train lora, cross-ID"]["teacher"] == 2 * total / gib
+    assert full["total"] > lora["total"] > cue["total"]
+    assert est["tokens"] == 7 * 32 * 32 + 224

@@ -1,0 +1,213 @@
+"""GPU memory and speed of the real-size model (CogVideoX1.5-5B-I2V layout + cue modules, random
+weights), per training mode and inference option, at 49 x 512 x 512.
+
+    .venv/bin/python benchmarks/gpu.py --estimate            # any machine: the memory table, estimated
+    .venv/bin/python benchmarks/gpu.py --measure [--runs 3]  # a CUDA GPU: bf16 step times and peak memory
+
+--estimate builds the model on the meta device (exact parameter counts, no memory) and adds the
+bytes each mode keeps per parameter and an activation estimate (below). --measure builds it on the
+GPU and measures, per row, the median of --runs steps after one warm-up and torch's peak allocated
+memory. Until --measure has run on a GPU, BENCHMARKS.md marks the table as estimates.
+
+Bytes per parameter, as the trainer runs today (accelerate mixed precision bf16: weights kept in
+float32, bf16 autocast; AdamW state in float32):
+  full      4 (weights) + 4 (grads) + 8 (AdamW m, v)  on every parameter
+  lora      4 on every parameter + 12 on the trainable ones (LoRA + cue modules)
+  cue_only  4 on every parameter + 12 on the cue modules
+  ZeRO-2 over N GPUs divides the grads and AdamW terms by N.
+The cross-ID stage adds the frozen Same2X teacher (the same model, bf16: 2 per parameter).
+Activations with gradient checkpointing (the config's default): each block's input kept
+(tokens x dim x 2 bytes x layers) plus one block recomputed (about 12 tokens x dim x 2 bytes for its
+attention and 4x MLP with SDPA); tokens = 7 x 32 x 32 vision (49 frames -> 13 latents, padded to 14,
+2x2x2 patches) + 224 text.
+Inference (bf16): transformer weights 2 per parameter (fp8 storage: 1), T5-XXL encoder 4.76 B
+parameters and the CogVideoX VAE 0.22 B (their published sizes; not built here), activations of one
+forward (about 4 tokens x dim x 2 bytes, no graph kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+GB = 1024 ** 3
+T5_PARAMS = 4.76e9
+VAE_PARAMS = 0.22e9
+FRAMES, SIZE = 49, 512
+
+
+def real_size_model(device="meta", dtype=torch.float32):
+    from directanimator.config import load_config
+    from directanimator.model import CueFusionTransformer3D, transformer_kwargs
+
+    cfg = load_config(ROOT / "configs" / "cogvideox1.5-5b-i2v.yaml")
+    with torch.device(device):
+        model = CueFusionTransformer3D(**transformer_kwargs(cfg.model, 16))
+    return model.to(dtype) if device != "meta" else model, cfg
+
+
+def tokens(model) -> int:
+    lat_f = 1 + (FRAMES - 1) // 4
+    pt = model.config.patch_size_t or 1
+    lat_f += (-lat_f) % pt
+    p = model.config.patch_size
+    return (lat_f // pt) * (SIZE // 8 // p) ** 2 + model.config.max_text_seq_length
+
+
+def trainable_counts(model, lora_rank: int = 64) -> dict[str, int]:
+    from directanimator.config import LoraConfig
+    from directanimator.model.adapters import expected_trainable
+
+    lora = LoraConfig(rank=lora_rank, alpha=float(lora_rank))
+    return {mode: expected_trainable(model, mode, lora) for mode in ("full", "lora", "cue_only")}
+
+
+def estimate(gpus: int = 1, lora_rank: int = 64) -> dict:
+    model, _ = real_size_model()
+    total = sum(p.numel() for p in model.parameters())
+    dim = model.config.num_attention_heads * model.config.attention_head_dim
+    n_tok, layers = tokens(model), model.config.num_layers
+    act_train = (n_tok * dim * 2 * layers + 12 * n_tok * dim * 2) / GB
+    act_infer = 4 * n_tok * dim * 2 / GB
+    rows = {}
+    for mode, n_train in trainable_counts(model, lora_rank).items():
+        for stage, teacher in (("same-ID", 0.0), ("cross-ID", 2 * total / GB)):
+            for shards in sorted({1, gpus}):
+                weights = 4 * total / GB
+                states = 12 * n_train / GB / shards
+                rows[f"train {mode}, {stage}" + (f", ZeRO-2 x{shards}" if shards > 1 else "")] = {
+                    "trainable": n_train, "weights": weights, "grads+adam": states, "teacher": teacher,
+                    "activations": act_train, "total": weights + states + teacher + act_train}
+    t5, vae = 2 * T5_PARAMS / GB, 2 * VAE_PARAMS / GB
+    tr_bf16, tr_fp8 = 2 * total / GB, 1 * total / GB
+    infer = {  # only the first is an animate option today (--dtype bfloat16); the others are issue #15's plan
+        "bf16, all on the GPU (animate --dtype bfloat16)": tr_bf16 + t5 + vae + act_infer,
+        "bf16, T5 released after encoding (not an option yet)": max(tr_bf16 + vae + act_infer, t5),
+        "fp8 weight storage, bf16 compute (not an option yet)": max(tr_fp8 + vae + act_infer, t5),
+        "model CPU offload, one component at a time (not an option yet)": max(tr_bf16 + act_infer, t5, vae),
+        "group offload, two blocks at a time (not an option yet)": tr_bf16 / layers * 2 + max(act_infer, t5 / 24, vae),
+    }
+    for name, value in infer.items():
+        rows[f"inference: {name}"] = {"total": value}
+    return {"parameters": total, "tokens": n_tok, "dim": dim, "layers": layers, "rows": rows}
+
+
+def markdown(est: dict) -> str:
+    lines = [f"Real-size model: {est['parameters']:,} parameters, {est['tokens']:,} tokens at {FRAMES} x {SIZE} x "
+             f"{SIZE}, {est['layers']} blocks of width {est['dim']}. **Estimates** (GiB per GPU, batch 1).", "",
+             "| what | trained parameters | weights | grads + AdamW | teacher | activations | **total** |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in est["rows"].items():
+        if "weights" in r:
+            lines.append(f"| {name} | {r['trainable'] / 1e6:,.0f} M | {r['weights']:.1f} | {r['grads+adam']:.1f} | "
+                         f"{r['teacher']:.1f} | {r['activations']:.1f} | **{r['total']:.1f}** |")
+        else:
+            lines.append(f"| {name} | | | | | | **{r['total']:.1f}** |")
+    return "\n".join(lines)
+
+
+def measure(runs: int) -> list[dict]:
+    """bf16 forward and training-step time and peak memory on the GPU, per mode / option."""
+    from directanimator.config import LoraConfig
+    from directanimator.model.adapters import set_trainable
+
+    if not torch.cuda.is_available():
+        raise SystemExit("error: --measure needs a CUDA GPU (torch sees none); --estimate runs anywhere")
+    dev = torch.device("cuda")
+    results = []
+
+    def inputs(model):
+        lat_f = 1 + (FRAMES - 1) // 4
+        h = SIZE // 8
+        g = torch.Generator(device="cpu").manual_seed(0)
+
+        def r(*s):
+            return torch.randn(*s, generator=g).to(dev, torch.bfloat16)
+
+        return dict(hidden_states=r(1, lat_f, 32, h, h), encoder_hidden_states=r(1, model.config.max_text_seq_length,
+                    model.config.text_embed_dim), timestep=torch.full((1,), 500, device=dev),
+                    pose_latents=r(1, lat_f, 16, h, h), face_latents=r(1, lat_f, 16, h, h),
+                    body_mask=r(1, lat_f, 1, h, h).sigmoid(), face_mask=r(1, lat_f, 1, h, h).sigmoid())
+
+    def timed(fn):
+        fn()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            fn()
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times), torch.cuda.max_memory_allocated() / GB
+
+    for option in ("bf16", "fp8 layerwise casting"):
+        model, _ = real_size_model(device="cuda", dtype=torch.bfloat16)
+        if option.startswith("fp8"):
+            model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+        x = inputs(model)
+        with torch.no_grad():
+            s, mem = timed(lambda: model(**x))
+        results.append({"row": f"forward, {option}", "seconds": s, "peak_gib": mem})
+        del model
+        torch.cuda.empty_cache()
+    for mode in ("full", "lora", "cue_only"):
+        model, _ = real_size_model(device="cuda", dtype=torch.float32)
+        model.enable_gradient_checkpointing()
+        set_trainable(model, mode, LoraConfig())
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+        x = inputs(model)
+
+        def step():
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = model(**x).sample.float().pow(2).mean()
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        try:
+            s, mem = timed(step)
+            results.append({"row": f"training step, {mode}", "seconds": s, "peak_gib": mem})
+        except torch.cuda.OutOfMemoryError:
+            results.append({"row": f"training step, {mode}", "seconds": None, "peak_gib": "out of memory"})
+        del model, opt
+        torch.cuda.empty_cache()
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--estimate", action="store_true")
+    ap.add_argument("--measure", action="store_true")
+    ap.add_argument("--gpus", type=int, default=8, help="ZeRO-2 rows for this many GPUs (estimate)")
+    ap.add_argument("--lora-rank", type=int, default=64)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--json", default=None, help="also write the numbers here")
+    args = ap.parse_args()
+    out = {}
+    if args.estimate or not args.measure:
+        out["estimate"] = estimate(args.gpus, args.lora_rank)
+        print(markdown(out["estimate"]))
+    if args.measure:
+        out["measured"] = measure(args.runs)
+        out["device"] = torch.cuda.get_device_name(0)
+        print(f"\nmeasured on {out['device']}:")
+        for r in out["measured"]:
+            sec = "n/a" if r["seconds"] is None else f"{r['seconds']:.2f} s"
+            mem = r["peak_gib"] if isinstance(r["peak_gib"], str) else f"{r['peak_gib']:.1f} GiB"
+            print(f"| {r['row']} | {sec} | {mem} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
