@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -148,6 +148,21 @@ def atomic_output_dir(final: str | Path, overwrite: bool = False, known: Iterabl
     os.replace(tmp, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """`write(tmp)` writes the file at a temporary name beside `path` (unique per process, the same
+    extension, so writers that pick a format by extension still work), which is then renamed to
+    `path`: readers see the old file or the whole new one, never a half-written one. On failure the
+    temporary file is removed and the error raised."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -201,3 +201,21 @@ def test_atomic_write_from_two_processes_at_once(tmp_path):
     data = (tmp_path / "shared.jsonl").read_bytes()
     assert data in (b"a" * 4096, b"b" * 4096)
     assert [p.name for p in tmp_path.iterdir()] == ["shared.jsonl"]
+
+
+def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    from directanimator.storage import atomic_write
+
+    path = tmp_path / "plot.png"
+    path.write_bytes(b"old")
+
+    def broken(tmp):
+        assert tmp.suffix == ".png" and tmp.parent == tmp_path  # same folder, same extension
+        tmp.write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, broken)
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["plot.png"]
+    atomic_write(path, lambda tmp: tmp.write_bytes(b"new"))
+    assert path.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["plot.png"]

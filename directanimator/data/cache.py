@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,10 +216,10 @@ def encode_windows(codec: LatentCodec, frames: np.ndarray | None, cues: DrivingC
 
 
 def write_entry(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    from ..storage import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")  # unique: processes may share a cache
-    save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta)})
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta)}))
 
 
 def read_meta(path: Path) -> dict | None:
@@ -291,6 +290,6 @@ def write_cache_config(root: Path, cfg: Config) -> None:
     root.mkdir(parents=True, exist_ok=True)
     target = root / "config.yaml"
     if not target.exists():
-        tmp = root / f"config.yaml.{os.getpid()}.partial"
-        tmp.write_text(dump_config(cfg))
-        os.replace(tmp, target)
+        from ..storage import atomic_write_bytes
+
+        atomic_write_bytes(target, dump_config(cfg).encode())

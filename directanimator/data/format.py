@@ -26,7 +26,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from ..errors import InputError
-from ..storage import atomic_write_bytes
+from ..storage import atomic_write, atomic_write_bytes
 from ..video import VideoWriter
 
 SPLITS = ("train", "test")
@@ -51,14 +51,14 @@ def write_clip(root: Path, record: ClipRecord, frames: np.ndarray, annotations: 
     """Write one clip folder (frames (T, H, W, 3) uint8 RGB) under root/clips/."""
     folder = Path(root) / "clips" / record.clip_id
     folder.mkdir(parents=True, exist_ok=True)
-    tmp_video = folder / "video.mp4.partial"
-    with VideoWriter(tmp_video, record.fps, frames.shape[2], frames.shape[1], crf=16, preset="medium") as w:
-        for f in frames:
-            w.write(f)
-    tmp_video.replace(folder / "video.mp4")
-    tmp = folder / "annotations.safetensors.partial"
-    save_file({k: np.ascontiguousarray(v) for k, v in annotations.items()}, str(tmp))
-    tmp.replace(folder / "annotations.safetensors")
+    def video(tmp: Path) -> None:
+        with VideoWriter(tmp, record.fps, frames.shape[2], frames.shape[1], crf=16, preset="medium") as w:
+            for f in frames:
+                w.write(f)
+
+    atomic_write(folder / "video.mp4", video)
+    atomic_write(folder / "annotations.safetensors",
+                 lambda tmp: save_file({k: np.ascontiguousarray(v) for k, v in annotations.items()}, str(tmp)))
     atomic_write_bytes(folder / "meta.json", json.dumps(asdict(record), indent=1, sort_keys=True).encode())
 
 

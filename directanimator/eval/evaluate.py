@@ -8,7 +8,6 @@ size when they differ, and both are cut to the shorter length (both noted in the
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import cv2
@@ -174,8 +173,8 @@ def markdown_table(report: dict) -> str:
 
 
 def write_report(report: dict, out: str | Path) -> None:
+    from ..storage import atomic_write_bytes
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, out)
+    atomic_write_bytes(out, json.dumps(report, indent=1).encode())

@@ -113,14 +113,12 @@ class T5PromptEncoder(_Prompts):
             ids = self.tokenizer(prompt, self.max_length)
             emb = self.model(ids.to(self.device))[0][0].float().cpu()
             if file is not None:
-                import os
-
                 from safetensors.torch import save_file
 
+                from ..storage import atomic_write
+
                 file.parent.mkdir(parents=True, exist_ok=True)
-                tmp = file.with_suffix(".partial")
-                save_file({"prompt_embeds": emb.contiguous()}, str(tmp))
-                os.replace(tmp, file)
+                atomic_write(file, lambda tmp: save_file({"prompt_embeds": emb.contiguous()}, str(tmp)))
         self._cache[key] = emb
         return emb
 
