@@ -58,7 +58,8 @@ def _load(args: argparse.Namespace):
 def _preprocess(args: argparse.Namespace) -> int:
     from .data.preprocess import preprocess
 
-    report = preprocess(args.dataset, _load(args), progress=not args.quiet)
+    report = preprocess(args.dataset, _load(args), progress=not args.quiet,
+                        device=str(_device(args.device)))
     failed = report["failed"] + report["pseudo_failed"]
     print(f"cache {report['cache']}: " + json.dumps({k: v for k, v in report.items() if k not in ("cache", "failures")}))
     for f in report["failures"]:
@@ -191,7 +192,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .storage import check_output_file
 
     check_output_file(args.out)  # before the compute: a folder or an unwritable place fails now
-    feats = FeatureMetrics(args.inception, args.i3d, args.lpips_alexnet, args.lpips_lin)
+    feats = FeatureMetrics(args.inception, args.i3d, args.lpips_alexnet, args.lpips_lin, device=_device(args.device))
     report = evaluate(args.generated, args.ground_truth, args.reference, args.driving, feats, face=not args.no_face,
                       pose=not args.no_pose, progress=not args.quiet, arcface=args.arcface,
                       dwpose=args.dwpose)
@@ -268,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("preprocess", help="cache cues and latents of a dataset for training (resumable)")
     p.add_argument("--dataset", required=True)
     p.add_argument("--config", default=None)
+    p.add_argument("--device", default="auto",
+                   help="where the VAE encodes: cpu, cuda, cuda:N (default: cuda when there is one); its dtype is "
+                        "the config's data.codec_dtype")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_preprocess)
 
@@ -317,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="the paper's ten metrics: generated vs ground-truth videos")
     p.add_argument("--generated", required=True, help="a video, or a folder of videos matched by file name")
     p.add_argument("--ground-truth", required=True)
+    p.add_argument("--device", default="auto",
+                   help="where Inception, I3D and AlexNet run: cpu, cuda, cuda:N (default: cuda when there is one)")
     p.add_argument("--reference", default=None, help="reference image (or folder of images) for FIS")
     p.add_argument("--driving", default=None, help="driving video(s) for PLC and FLC")
     p.add_argument("--out", required=True, help="report.json")

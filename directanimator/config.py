@@ -258,6 +258,10 @@ class DataConfig:
     # store cached latents in float16 (halves the cache; exact for the pixel-shuffle codec's range)
     cache_float16: bool = False
     num_workers: int = 0
+    # dtype the CogVideoX VAE encodes the caches in (`preprocess --device cuda`: bfloat16 halves its
+    # memory and time); part of the cache key, so training reads the caches it was built with.
+    # The weights-free DCT codec is exact in float32 and ignores it.
+    codec_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
 
 @dataclass

@@ -145,6 +145,12 @@ def test_evaluate_cli_folders(tmp_path):
     r = subprocess.run([sys.executable, "-m", "directanimator", "evaluate", "--generated", str(gen), "--ground-truth",
                         str(gt), "--out", str(tmp_path / "r2.json")], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and "named like b" in r.stderr
+    if not torch.cuda.is_available():  # --device: one error line before any work
+        r = subprocess.run([sys.executable, "-m", "directanimator", "evaluate", "--generated", str(gen), "--ground-truth",
+                            str(gen), "--device", "cuda", "--out", str(tmp_path / "r3.json")], capture_output=True,
+                           text=True, cwd=ROOT)
+        assert r.returncode == 2 and r.stderr.strip() == "error: --device cuda: no CUDA GPU is visible to torch on this machine"
+        assert not (tmp_path / "r3.json").exists()
 
 
 def test_arcface_option_runs_an_onnx_model_on_aligned_faces(tmp_path):

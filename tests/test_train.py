@@ -88,7 +88,16 @@ def test_bucket_sampler_uniform_sharded_deterministic_resumable():
 
 
 def test_cache_is_keyed_by_config_and_content(puppet_dataset, tiny_cfg):
+    from directanimator.config import load_config
+
+    real = load_config("configs/cogvideox1.5-5b-i2v.yaml")
+    key32 = cache_key(real)
+    real.data.codec_dtype = "bfloat16"  # VAE latents in bf16 are other numbers: another cache
+    assert cache_key(real) != key32
     cfg = tiny_cfg()
+    other_dtype = tiny_cfg()
+    other_dtype.data.codec_dtype = "bfloat16"  # the DCT codec ignores it: the same cache
+    assert cache_key(other_dtype) == cache_key(cfg)
     root = cache_root(puppet_dataset, cfg)
     entries = sorted((root / "clips").glob("*.safetensors"))
     assert entries and all(read_meta(e)["key"] == cache_key(cfg) for e in entries)
@@ -331,6 +340,13 @@ def test_train_cli_bad_inputs(same_id_run, puppet_dataset, tmp_path):
     assert r.returncode == 2 and r.stderr.strip() == f"error: dataset not found: {tmp_path / 'nowhere'}"
     r = cli(*base, "--max-steps", "0", "--out", str(tmp_path / "f"))
     assert r.returncode == 2 and "--max-steps) must be at least 1, got 0" in r.stderr and not (tmp_path / "f").exists()
+    import torch
+
+    if not torch.cuda.is_available():
+        r = cli("preprocess", "--dataset", str(puppet_dataset), "--config", "configs/tiny.yaml", "--device", "cuda")
+        assert r.returncode == 2 and r.stderr.strip() == "error: --device cuda: no CUDA GPU is visible to torch on this machine"
+    r = cli("preprocess", "--dataset", str(puppet_dataset), "--config", "configs/tiny.yaml", "--device", "cpu", "--quiet")
+    assert r.returncode == 0 and '"built": 0' in r.stdout  # the cache is complete: nothing rebuilt
 
 
 @pytest.mark.slow

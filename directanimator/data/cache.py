@@ -55,6 +55,8 @@ def cache_key(cfg: Config) -> str:
         # 2: the reference latent scaled as diffusers' I2V pipeline (invert_scale_latents), the VAE
         # posterior drawn from a per-clip seed (earlier caches of the VAE codec are rebuilt)
         relevant["cogvideox_rev"] = 2
+        if cfg.data.codec_dtype != "float32":  # (absent for float32: earlier caches keep their key)
+            relevant["codec_dtype"] = cfg.data.codec_dtype
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -198,7 +200,7 @@ def encode_windows(codec: LatentCodec, frames: np.ndarray | None, cues: DrivingC
     out: dict[str, list[torch.Tensor]] = {}
 
     def add(key: str, value: torch.Tensor) -> None:
-        out.setdefault(key, []).append(value[0].to(dtype).contiguous())
+        out.setdefault(key, []).append(value[0].to("cpu", dtype).contiguous())  # the VAE may be on a GPU
 
     for s in starts:
         sl = slice(s, s + length)
@@ -210,7 +212,7 @@ def encode_windows(codec: LatentCodec, frames: np.ndarray | None, cues: DrivingC
         add("face_latents", codec.encode(video_tensor(cues.face_cue[sl]), gen))
     result = {k: torch.stack(v) for k, v in out.items()}
     if frames is not None and reference is not None:
-        ref = codec.encode_reference(video_tensor(reference[None]), gen)[0].to(dtype)  # (1, C, h, w)
+        ref = codec.encode_reference(video_tensor(reference[None]), gen)[0].to("cpu", dtype)  # (1, C, h, w)
         result["reference_latent"] = ref[None].expand(len(starts), -1, -1, -1, -1).contiguous()
     return result
 

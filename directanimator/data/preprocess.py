@@ -28,7 +28,9 @@ def _rank_world() -> tuple[int, int]:
 
 
 def preprocess(dataset: str | Path, cfg: Config, progress: bool = True, rank: int | None = None,
-               world_size: int | None = None) -> dict:
+               world_size: int | None = None, device: str | None = None) -> dict:
+    """Build the caches of `dataset` for `cfg`, the codec (the CogVideoX VAE) on `device` (default
+    CPU) in `data.codec_dtype`."""
     dataset = Path(dataset)
     env_rank, env_world = _rank_world()
     rank = env_rank if rank is None else rank
@@ -42,10 +44,12 @@ def preprocess(dataset: str | Path, cfg: Config, progress: bool = True, rank: in
 
         for item in read_pseudo_manifest(dataset):
             pseudo_items.setdefault(item["source_clip"], []).append(item)
+    import torch
+
     root = cache_root(dataset, cfg)
     write_cache_config(root, cfg)
     key = cache_key(cfg)
-    codec = build_codec(cfg.model)
+    codec = build_codec(cfg.model, device=device or "cpu", dtype=getattr(torch, cfg.data.codec_dtype))
     mine = records[rank::world]
     counts = {"built": 0, "kept": 0, "failed": 0, "pseudo_built": 0, "pseudo_kept": 0, "pseudo_failed": 0}
     failures = []

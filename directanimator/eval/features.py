@@ -56,9 +56,10 @@ def _need(path: str | None, what: str, file: str) -> Path | None:
 
 
 class TorchScriptFeatures:
-    def __init__(self, path: Path, kind: str):
+    def __init__(self, path: Path, kind: str, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
         try:
-            self.model = torch.jit.load(str(path), map_location="cpu").eval()
+            self.model = torch.jit.load(str(path), map_location=self.device).eval()
         except (RuntimeError, ValueError) as exc:
             raise InputError(f"cannot load {kind} TorchScript from {path}: {str(exc).splitlines()[0]}") from None
         self.kind = kind
@@ -68,9 +69,9 @@ class TorchScriptFeatures:
         """(T, H, W, 3) uint8 -> (T, 2048) Inception features."""
         out = []
         for i in range(0, len(frames), batch):
-            x = torch.from_numpy(frames[i:i + batch]).permute(0, 3, 1, 2).float()
+            x = torch.from_numpy(frames[i:i + batch]).permute(0, 3, 1, 2).float().to(self.device)
             x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-            out.append(self.model(x, return_features=True).reshape(len(x), -1).numpy())
+            out.append(self.model(x, return_features=True).reshape(len(x), -1).cpu().numpy())
         return np.concatenate(out)
 
     @torch.no_grad()
@@ -81,10 +82,10 @@ class TorchScriptFeatures:
             frames = np.concatenate([frames, np.repeat(frames[-1:], length - len(frames), axis=0)])
         feats = []
         for s in range(0, len(frames) - length + 1, length):
-            x = torch.from_numpy(frames[s:s + length]).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+            x = torch.from_numpy(frames[s:s + length]).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(self.device)
             x = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False)
             x = x.permute(1, 0, 2, 3)[None]  # (1, 3, T, 224, 224)
-            feats.append(self.model(x, rescale=False, resize=False, return_features=True).reshape(1, -1).numpy())
+            feats.append(self.model(x, rescale=False, resize=False, return_features=True).reshape(1, -1).cpu().numpy())
         return np.concatenate(feats)
 
 
@@ -131,8 +132,10 @@ class LPIPS(nn.Module):
         return sum(lin((x - y) ** 2).mean(dim=(2, 3)).flatten() for lin, x, y in zip(self.lins, fa, fb))
 
     def frames(self, gen: np.ndarray, truth: np.ndarray) -> float:
+        device = self.shift.device
+
         def t(x):
-            return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+            return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
 
         return float(torch.cat([self(t(gen[i:i + 8]), t(truth[i:i + 8])) for i in range(0, len(gen), 8)]).mean())
 
@@ -141,14 +144,14 @@ class FeatureMetrics:
     """The three weight-dependent metrics; each is None (unavailable) without its file."""
 
     def __init__(self, inception: str | None = None, i3d: str | None = None, lpips_alexnet: str | None = None,
-                 lpips_lin: str | None = None):
+                 lpips_lin: str | None = None, device: str | torch.device = "cpu"):
         p = _need(inception, "Inception (FID)", "a TorchScript inception-2015-12-05.pt")
-        self.inception = TorchScriptFeatures(p, "Inception") if p else None
+        self.inception = TorchScriptFeatures(p, "Inception", device) if p else None
         p = _need(i3d, "I3D (FVD)", "a TorchScript i3d_torchscript.pt")
-        self.i3d = TorchScriptFeatures(p, "I3D") if p else None
+        self.i3d = TorchScriptFeatures(p, "I3D", device) if p else None
         a = _need(lpips_alexnet, "AlexNet (LPIPS)", "torchvision's alexnet-owt-7be5be79.pth")
         lin = _need(lpips_lin, "LPIPS heads", "lpips' weights/v0.1/alex.pth")
-        self.lpips = LPIPS(a, lin) if a and lin else None
+        self.lpips = LPIPS(a, lin).to(device) if a and lin else None
 
     def missing(self) -> dict[str, str]:
         out = {}
