@@ -258,6 +258,18 @@ def test_from_cogvideox_starts_as_the_checkpoint(tmp_path):
             torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
     with pytest.raises(InputError, match="config.json"):
         CueFusionTransformer3D.from_cogvideox(tmp_path / "nowhere")
+    # built on the meta device: weights in the asked dtype, nothing left unallocated, the 1.0 layout's
+    # sin-cos position table (not in the checkpoint) rebuilt as the constructor builds it
+    half = CueFusionTransformer3D.from_cogvideox(tmp_path / "CogVideoX", dtype=torch.bfloat16)
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    assert not any(t.is_meta for t in [*half.parameters(), *half.buffers()])
+    torch.manual_seed(0)
+    old = CogVideoXTransformer3DModel(**small_kwargs("1.0")).eval()
+    old.save_pretrained(tmp_path / "CogVideoX-1.0" / "transformer")
+    loaded = CueFusionTransformer3D.from_cogvideox(tmp_path / "CogVideoX-1.0").eval()
+    assert torch.equal(loaded.patch_embed.pos_embedding, old.patch_embed.pos_embedding)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, enc, t, **cues).sample, diffusers_forward(old, loaded, x, enc, t, "1.0"))
 
 
 def test_real_size_5b_config_on_meta_device():

@@ -192,19 +192,29 @@ class CueFusionTransformer3D(CogVideoXTransformer3DModel):
         return model
 
     @classmethod
-    def from_cogvideox(cls, path: str | Path, **cue_kwargs: Any) -> "CueFusionTransformer3D":
+    def from_cogvideox(cls, path: str | Path, dtype: torch.dtype = torch.float32,
+                       **cue_kwargs: Any) -> "CueFusionTransformer3D":
         """Load a CogVideoX / CogVideoX1.5 I2V transformer from a local folder (the model folder with
         `transformer/`, or the transformer folder itself) and add the cue modules, initialised so
-        that the result computes exactly what the checkpoint computes (see CueFusion)."""
+        that the result computes exactly what the checkpoint computes (see CueFusion).
+
+        Built on the meta device: the checkpoint's tensors become the weights (cast to `dtype` one by
+        one), and only the cue modules, which the checkpoint lacks, are allocated and initialised.
+        Peak memory is about one copy of the weights in `dtype` (5B in bf16: 11 GiB; float32, the
+        trainer's master weights: 22 GiB), not a randomly initialised float32 model plus the
+        checkpoint."""
         folder = _find_transformer_folder(Path(path))
         base_config = json.loads((folder / "config.json").read_text())
         kwargs = {k: v for k, v in base_config.items() if not k.startswith("_")}
-        model = cls(**kwargs, **cue_kwargs)
+        with torch.device("meta"):
+            model = cls(**kwargs, **cue_kwargs)
         state = _read_safetensors_folder(folder)
+        for k in list(state):  # one tensor at a time: the checkpoint's copy is freed as it goes
+            state[k] = state[k].to(dtype)
         own = model.state_dict()
         key = "patch_embed.proj.weight"
         if key in state and own[key].shape != state[key].shape:  # concat: widen with zeros
-            wide = torch.zeros_like(own[key])
+            wide = torch.zeros(own[key].shape, dtype=dtype)
             src = state[key]
             if src.dim() == 4:
                 wide[:, : src.shape[1]] = src
@@ -213,13 +223,39 @@ class CueFusionTransformer3D(CogVideoXTransformer3DModel):
                 c = src.shape[1] // (pt * p * p)
                 wide.view(wide.shape[0], -1, pt, p, p)[:, :c] = src.view(src.shape[0], c, pt, p, p)
             state[key] = wide
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
         if unexpected:
             raise InputError(f"{folder}: checkpoint has weights this model does not know: {unexpected[:3]}")
         not_cue = [k for k in missing if not k.startswith(("cue_embed", "cue_fusion", "cue_cross_attention"))]
         if not_cue:
             raise InputError(f"{folder}: checkpoint lacks backbone weights, e.g. {not_cue[:3]}")
+        model._materialise(dtype)
         return model
+
+    @torch.no_grad()
+    def _materialise(self, dtype: torch.dtype) -> None:
+        """After loading a checkpoint into a meta-device model: allocate and initialise what it did not
+        hold, the cue modules (as their constructors do) and the non-persistent sin-cos position table."""
+        for name in ("cue_embed", "cue_fusion", "cue_cross_attention"):
+            group = getattr(self, name)
+            if any(p.is_meta for p in group.parameters()):
+                group.to_empty(device="cpu")
+                for module in group.modules():  # first every layer's own default initialisation,
+                    if hasattr(module, "reset_parameters"):
+                        module.reset_parameters()
+                for module in group.modules():  # then the zero-injection starts that override it
+                    if isinstance(module, CueFusion):
+                        module.reset_injection()
+                    if isinstance(module, CueCrossAttention):
+                        module.gate.zero_()
+                group.to(dtype)
+        pe = self.patch_embed
+        if getattr(pe, "pos_embedding", None) is not None and pe.pos_embedding.is_meta:
+            table = pe._get_positional_embeddings(pe.sample_height, pe.sample_width, pe.sample_frames)
+            pe.register_buffer("pos_embedding", table, persistent=pe.use_learned_positional_embeddings)
+        leftover = [n for n, t in [*self.named_parameters(), *self.named_buffers()] if t.is_meta]
+        if leftover:
+            raise RuntimeError(f"from_cogvideox left tensors unallocated: {leftover[:3]}")
 
     # ------------------------------------------------------------------ forward helpers
 
