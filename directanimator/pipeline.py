@@ -306,17 +306,25 @@ class DirectAnimatorPipeline:
                 callback("denoise", i, total_steps)
 
         t0 = time.perf_counter()
-        enc = self.text_encoder([self.config.model.text.prompt], device=self.device)
+        enc = self.encode_prompt()
         fused = sample_fused_latents(self.transformer, self.scheduler, ref_latent, window_cues, layout, total, enc,
                                      steps, torch.Generator().manual_seed(seed * 1_000_003), guidance, progress,
                                      workdir=tmp, callback=on_step)
         seconds["transformer"] += time.perf_counter() - t0
         return fused, layout
 
+    def encode_prompt(self) -> torch.Tensor:
+        """The prompt's T5 embedding (cached by the encoder); the T5 weights are then released when
+        `inference.release_text_encoder` (they are not needed again for this prompt)."""
+        enc = self.text_encoder([self.config.model.text.prompt], device=self.device)
+        if self.config.inference.release_text_encoder and hasattr(self.text_encoder, "release"):
+            self.text_encoder.release()
+        return enc
+
     @torch.no_grad()
     def denoise(self, reference_latent: torch.Tensor, cues: dict[str, torch.Tensor], generator: torch.Generator,
                 steps: int, guidance_scale: float, progress: bool = False) -> torch.Tensor:
-        enc = self.text_encoder([self.config.model.text.prompt], device=self.device)
+        enc = self.encode_prompt()
         return sample_latents(self.transformer, self.scheduler, reference_latent, cues, enc, steps, generator,
                               guidance_scale, progress)
 

@@ -380,3 +380,26 @@ def test_keep_background_gives_the_reference_pixels_away_from_the_person(tmp_pat
     print(f"\nmean |output - reference| far from the person: kept {err_kept:.2f}, plain {err_plain:.2f}")
     assert err_kept < 1.5 and err_plain > 2 * err_kept
     assert not np.array_equal(kept, plain)
+
+
+def test_the_text_encoder_is_released_after_the_prompt_is_encoded(tmp_path):
+    """inference.release_text_encoder: the pipeline encodes the prompt, then frees T5's weights."""
+    pipe = DirectAnimatorPipeline.from_pretrained(None)
+    real = pipe.text_encoder
+    calls = []
+
+    class Encoder:
+        def __call__(self, prompts, device="cpu", dtype=None):
+            calls.append("encode")
+            return real(prompts, device=device)
+
+        def release(self):
+            calls.append("release")
+
+    pipe.text_encoder = Encoder()
+    gt_pipeline_run(pipe, tmp_path, frames=9, steps=1, name="rel")
+    assert calls[:2] == ["encode", "release"]
+    calls.clear()
+    pipe.config.inference.release_text_encoder = False
+    gt_pipeline_run(pipe, tmp_path, frames=9, steps=1, name="keep")
+    assert "release" not in calls and calls

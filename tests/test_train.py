@@ -577,6 +577,12 @@ def test_t5_from_a_real_layout_folder_with_its_spiece_tokenizer(tmp_path):
     emb = enc(["a person walks", ""])
     assert emb.shape == (2, 12, 16) and torch.isfinite(emb).all()
     assert not torch.equal(emb[0], emb[1]) and emb[1].std() > 0  # T5(""): not zeros
+    # released after encoding (inference.release_text_encoder): cached prompts need no T5, a new one reloads it
+    enc.release()
+    assert enc.model is None
+    assert torch.equal(enc(["a person walks"])[0], emb[0]) and enc.model is None
+    again = enc(["a person jumps"])
+    assert enc.model is not None and torch.equal(again[0], T5PromptEncoder(tmp_path, max_length=12)(["a person jumps"])[0])
 
 
 def test_pseudo_filter_scores_follow_the_degradations_they_measure():
