@@ -171,7 +171,8 @@ def _animate(args: argparse.Namespace) -> int:
             check_output_file(path, overwrite=args.overwrite)
     device = _device(args.device)
     pipe = DirectAnimatorPipeline.from_pretrained(args.checkpoint, scheduler=args.scheduler, device=device,
-                                                  dtype=args.dtype, merge_lora=not args.lora_unmerged)
+                                                  dtype=args.dtype, merge_lora=not args.lora_unmerged,
+                                                  memory=args.memory)
     _apply_subject(pipe.config.cues, args)
     result = pipe(args.reference, args.driving, out, steps=args.steps, seed=args.seed, size=args.size,
                   guidance_scale=args.guidance, side_by_side=side, progress=not args.quiet,
@@ -307,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
                    default=None, help="join overlapping windows by cross-fading decoded frames (pixel) or by "
                                       "denoising them together (latent); default: the checkpoint's")
     _add_subject_args(p)
+    p.add_argument("--memory", choices=_literal_choices("inference", "memory"), default=None,
+                   help="GPU memory saver for the transformer: fp8 weight storage, group offload (one block on the "
+                        "GPU at a time), none, or auto (chosen from free GPU memory, printed); default: the "
+                        "checkpoint's inference.memory")
     p.add_argument("--lora-unmerged", action="store_true",
                    help="a LoRA run's adapter as live LoRA layers instead of merged into the weights")
     p.add_argument("--keep-background", action=argparse.BooleanOptionalAction, default=None,

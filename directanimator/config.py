@@ -405,6 +405,12 @@ class InferenceConfig:
     # exactly; inside, the model's. For a static camera, as in the reference photo; off for a moving one.
     keep_background: bool = False
     keep_background_margin: float = 0.05
+    # GPU memory savers for the transformer (pipeline.py `apply_memory_option`): none; fp8 = weights
+    # stored in float8 (e4m3), each layer cast to the compute dtype when it runs (diffusers'
+    # layerwise casting: half of bf16's weight memory); group_offload = weights in CPU memory, one
+    # block at a time brought to the GPU (diffusers' group offloading: least memory, slowest); auto =
+    # the first of none, fp8, group_offload whose estimate fits the GPU's free memory (printed)
+    memory: Literal["auto", "none", "fp8", "group_offload"] = "auto"
     # free the T5 encoder's weights once the prompt is encoded (9.5 GB in bf16 for CogVideoX's T5-XXL);
     # the embedding stays cached, a new prompt loads T5 again
     release_text_encoder: bool = True

@@ -197,7 +197,7 @@ class DirectAnimatorPipeline:
         self.text_encoder = text_encoder
         self.config = config
         self.device = torch.device(device)
-
+        self.dtype = next(transformer.parameters()).dtype  # the compute dtype, whatever the storage
     @property
     def components(self) -> dict:
         return {"transformer": self.transformer, "scheduler": self.scheduler, "codec": self.codec,
@@ -208,11 +208,12 @@ class DirectAnimatorPipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, device: str | torch.device = "cpu",
                         scheduler: str | None = None, dtype: torch.dtype | str | None = None,
-                        merge_lora: bool = True) -> "DirectAnimatorPipeline":
+                        merge_lora: bool = True, memory: str | None = None) -> "DirectAnimatorPipeline":
         """`path` None = the embedded demo model. See `resolve_checkpoint` for the folders taken.
         `dtype` is the transformer's and the VAE's (None: bfloat16 on CUDA, float32 elsewhere); the
         sampler's own arithmetic stays float32. A LoRA run's adapter is merged into the weights
-        unless `merge_lora` is False (then it runs as live LoRA layers)."""
+        unless `merge_lora` is False (then it runs as live LoRA layers). `memory`: see
+        `apply_memory_option` (default: the config's `inference.memory`)."""
         from .model.loading import check_compatible, load_transformer
 
         device = torch.device(device)
@@ -222,8 +223,41 @@ class DirectAnimatorPipeline:
         codec = build_codec(cfg.model, device=device, dtype=dtype)
         check_compatible(transformer, cfg, codec.latent_channels, f"checkpoint {model_dir}")
         kind = scheduler or cfg.inference.scheduler
-        return cls(transformer, make_inference_scheduler(kind, cfg.model.pretrained), codec,
+        pipe = cls(transformer, make_inference_scheduler(kind, cfg.model.pretrained), codec,
                    build_text_encoder(cfg.model, transformer, device=device), cfg, device)
+        pipe.apply_memory_option(memory)
+        return pipe
+
+    def apply_memory_option(self, option: str | None = None, verbose: bool = True) -> str:
+        """Apply `inference.memory` (or `option`) to the transformer; returns the option applied.
+        `auto` chooses from the GPU's free memory against the transformer's weight bytes plus a
+        margin for activations and the VAE (one window); on the CPU it is `none`."""
+        option = option or self.config.inference.memory
+        if option not in ("auto", "none", "fp8", "group_offload"):
+            raise InputError(f"memory option must be auto, none, fp8 or group_offload, got {option!r}")
+        params = sum(p.numel() for p in self.transformer.parameters())
+        if option == "auto":
+            option = "none"
+            if self.device.type == "cuda":
+                free = torch.cuda.mem_get_info(self.device)[0]
+                width = self.transformer.config.num_attention_heads * self.transformer.config.attention_head_dim
+                margin = 2 * 1024 ** 3 + 64 * width * 1024  # VAE decode tiles and one window's activations
+                bytes_per = torch.finfo(self.dtype).bits // 8
+                option = next((o for o, need in (("none", params * bytes_per + margin), ("fp8", params + margin))
+                               if need <= free), "group_offload")
+                if verbose:
+                    print(f"memory: {option} (the GPU has {free / 1024 ** 3:.1f} GiB free; the transformer's weights "
+                          f"are {params * bytes_per / 1024 ** 3:.1f} GiB in {str(self.dtype).replace('torch.', '')})")
+        if option == "fp8":
+            self.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=self.dtype)
+            self.transformer.compute_dtype = self.dtype  # the samplers feed it inputs in this dtype
+        elif option == "group_offload":
+            from diffusers.hooks import apply_group_offloading
+
+            self.transformer.to("cpu")
+            apply_group_offloading(self.transformer, onload_device=self.device, offload_device=torch.device("cpu"),
+                                   offload_type="block_level", num_blocks_per_group=1)
+        return option
 
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)

@@ -403,3 +403,23 @@ def test_the_text_encoder_is_released_after_the_prompt_is_encoded(tmp_path):
     pipe.config.inference.release_text_encoder = False
     gt_pipeline_run(pipe, tmp_path, frames=9, steps=1, name="keep")
     assert "release" not in calls and calls
+
+
+def test_memory_options_give_the_same_frames(tmp_path):
+    """inference.memory: group offload computes exactly what the plain model computes; fp8 weight
+    storage within fp8's rounding; auto on a CPU is none."""
+    outs = {}
+    for option in ("none", "fp8", "group_offload"):
+        pipe = DirectAnimatorPipeline.from_pretrained(None, memory=option)
+        outs[option] = gt_pipeline_run(pipe, tmp_path, frames=9, steps=2, name=option)
+        if option == "fp8":
+            import torch
+
+            assert torch.float8_e4m3fn in {p.dtype for p in pipe.transformer.parameters()}
+    assert np.array_equal(outs["group_offload"], outs["none"])
+    diff = np.abs(outs["fp8"] - outs["none"])
+    print(f"\nfp8 against none: mean {diff.mean():.2f}, max {diff.max():.0f} levels")
+    assert diff.mean() < 3.0 and not np.array_equal(outs["fp8"], outs["none"])
+    assert DirectAnimatorPipeline.from_pretrained(None).apply_memory_option("auto") == "none"
+    with pytest.raises(Exception, match="memory option"):
+        DirectAnimatorPipeline.from_pretrained(None, memory="lots")

@@ -39,6 +39,16 @@ def build_scheduler(kind: str = "ddim", pretrained: str | Path | None = None):
 CUE_KEYS = ("pose_latents", "face_latents", "body_mask", "face_mask")
 
 
+def compute_dtype(transformer) -> torch.dtype:
+    """The dtype the transformer computes in: its weights' dtype, or, with fp8 weight storage
+    (layerwise casting, `compute_dtype` recorded by the pipeline), the dtype they are cast to."""
+    recorded = getattr(transformer, "compute_dtype", None)
+    if recorded is not None:
+        return recorded
+    params = list(transformer.parameters()) if isinstance(transformer, torch.nn.Module) else []
+    return params[0].dtype if params else torch.float32
+
+
 def diffusion_target(transformer, latents: torch.Tensor, reference_latent: torch.Tensor) -> torch.Tensor:
     """What the model denoises: the video latents (B, F, C, h, w), or, for a model with
     `reference_residual`, their difference from the reference latent (B, 1, C, h, w)."""
@@ -70,8 +80,7 @@ def sample_latents(transformer, scheduler, reference_latent: torch.Tensor, cues:
     scheduler.set_timesteps(steps, device=device)
     layout = transformer.config.get("reference_layout", "first_frame")
     # the transformer runs in its own dtype (bf16 on GPUs), the scheduler's arithmetic in float32
-    params = list(transformer.parameters()) if isinstance(transformer, torch.nn.Module) else []
-    dtype = params[0].dtype if params else torch.float32
+    dtype = compute_dtype(transformer)
     cond = {k: cues[k].to(dtype) for k in CUE_KEYS}
     uncond = {k: torch.zeros_like(cues[k], dtype=dtype) for k in CUE_KEYS}
     enc = encoder_hidden_states.to(dtype)
@@ -149,8 +158,7 @@ def sample_fused_latents(transformer, scheduler, reference_latent: torch.Tensor,
     c0 = window_cues(0)
     _, n, c, h, w = c0["pose_latents"].shape
     device = c0["pose_latents"].device
-    params = list(transformer.parameters()) if isinstance(transformer, torch.nn.Module) else []
-    dtype = params[0].dtype if params else torch.float32
+    dtype = compute_dtype(transformer)
     layout_kind = transformer.config.get("reference_layout", "first_frame")
     enc = encoder_hidden_states.to(dtype)
 
