@@ -357,6 +357,7 @@ def test_keep_background_gives_the_reference_pixels_away_from_the_person(tmp_pat
     from directanimator.pipeline import background_weight
 
     pipe = DirectAnimatorPipeline.from_pretrained(None)
+    pipe.config.inference.keep_background = False
     plain = gt_pipeline_run(pipe, tmp_path, frames=9, steps=2, name="plain")
     pipe.config.inference.keep_background = True
     pipe.config.inference.keep_background_margin = 0.05
@@ -406,20 +407,29 @@ def test_the_text_encoder_is_released_after_the_prompt_is_encoded(tmp_path):
 
 
 def test_memory_options_give_the_same_frames(tmp_path):
-    """inference.memory: group offload computes exactly what the plain model computes; fp8 weight
-    storage within fp8's rounding; auto on a CPU is none."""
-    outs = {}
+    """inference.memory: group offload denoises exactly as the plain model; fp8 weight storage within
+    fp8's rounding (latents, and frames of a whole run); auto on a CPU is none. (Latents are compared:
+    two runs in one process can differ by under a level before the video encoder, which then
+    amplifies it, so frames are compared with a tolerance.)"""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(1, 1, 24, 16, 16, generator=g)
+    cues = {k: torch.randn(1, 3, c, 16, 16, generator=g) for k, c in
+            (("pose_latents", 24), ("face_latents", 24), ("body_mask", 1), ("face_mask", 1))}
+    lat, frames = {}, {}
     for option in ("none", "fp8", "group_offload"):
         pipe = DirectAnimatorPipeline.from_pretrained(None, memory=option)
-        outs[option] = gt_pipeline_run(pipe, tmp_path, frames=9, steps=2, name=option)
+        lat[option] = pipe.denoise(ref, cues, torch.Generator().manual_seed(1), 2, 1.0)
+        frames[option] = gt_pipeline_run(pipe, tmp_path, frames=9, steps=2, name=option)
         if option == "fp8":
-            import torch
-
             assert torch.float8_e4m3fn in {p.dtype for p in pipe.transformer.parameters()}
-    assert np.array_equal(outs["group_offload"], outs["none"])
-    diff = np.abs(outs["fp8"] - outs["none"])
-    print(f"\nfp8 against none: mean {diff.mean():.2f}, max {diff.max():.0f} levels")
-    assert diff.mean() < 3.0 and not np.array_equal(outs["fp8"], outs["none"])
+    assert torch.equal(lat["group_offload"], lat["none"])
+    rel = float((lat["fp8"] - lat["none"]).norm() / lat["none"].norm())
+    diff = np.abs(frames["fp8"] - frames["none"])
+    print(f"\nfp8 against none: latents {rel:.4f} relative, frames mean {diff.mean():.2f} levels")
+    assert 0 < rel < 0.05 and diff.mean() < 3.0
+    assert np.abs(frames["group_offload"] - frames["none"]).mean() < 1.0
     assert DirectAnimatorPipeline.from_pretrained(None).apply_memory_option("auto") == "none"
     with pytest.raises(Exception, match="memory option"):
         DirectAnimatorPipeline.from_pretrained(None, memory="lots")
