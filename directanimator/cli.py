@@ -375,25 +375,26 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
+    from .cues._native import error_line
+
     try:
         return int(args.func(args) or 0)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        error_line(f"error: {exc}")
         return 2
     except TrainingError as exc:
-        print(f"error: training stopped: {exc}", file=sys.stderr)
+        error_line(f"error: training stopped: {exc}")
         return 3
     except Terminated:
-        print("error: terminated (SIGTERM); nothing was written", file=sys.stderr)
+        error_line("error: terminated (SIGTERM); nothing was written")
         return 143
     except KeyboardInterrupt:
-        print("error: interrupted; nothing was written", file=sys.stderr)
+        error_line("error: interrupted; nothing was written")
         return 130
     except Exception as exc:  # a bug: say so in one line, details on request
         if os.environ.get("DIRECTANIMATOR_DEBUG") == "1":
             raise
-        print(f"internal error: {exc.__class__.__name__}: {exc} (set DIRECTANIMATOR_DEBUG=1 for the traceback)",
-              file=sys.stderr)
+        error_line(f"internal error: {exc.__class__.__name__}: {exc} (set DIRECTANIMATOR_DEBUG=1 for the traceback)")
         return 1
 
 

@@ -402,3 +402,22 @@ def test_a_reference_without_a_person_is_refused_at_every_size(tmp_path, capsys,
     else:
         assert code == 2 and err.startswith("error: no person found in the reference image")
         assert len(err.strip().splitlines()) == 1 and not (tmp_path / "c").exists()
+
+
+def test_native_logs_after_an_interrupted_quiet_block_do_not_reach_stderr():
+    """MediaPipe's graph threads may log after a Ctrl-C / SIGTERM left a quiet block: fd 2 stays
+    silenced, and the CLI's one error line still reaches the terminal's stderr."""
+    code = """
+import os, threading, time
+from directanimator.cues._native import error_line, quiet_native_stderr
+late = threading.Thread(target=lambda: (time.sleep(0.3), os.write(2, b"W0000 native log line\\\\n")))
+try:
+    with quiet_native_stderr():
+        late.start()
+        raise KeyboardInterrupt
+except KeyboardInterrupt:
+    error_line("error: interrupted; nothing was written")
+late.join()
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == "error: interrupted; nothing was written\n", r.stderr
