@@ -89,6 +89,7 @@ class AnimationResult:
     windows: int
     seconds: dict[str, float] = field(default_factory=dict)
     cue_report: dict = field(default_factory=dict)
+    frames: np.ndarray | None = None  # (N, H, W, 3) uint8 as written, when asked for (`return_frames`)
 
     def as_dict(self) -> dict:
         return {"path": str(self.path), "num_frames": self.num_frames, "fps": self.fps, "width": self.width,
@@ -370,11 +371,14 @@ class DirectAnimatorPipeline:
                  segmenter=None, face_detector=None, reference_mask: np.ndarray | None = None,
                  progress: bool = True, window_overlap: int | None = None, keypoints=None,
                  callback: Callable[[str, int, int], None] | None = None,
-                 keep_background: bool | None = None, window_fusion: str | None = None) -> AnimationResult:
+                 keep_background: bool | None = None, window_fusion: str | None = None,
+                 return_frames: bool = False) -> AnimationResult:
         """`callback(stage, done, total)`, when given, is called as work advances: ("cues", 0, 1)
         before the cues, ("denoise", i, steps) after each denoising step when windows are fused in latent
         space, ("windows", k, n) after each of the n windows is written. An exception it raises
-        (e.g. a cancel) stops the call; nothing is written then."""
+        (e.g. a cancel) stops the call; nothing is written then. `return_frames` also returns the
+        frames as written, before the video encoder (memory grows with the video: for tests and
+        short clips)."""
         cfg = self.config
         inf = cfg.inference
         if window_overlap is not None:
@@ -449,6 +453,7 @@ class DirectAnimatorPipeline:
             wacc = np.zeros((0,), np.float32)
             pose_buf: dict[int, np.ndarray] = {}
             written = 0
+            kept: list[np.ndarray] | None = [] if return_frames else None
             fused = None
             if inf.window_fusion == "latent" and len(starts) > 1:
                 fused, fused_layout = self._denoise_fused(spool, tmp, starts, n, ref_latent, seed, steps, guidance,
@@ -495,7 +500,10 @@ class DirectAnimatorPipeline:
                         if keeper is not None:
                             blended = keeper(written + k, blended)
                         full = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
-                        writer.write(np.ascontiguousarray(full[y0:y0 + oh, x0:x0 + ow]))
+                        shown = np.ascontiguousarray(full[y0:y0 + oh, x0:x0 + ow])
+                        writer.write(shown)
+                        if kept is not None:
+                            kept.append(shown)
                         pose = pose_buf.pop(written + k)
                         if sbs is not None:  # reference | driving | pose cue | result, letterboxed
                             drv = drv_lb.apply(next(drv_frames))
@@ -519,7 +527,8 @@ class DirectAnimatorPipeline:
                 Path(side_by_side).parent.mkdir(parents=True, exist_ok=True)
                 tmp_sbs.replace(side_by_side)
         seconds = {k: round(v, 3) for k, v in seconds.items()}
-        return AnimationResult(out, n, info.fps, ow, oh, len(starts), seconds, report.as_dict())
+        return AnimationResult(out, n, info.fps, ow, oh, len(starts), seconds, report.as_dict(),
+                               np.stack(kept) if kept else None)
 
 
 def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:

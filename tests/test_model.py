@@ -16,7 +16,9 @@ from directanimator.model import (
     CueFusionTransformer3D,
     PixelShuffleCodec,
     build_codec,
+    front_padding,
     i2v_hidden_states,
+    pad_front,
     mask_to_latent,
     transformer_kwargs,
 )
@@ -58,30 +60,43 @@ def diffusers_twin(model: CueFusionTransformer3D, style: str) -> CogVideoXTransf
 
 
 def diffusers_forward(base, model, x, enc, t, style):
-    """diffusers' own model on the input the 1.5 pipeline would give it (front-padded frames)."""
-    pad = 0
-    if style == "1.5" and x.shape[1] % 2:
-        pad = 1
-        x = torch.cat([x[:, :1], x], dim=1)
+    """diffusers' own model on the same input."""
     rope = model.rotary_embedding(x.shape[1], 8, 8)
     ofs = torch.full((x.shape[0],), 2.0) if style == "1.5" else None
-    return base(x, enc, t, ofs=ofs, image_rotary_emb=rope).sample[:, pad:]
+    return base(x, enc, t, ofs=ofs, image_rotary_emb=rope).sample
 
 
 @pytest.mark.parametrize("style", ["1.0", "1.5"])
 @pytest.mark.parametrize("injection", ["none", "cuefusion"])
 @pytest.mark.parametrize("frames", [2, 3])
 def test_parity_with_diffusers_bit_exact(style, injection, frames):
-    """`none` is diffusers' model; `cuefusion` at initialisation too (1 + alpha = 0, beta = gamma = 0)."""
+    """`none` is diffusers' model; `cuefusion` at initialisation too (1 + alpha = 0, beta = gamma = 0).
+    An odd latent count of a 1.5 model is padded at the front first, as the 1.5 pipeline does."""
     torch.manual_seed(0)
     model = CueFusionTransformer3D(**small_kwargs(style), injection=injection).eval()
     base = diffusers_twin(model, style)
     x, enc, t, cues = inputs(frames)
+    pad = front_padding(frames, STYLE[style]["patch_size_t"])
+    assert pad == (1 if style == "1.5" and frames == 3 else 0)
+    x = pad_front(x, pad)
+    cues = {k: pad_front(v, pad) for k, v in cues.items()}
     with torch.no_grad():
         ours = model(x, enc, t, **cues).sample
         ref = diffusers_forward(base, model, x, enc, t, style)
-    assert ours.shape == (1, frames, C, 8, 8)
+    assert ours.shape == (1, frames + pad, C, 8, 8)
     assert torch.equal(ours, ref)
+
+
+def test_unpadded_odd_latents_are_refused_by_a_1_5_model():
+    """The padding frame is a latent of its own (own noise while sampling), so the model does not
+    invent one by copying: a count that does not fit patch_size_t is an error naming the fix."""
+    model = CueFusionTransformer3D(**small_kwargs("1.5"), injection="cuefusion").eval()
+    x, enc, t, cues = inputs(3)
+    with pytest.raises(ValueError, match="front_padding"):
+        model(x, enc, t, **cues)
+    assert front_padding(13, 2) == 1 and front_padding(14, 2) == 0 and front_padding(13, None) == 0
+    y = pad_front(torch.arange(3.0).view(1, 3, 1), 1)
+    assert y.flatten().tolist() == [0.0, 0.0, 1.0, 2.0]
 
 
 def perturb_cue_modules(model, scale=0.5, seed=1):
@@ -100,7 +115,7 @@ def test_trained_injection_makes_every_cue_matter(injection):
     if injection == "concat":
         with torch.no_grad():
             model.patch_embed.proj.weight.add_(0.1 * torch.randn_like(model.patch_embed.proj.weight))
-    x, enc, t, cues = inputs(3)
+    x, enc, t, cues = inputs(4)
     with torch.no_grad():
         out = model(x, enc, t, **cues).sample
         for key in cues:
@@ -198,7 +213,7 @@ def test_features_tap_and_features_only():
     torch.manual_seed(0)
     model = CueFusionTransformer3D(**small_kwargs("1.5"), injection="cuefusion").eval()
     perturb_cue_modules(model)
-    x, enc, t, cues = inputs(3)
+    x, enc, t, cues = inputs(4)
     with torch.no_grad():
         full = model(x, enc, t, **cues, feature_depths=(1, 2))
         only = model(x, enc, t, **cues, feature_depths=(2,), features_only=True)
@@ -236,7 +251,7 @@ def test_save_load_round_trip_bit_exact(tmp_path):
         assert loaded.config.in_channels == 2 * C
         for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
             assert torch.equal(a, b), k
-        x, enc, t, cues = inputs(3)
+        x, enc, t, cues = inputs(4)
         cues.pop("face_latents"), cues.pop("face_mask")
         with torch.no_grad():
             assert torch.equal(model(x, enc, t, **cues).sample, loaded(x, enc, t, **cues).sample)
@@ -246,7 +261,7 @@ def test_from_cogvideox_starts_as_the_checkpoint(tmp_path):
     torch.manual_seed(0)
     base = CogVideoXTransformer3DModel(**small_kwargs("1.5")).eval()
     base.save_pretrained(tmp_path / "CogVideoX" / "transformer")
-    x, enc, t, cues = inputs(3)
+    x, enc, t, cues = inputs(4)
     for injection in ("cuefusion", "concat", "cross_attention"):
         model = CueFusionTransformer3D.from_cogvideox(tmp_path / "CogVideoX", injection=injection).eval()
         with torch.no_grad():

@@ -10,12 +10,13 @@ from ..config import ModelConfig
 from .codec import CogVideoXCodec, LatentCodec, PixelShuffleCodec, latent_frames, mask_to_latent
 from .cue_fusion import CueFusion, downsample_mask
 from .text import CachedPrompt, NullPrompt, T5PromptEncoder
-from .transformer import INJECTIONS, REFERENCE_LAYOUTS, CueFusionOutput, CueFusionTransformer3D, i2v_hidden_states
+from .transformer import (INJECTIONS, REFERENCE_LAYOUTS, CueFusionOutput, CueFusionTransformer3D, front_padding,
+                          i2v_hidden_states, pad_front)
 
 __all__ = [
     "INJECTIONS", "REFERENCE_LAYOUTS", "CogVideoXCodec", "CueFusion", "CueFusionOutput", "CueFusionTransformer3D", "LatentCodec",
     "CachedPrompt", "NullPrompt", "PixelShuffleCodec", "T5PromptEncoder", "build_codec", "build_text_encoder",
-    "build_transformer", "downsample_mask", "i2v_hidden_states", "latent_frames", "mask_to_latent", "transformer_kwargs",
+    "build_transformer", "downsample_mask", "front_padding", "i2v_hidden_states", "latent_frames", "mask_to_latent", "pad_front", "transformer_kwargs",
 ]
 
 

@@ -68,21 +68,26 @@ def from_diffusion_target(transformer, target: torch.Tensor, reference_latent: t
 def sample_latents(transformer, scheduler, reference_latent: torch.Tensor, cues: dict[str, torch.Tensor],
                    encoder_hidden_states: torch.Tensor, steps: int, generator: torch.Generator,
                    guidance_scale: float = 1.0, progress: bool = False) -> torch.Tensor:
-    """Latents (B, F, C, h, w) from noise drawn with `generator` (CPU), on the cues' device."""
+    """Latents (B, F, C, h, w) from noise drawn with `generator` (CPU), on the cues' device. For a
+    model with `patch_size_t` and an F that does not fit it, `front_padding` extra latent frames are
+    sampled in front (their own noise, the reference latent there) and dropped at the end, as
+    diffusers' CogVideoX1.5 I2V pipeline does."""
     from diffusers import CogVideoXDPMScheduler
     from tqdm import tqdm
 
-    from .transformer import i2v_hidden_states
+    from .transformer import front_padding, i2v_hidden_states, pad_front
 
-    shape = tuple(cues["pose_latents"].shape)
+    b, f, *rest = cues["pose_latents"].shape
+    pad = front_padding(f, transformer.config.get("patch_size_t"))
+    shape = (b, f + pad, *rest)
     device = cues["pose_latents"].device
     latents = (torch.randn(shape, generator=generator, dtype=torch.float32) * scheduler.init_noise_sigma).to(device)
     scheduler.set_timesteps(steps, device=device)
     layout = transformer.config.get("reference_layout", "first_frame")
     # the transformer runs in its own dtype (bf16 on GPUs), the scheduler's arithmetic in float32
     dtype = compute_dtype(transformer)
-    cond = {k: cues[k].to(dtype) for k in CUE_KEYS}
-    uncond = {k: torch.zeros_like(cues[k], dtype=dtype) for k in CUE_KEYS}
+    cond = {k: pad_front(cues[k], pad).to(dtype) for k in CUE_KEYS}
+    uncond = {k: torch.zeros_like(cond[k]) for k in CUE_KEYS}
     enc = encoder_hidden_states.to(dtype)
     if enc.shape[0] != shape[0]:
         enc = enc.expand(shape[0], -1, -1)
@@ -100,7 +105,7 @@ def sample_latents(transformer, scheduler, reference_latent: torch.Tensor, cues:
                                                generator=generator, return_dict=False)
         else:
             latents = scheduler.step(v, t, latents, return_dict=False)[0]
-    return from_diffusion_target(transformer, latents, reference_latent.float())
+    return from_diffusion_target(transformer, latents[:, pad:], reference_latent.float())
 
 
 def fused_window_layout(starts: list[int], window: int, temporal: int = 4) -> tuple[list[list[int]], int]:
@@ -148,15 +153,25 @@ def sample_fused_latents(transformer, scheduler, reference_latent: torch.Tensor,
 
     The sequence and its accumulators live in files under `workdir` (numpy memmaps), so memory stays
     one window's whatever the video's length. Returns the final latents in the model's diffusion
-    target, (total, C, h, w) float32 (memmap); `callback(step, steps)` after each step."""
+    target, (total, C, h, w) float32 (memmap); `callback(step, steps)` after each step. For a model
+    whose `patch_size_t` does not fit a window's latent count, each window also gets its own private
+    padding latents in front (as `sample_latents`), stored after the `total` shared ones."""
     import numpy as np
     from diffusers import CogVideoXDPMScheduler
     from tqdm import tqdm
 
-    from .transformer import i2v_hidden_states
+    from .transformer import front_padding, i2v_hidden_states, pad_front
 
     c0 = window_cues(0)
     _, n, c, h, w = c0["pose_latents"].shape
+    pad = front_padding(n, transformer.config.get("patch_size_t"))
+    shared_total = total
+    if pad:
+        padded = []
+        for idx in layout:
+            padded.append(list(range(total, total + pad)) + list(idx))
+            total += pad
+        layout = padded
     device = c0["pose_latents"].device
     dtype = compute_dtype(transformer)
     layout_kind = transformer.config.get("reference_layout", "first_frame")
@@ -173,7 +188,7 @@ def sample_fused_latents(transformer, scheduler, reference_latent: torch.Tensor,
     for i in range(total):  # one noise draw, frame by frame (same numbers as one (total, ...) draw)
         x[i] = (torch.randn((c, h, w), generator=generator) * scheduler.init_noise_sigma).numpy()
     shared_w = [float(min(j, n - j)) + 0.05 for j in range(1, n)]  # triangular over latents 1..n-1
-    weights = [[1.0] + shared_w for _ in layout]
+    weights = [[1.0] * (pad + 1) + shared_w for _ in layout]
     scheduler.set_timesteps(steps, device=device)
     timesteps = scheduler.timesteps
     dpm = isinstance(scheduler, CogVideoXDPMScheduler)
@@ -185,7 +200,7 @@ def sample_fused_latents(transformer, scheduler, reference_latent: torch.Tensor,
         w_acc[:] = 0.0
         for wi, idx in enumerate(layout):
             cues = window_cues(wi)
-            cond = {k: cues[k].to(dtype) for k in CUE_KEYS}
+            cond = {k: pad_front(cues[k], pad).to(dtype) for k in CUE_KEYS}
             lat = torch.from_numpy(np.stack([x[j] for j in idx]))[None].to(device)
             inp = i2v_hidden_states(scheduler.scale_model_input(lat, t), reference_latent, layout_kind).to(dtype)
             tt = t.expand(1)
@@ -212,4 +227,4 @@ def sample_fused_latents(transformer, scheduler, reference_latent: torch.Tensor,
             x[a:b] = xx[0].numpy()
         if callback is not None:
             callback(i + 1, len(timesteps))
-    return x
+    return x[:shared_total]

@@ -325,9 +325,10 @@ class CueFusionTransformer3D(CogVideoXTransformer3DModel):
         features_only: bool = False,
         return_dict: bool = True,
     ) -> CueFusionOutput | tuple:
-        """Predict from (B, F, C_in, H, W) latents. Any F is accepted: with `patch_size_t` the
-        sequence is padded at the front by repeating its first frame (as the CogVideoX1.5 I2V
-        pipeline does) and the padding is cut from the output. `feature_depths` asks for the vision
+        """Predict from (B, F, C_in, H, W) latents. With `patch_size_t`, F must be a multiple of it:
+        callers pad at the front (`front_padding`, `pad_front`) as diffusers' CogVideoX1.5 I2V pipeline
+        does, because the padding frame is a latent of its own (its own noise while sampling), not a
+        copy the model could make here. `feature_depths` asks for the vision
         tokens after those blocks (1-based); with `features_only` the blocks after the deepest one are
         skipped and no sample is returned (the frozen Same2X teacher needs nothing more)."""
         cfg = self.config
@@ -348,12 +349,12 @@ class CueFusionTransformer3D(CogVideoXTransformer3DModel):
             if cfg.use_face_cue:
                 cues.append(self._cue_inputs(face_latents, face_mask, "face", hidden_states))
 
-        pad = 0
-        if pt is not None and f % pt:
-            pad = pt - f % pt
-            hidden_states = torch.cat([hidden_states[:, :1].expand(-1, pad, -1, -1, -1), hidden_states], dim=1)
-            cues = [torch.cat([c[:, :1].expand(-1, pad, -1, -1, -1), c], dim=1) for c in cues]
-        num_frames = f + pad
+        if front_padding(f, pt):
+            raise ValueError(
+                f"{f} latent frames are not a multiple of patch_size_t={pt}: pad them at the front first "
+                "(model.front_padding / pad_front, as diffusers' CogVideoX1.5 I2V pipeline does: one more noise "
+                "frame, which holds the reference, dropped after denoising)")
+        num_frames = f
         if image_rotary_emb is None and cfg.use_rotary_positional_embeddings:
             image_rotary_emb = self.rotary_embedding(num_frames, h, w, device=hidden_states.device)
         if ofs is None and self.ofs_embedding is not None:
@@ -418,10 +419,29 @@ class CueFusionTransformer3D(CogVideoXTransformer3DModel):
         else:
             output = hidden_states.reshape(b, num_frames // pt, h // p, w // p, -1, pt, p, p)
             output = output.permute(0, 1, 5, 4, 2, 6, 3, 7).flatten(6, 7).flatten(4, 5).flatten(1, 2)
-        output = output[:, pad:]  # (B, F, C_out, H, W)
         if not return_dict:
             return (output, features)
         return CueFusionOutput(sample=output, features=features)
+
+
+def front_padding(num_frames: int, patch_size_t: int | None) -> int:
+    """How many latent frames go in front of `num_frames` so that a model with `patch_size_t` can take
+    them: diffusers' CogVideoX1.5 I2V pipeline samples `patch_size_t - F % patch_size_t` extra latent
+    frames at the front (13 -> 14 for 49 video frames), puts the reference latent at frame 0 (the
+    padding; zeros after it in `first_frame` layout) and drops the padding before decoding. Its
+    fine-tuning scripts (CogVideo's `finetune/`) pad the clean latents the same way, with copies of
+    frame 0. 0 for CogVideoX 1.0 (`patch_size_t` None) and for counts that already fit."""
+    if not patch_size_t or num_frames % patch_size_t == 0:
+        return 0
+    return patch_size_t - num_frames % patch_size_t
+
+
+def pad_front(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """(B, F, ...) with `pad` copies of frame 0 in front: clean latents in training and the driving
+    cues of the padding frame (diffusers has no cues; the first frame's are the nearest there are)."""
+    if pad == 0:
+        return x
+    return torch.cat([x[:, :1].expand(-1, pad, *x.shape[2:]), x], dim=1)
 
 
 def i2v_hidden_states(noisy: torch.Tensor, reference_latent: torch.Tensor, layout: str = "first_frame") -> torch.Tensor:

@@ -29,7 +29,8 @@ from ..config import Config, dump_config, to_dict
 from ..data.dataset import CachedSamples
 from ..data.sampler import BucketBatchSampler
 from ..errors import InputError, TrainingError
-from ..model import CueFusionTransformer3D, build_codec, build_text_encoder, build_transformer, i2v_hidden_states
+from ..model import (CueFusionTransformer3D, build_codec, build_text_encoder, build_transformer, front_padding,
+                     i2v_hidden_states, pad_front)
 from ..model.loading import check_compatible, load_transformer  # noqa: F401 (re-exported)
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ..model.sampling import diffusion_target
@@ -158,6 +159,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         print(f"train.trainable {tc.trainable}: {n_train:,} of {total:,} parameters trained "
               f"({100 * n_train / total:.1f}%), the backbone frozen", flush=True)
     layout = model.config.get("reference_layout", "first_frame")
+    pt = model.config.get("patch_size_t")
     depth = s2x_depth(cfg, model.config.num_layers) if teacher is not None else None
     use_s2x = teacher is not None and tc.s2x.weight > 0
     if use_s2x and teacher.config.num_attention_heads * teacher.config.attention_head_dim != \
@@ -274,23 +276,28 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
             lat = diffusion_target(model, batch["latents"], batch["reference_latent"])
             b = lat.shape[0]
             samples += b
+            # patch_size_t: front padding with copies of latent frame 0, as CogVideoX1.5's own fine-tuning
+            # and its I2V pipeline lay the sequence out (model/transformer.py front_padding); the loss
+            # leaves the padding out
+            pad = front_padding(lat.shape[1], pt)
+            lat = pad_front(lat, pad)
             noise = torch.randn(lat.shape, generator=gen).to(device)
             t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen).to(device)
             keep = (torch.rand(b, generator=gen) >= tc.cue_dropout).float().to(device).view(b, 1, 1, 1, 1)
             x = i2v_hidden_states(add_noise(lat, noise, t, scheduler), batch["reference_latent"], layout)
             enc = text([cfg.model.text.prompt] * b, device=device)
-            cues = dict(pose_latents=batch["pose_latents"] * keep, face_latents=batch["face_latents"] * keep,
-                        body_mask=batch["body_mask"] * keep, face_mask=batch["face_mask"] * keep)
+            cues = {k: pad_front(batch[k], pad) * keep for k in ("pose_latents", "face_latents", "body_mask",
+                                                                 "face_mask")}
             with accelerator.accumulate(model_p):
                 with accelerator.autocast():
                     out_s = model_p(x, enc, t, **cues, feature_depths=(depth,) if use_s2x else ())
-                    loss_d = denoising_loss(out_s.sample, lat, noise, t, scheduler)
+                    loss_d = denoising_loss(out_s.sample[:, pad:], lat[:, pad:], noise[:, pad:], t, scheduler)
                     loss = loss_d
                     loss_a = torch.zeros((), device=device)
                     if use_s2x:
                         with torch.no_grad():
-                            h_t = teacher(x, enc, t, pose_latents=batch["teacher_pose_latents"] * keep,
-                                          face_latents=batch["teacher_face_latents"] * keep,
+                            h_t = teacher(x, enc, t, pose_latents=pad_front(batch["teacher_pose_latents"], pad) * keep,
+                                          face_latents=pad_front(batch["teacher_face_latents"], pad) * keep,
                                           body_mask=cues["body_mask"], face_mask=cues["face_mask"],
                                           feature_depths=(depth,), features_only=True).features[depth]
                         h_s = out_s.features[depth]

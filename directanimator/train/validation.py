@@ -146,12 +146,15 @@ def validate(model, vs: ValidationSet, codec: LatentCodec, encoder_hidden_states
         cues = {k: part[k] for k in ("pose_latents", "face_latents", "body_mask", "face_mask")}
         gen = torch.Generator().manual_seed(seed * 7919 + s)
         target = diffusion_target(model, part["latents"], part["reference_latent"])
+        pad = model_pkg.front_padding(target.shape[1], model.config.get("patch_size_t"))  # as the trainer
+        target = model_pkg.pad_front(target, pad)
+        padded_cues = {k: model_pkg.pad_front(v, pad) for k, v in cues.items()}
         for t_value in LOSS_TIMESTEPS:
             noise = torch.randn(target.shape, generator=gen).to(device)
             t = torch.full((b,), t_value, dtype=torch.long, device=device)
             x = model_pkg.i2v_hidden_states(add_noise(target, noise, t, scheduler), part["reference_latent"], layout)
-            v = model(x, enc, t, **cues).sample
-            losses.append(denoising_loss(v, target, noise, t, scheduler).item() * b)
+            v = model(x, enc, t, **padded_cues).sample
+            losses.append(denoising_loss(v[:, pad:], target[:, pad:], noise[:, pad:], t, scheduler).item() * b)
         lat = sample_latents(model, sampler, part["reference_latent"], cues, enc, steps, gen)
         video = codec.decode(lat.float().cpu())
         for j in range(b):

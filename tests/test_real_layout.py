@@ -1,0 +1,221 @@
+"""The real-size path on a tiny folder in CogVideoX1.5-5B-I2V's exact layout (tests/cogvideox_folder.py):
+parity with diffusers' own image-to-video pipeline, seeds, the tokenizer, training and resuming."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from .cogvideox_folder import LATENT_CHANNELS, make_tiny_cogvideox15_i2v
+from .media import write_clip
+
+SIZE, FRAMES, PROMPT = 32, 9, "a person walks"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return make_tiny_cogvideox15_i2v(tmp_path_factory.mktemp("models") / "CogVideoX1.5-5B-I2V")
+
+
+def real_config(folder: Path, injection: str = "none"):
+    """configs/cogvideox1.5-5b-i2v.yaml pointed at the tiny folder, at 32 px and 9 frames."""
+    from directanimator.config import load_config
+
+    cfg = load_config("configs/cogvideox1.5-5b-i2v.yaml")
+    cfg.cues.size = SIZE
+    m = cfg.model
+    m.pretrained, m.injection, m.frames, m.size = str(folder), injection, FRAMES, SIZE
+    m.gradient_checkpointing = False
+    m.codec.tiling = False
+    m.text.encoder_path, m.text.prompt = str(folder), PROMPT
+    cfg.inference.steps, cfg.inference.scheduler, cfg.inference.keep_background = 3, "ddim", False
+    return cfg
+
+
+def our_pipeline(folder: Path, cfg, dtype=torch.float32):
+    from directanimator.model import build_codec, build_text_encoder, build_transformer
+    from directanimator.pipeline import DirectAnimatorPipeline, make_inference_scheduler
+
+    transformer = build_transformer(cfg.model, LATENT_CHANNELS).to(dtype)
+    return DirectAnimatorPipeline(transformer, make_inference_scheduler("ddim", str(folder)),
+                                  build_codec(cfg.model, dtype=dtype), build_text_encoder(cfg.model, transformer), cfg)
+
+
+def driving_and_reference(tmp_path: Path):
+    from directanimator.cues.face import GivenFaceBoxes
+    from directanimator.cues.segment import GivenMasks
+    from directanimator.synth.render import render_clip
+
+    def half(a, interpolation=cv2.INTER_AREA):  # the renderer's smallest size is 64
+        return cv2.resize(np.asarray(a), (SIZE, SIZE), interpolation=interpolation)
+
+    clip = render_clip(905, 805, 705, FRAMES, 64)
+    ref = render_clip(901, 801, 702, 1, 64)
+    drv = tmp_path / "driving.mp4"
+    write_clip(drv, [half(f) for f in clip.frames], fps=15, audio=False)
+    given = dict(segmenter=GivenMasks([half(m.astype(np.float32)) for m in clip.masks]),
+                 face_detector=GivenFaceBoxes(np.asarray(clip.face_boxes) / 2,
+                                              reference_box=np.asarray(ref.face_boxes[0]) / 2),
+                 reference_mask=half(ref.masks[0].astype(np.float32)))
+    return half(ref.frames[0]), drv, given
+
+
+def test_diffusers_loads_the_tiny_folder_as_the_real_one(folder):
+    """The fixture is the real layout: diffusers' own classes load each component from it."""
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
+
+    from safetensors import safe_open
+
+    t = CogVideoXTransformer3DModel.from_pretrained(folder, subfolder="transformer")
+    assert t.config.patch_size_t == 2 and t.config.ofs_embed_dim and t.config.use_rotary_positional_embeddings
+    for part, pattern in (("transformer", "diffusion_pytorch_model-*-of-*.safetensors"),
+                          ("text_encoder", "model-*-of-*.safetensors")):
+        shards = sorted((folder / part).glob(pattern))
+        assert len(shards) > 1, part  # sharded, bf16, as the real checkpoint
+        with safe_open(str(shards[0]), "pt") as f:
+            assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}, part
+    vae = AutoencoderKLCogVideoX.from_pretrained(folder, subfolder="vae")
+    assert vae.config.invert_scale_latents and 2 ** (len(vae.config.block_out_channels) - 1) == 8
+    assert CogVideoXDDIMScheduler.from_pretrained(folder, subfolder="scheduler").config.prediction_type == "v_prediction"
+
+
+@pytest.mark.slow
+def test_pipeline_matches_diffusers_image_to_video_pipeline(folder, tmp_path):
+    """With the cue stream off (`injection: none`) our pipeline is CogVideoX1.5 I2V: the same frames as
+    diffusers' `CogVideoXImageToVideoPipeline` for the same image, prompt, seed, scheduler (DDIM) and
+    steps, within one 8-bit level. This covers what the transformer-level parity tests cannot: the
+    reference latent's scaling (`invert_scale_latents`), the padding latent frame in front, RoPE for
+    the whole sequence, the ofs embedding, the posterior sample's seed, decoding. (DPM is left out:
+    its steps draw noise, which diffusers takes from the generator the VAE posterior used and we
+    from each window's own.)"""
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXImageToVideoPipeline
+    from diffusers import CogVideoXTransformer3DModel
+    from PIL import Image
+
+    cfg = real_config(folder)
+    pipe = our_pipeline(folder, cfg)
+    ref, drv, given = driving_and_reference(tmp_path)
+    seed, steps = 4, 3
+    ours = pipe(ref, drv, tmp_path / "ours.mp4", steps=steps, seed=seed, progress=False, return_frames=True,
+                **given).frames
+    assert ours.shape == (FRAMES, SIZE, SIZE, 3)
+
+    theirs_pipe = CogVideoXImageToVideoPipeline(
+        tokenizer=None, text_encoder=None,
+        vae=AutoencoderKLCogVideoX.from_pretrained(folder, subfolder="vae"),
+        transformer=CogVideoXTransformer3DModel.from_pretrained(folder, subfolder="transformer",
+                                                                torch_dtype=torch.float32),
+        scheduler=CogVideoXDDIMScheduler.from_pretrained(folder, subfolder="scheduler"))
+    theirs_pipe.set_progress_bar_config(disable=True)
+    prompt_embeds = pipe.text_encoder([PROMPT])
+    # our window's initial noise (pipeline.py: generator seed * 1_000_003 + window), one padding frame
+    noise = torch.randn((1, 4, LATENT_CHANNELS, SIZE // 8, SIZE // 8),
+                        generator=torch.Generator().manual_seed(seed * 1_000_003))
+    theirs = theirs_pipe(image=Image.fromarray(ref), prompt_embeds=prompt_embeds, guidance_scale=1.0,
+                         num_frames=FRAMES, height=SIZE, width=SIZE, num_inference_steps=steps, latents=noise,
+                         generator=torch.Generator().manual_seed(seed), output_type="np").frames[0]
+    theirs = np.round(np.asarray(theirs) * 255.0)
+    assert theirs.shape == ours.shape
+    diff = np.abs(theirs - ours.astype(np.float64))
+    assert diff.max() <= 1.0, f"max difference {diff.max()} levels"
+    assert theirs.std() > 5  # a picture, not a constant
+
+
+def test_same_seed_same_video_with_the_real_vae(folder, tmp_path):
+    """The VAE posterior is sampled from the seed's own generator: same seed, same frames; another
+    seed, other frames (issue #13: the global RNG gave a 214-level difference between two runs)."""
+    pipe = our_pipeline(folder, real_config(folder))
+    ref, drv, given = driving_and_reference(tmp_path)
+
+    def run(seed):
+        torch.manual_seed(seed + 100)  # the global RNG must not matter
+        return pipe(ref, drv, tmp_path / "x.mp4", steps=2, seed=seed, progress=False, return_frames=True,
+                    **given).frames
+
+    a, b, c = run(7), run(7), run(8)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+@pytest.fixture(scope="module")
+def real_world(folder, tmp_path_factory):
+    """A small puppet world with pseudo clips and caches made by the tiny folder's VAE (latents of 32 px)."""
+    from directanimator.data.preprocess import preprocess
+    from directanimator.synth.world import build_world
+    from directanimator.train.pseudo import make_pseudo
+
+    root = tmp_path_factory.mktemp("real_puppets") / "world"
+    build_world(root, identities=4, motions=4, clips=4, frames=FRAMES, size=64, seed=2, progress=False)
+    cfg = train_config(folder, root)
+    cfg.pseudo.min_per_clip = cfg.pseudo.max_per_clip = 1
+    f = cfg.pseudo.filter  # keep every pseudo clip: this test is about the model path, not the filter
+    f.min_mask_iou = f.min_pose_consistency = f.min_face_presence = 0.0
+    f.max_flicker = f.max_pose_jitter = 1e9
+    f.max_identity_leak = 1.0
+    make_pseudo(root, cfg, progress=False)
+    report = preprocess(root, cfg, progress=False)
+    assert report["failed"] == 0 and report["built"] > 0
+    return root
+
+
+def train_config(folder: Path, world: Path | None = None, stage: str = "same_id", teacher: Path | None = None,
+                 max_steps: int = 4):
+    cfg = real_config(folder, injection="cuefusion")
+    t = cfg.train
+    t.stage, t.teacher, t.max_steps = stage, str(teacher) if teacher else None, max_steps
+    t.batch_size, t.warmup_steps, t.checkpoint_every, t.keep_last, t.log_every = 2, 1, 2, 3, 1
+    t.lr, t.s2x.depth = 1e-3, 1
+    cfg.data.dataset = str(world) if world else None
+    return cfg
+
+
+def read_losses(run: Path) -> list[tuple[int, float]]:
+    import json
+
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+    return [(r["step"], r["loss"]) for r in rows if "loss" in r]
+
+
+@pytest.mark.slow
+def test_both_stages_train_and_resume_on_the_real_layout(folder, real_world, tmp_path):
+    """Both stages from the pretrained folder (its transformer with cue modules added, its VAE's
+    latents with the padding latent frame of patch_size_t 2, its T5): losses finite, the cross-ID
+    teacher untouched; a run stopped at a checkpoint and resumed logs the same losses, bit for bit,
+    as one that ran straight through."""
+    from directanimator.model.loading import latest_checkpoint
+    from directanimator.train.trainer import train
+
+    same = tmp_path / "same_id"
+    train(train_config(folder, real_world, max_steps=4), same, progress=False)
+    losses = read_losses(same)
+    assert [s for s, _ in losses] == [1, 2, 3, 4] and all(np.isfinite(v) for _, v in losses)
+    cross = tmp_path / "cross_id"
+    train(train_config(folder, real_world, "cross_id", teacher=same, max_steps=4), cross, progress=False)
+    assert len(read_losses(cross)) == 4 and latest_checkpoint(cross) is not None
+    # stopped after its step-2 checkpoint, resumed to step 4
+    stopped = tmp_path / "stopped"
+    train(train_config(folder, real_world, max_steps=2), stopped, progress=False)
+    train(train_config(folder, real_world, max_steps=4), stopped, progress=False, resume=True)
+    assert read_losses(stopped) == losses
+    # the trained run animates from the command line in bf16, windows joined either way (17 frames: 3
+    # windows of 9; latent fusion gives each window its own padding latent)
+    from directanimator.synth.render import render_clip
+    from directanimator.video import iter_frames, save_image
+
+    clip, ref = render_clip(906, 806, 706, 17, 64), render_clip(901, 801, 702, 1, 64)
+    drv, photo = tmp_path / "driving17.mp4", tmp_path / "reference.png"
+    write_clip(drv, list(clip.frames), fps=15, audio=False)
+    save_image(photo, ref.frames[0])
+    for fusion in ("pixel", "latent"):
+        out = tmp_path / f"{fusion}.mp4"
+        r = subprocess.run([sys.executable, "-m", "directanimator", "animate", "--reference", str(photo), "--driving",
+                            str(drv), "--out", str(out), "--checkpoint", str(cross), "--device", "cpu", "--dtype",
+                            "bfloat16", "--steps", "2", "--window-fusion", fusion, "--quiet"],
+                           capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert len(list(iter_frames(out))) == 17
