@@ -58,6 +58,43 @@ def test_s2x_loss_is_minus_one_when_student_is_teacher(same_id_run, puppet_datas
     assert teacher.grad is None and student.grad is not None
 
 
+def test_same2x_objective_owns_teacher_depth_projector_and_lambda(same_id_run, puppet_dataset, tiny_cfg):
+    """Same2XObjective returns (denoising, alignment) as REPA's loss does: the student's features at
+    block D against the frozen teacher's (-1 when the student is the teacher on the same cues); no
+    teacher or lambda 0: no alignment, no features asked of the student; `total` = L_d + lambda L_a;
+    only the student and projector receive gradients."""
+    from directanimator.train.losses import Same2XObjective, denoising_loss
+
+    sched = make_scheduler()
+    teacher = load_transformer(same_id_run)
+    student = load_transformer(same_id_run).train()
+    b = CachedSamples(puppet_dataset, tiny_cfg(), "cross_id")[0]
+    lat, noise = b["latents"][None], torch.randn(1, *b["latents"].shape, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([400])
+    x = torch.cat([sched.add_noise(lat, noise, t), b["reference_latent"][None].expand_as(lat)], dim=2)
+    cues = {k: b[k][None] for k in ("pose_latents", "face_latents", "body_mask", "face_mask")}
+    enc = torch.zeros(1, 8, 32)
+    projector = torch.nn.Linear(128, 128)
+    with torch.no_grad():
+        projector.weight.copy_(torch.eye(128))
+        projector.bias.zero_()
+    obj = Same2XObjective(sched, teacher, depth=1, weight=0.5, projector=projector)
+    loss_d, loss_a = obj(student, x, enc, t, cues, lat, noise, teacher_cues=cues)
+    assert loss_a.item() == pytest.approx(-1.0, abs=1e-5)
+    assert obj.total(loss_d, loss_a).item() == pytest.approx(loss_d.item() - 0.5, abs=1e-5)
+    torch.testing.assert_close(loss_d, denoising_loss(student(x, enc, t, **cues).sample, lat, noise, t, sched))
+    other = dict(cues, pose_latents=torch.roll(cues["pose_latents"], 3, dims=-1))
+    loss_d2, loss_a2 = obj(student, x, enc, t, other, lat, noise, teacher_cues=cues)
+    assert loss_a2.item() > loss_a.item() + 1e-6  # the student's pseudo cues differ from the teacher's own
+    obj.total(loss_d2, loss_a2).backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert projector.weight.grad is not None and any(p.grad is not None for p in student.parameters())
+    plain = Same2XObjective(sched)  # the same-ID stage
+    d, a = plain(student, x, enc, t, cues, lat, noise)
+    assert not plain.aligns and a.item() == 0.0 and plain.total(d, a) is d
+    assert not Same2XObjective(sched, teacher, depth=1, weight=0.0).aligns
+
+
 def test_v_target_matches_the_x0_form():
     sched = make_scheduler()
     x0, eps = torch.randn(3, 2, 4, 4, 4), torch.randn(3, 2, 4, 4, 4)

@@ -43,3 +43,54 @@ def s2x_loss(h_teacher: torch.Tensor, h_student: torch.Tensor) -> torch.Tensor:
     of block D. The teacher is detached: it never receives a gradient. Ranges over [-1, 1]."""
     cos = F.cosine_similarity(h_teacher.detach().float(), h_student.float(), dim=-1)
     return -cos.mean()
+
+
+
+class Same2XObjective:
+    """The training objective of both stages in one object, as REPA's loss is (paper 3.2): the
+    denoising loss, and in the cross-ID stage the alignment to the frozen same-ID teacher (eq 4). It
+    owns the teacher, the alignment depth D, the optional projector (student width -> teacher width;
+    trained with the student) and lambda, runs the student, and returns both terms for the trainer to
+    log; the loss to minimise is `loss_d + weight * loss_a` (`total`).
+
+    The student sees its cues (pseudo cues in the cross-ID stage: another identity doing the clip's
+    motion); the teacher sees the same noisy input with the clip's own cues and runs only its first D
+    blocks, without gradient. Without a teacher (same-ID stage) or with lambda = 0 the alignment term
+    is 0 and the student's forward returns no features."""
+
+    def __init__(self, scheduler, teacher: torch.nn.Module | None = None, depth: int | None = None,
+                 weight: float = 0.0, projector: torch.nn.Module | None = None):
+        if teacher is not None and weight > 0 and depth is None:
+            raise ValueError("Same2X needs the alignment depth D with a teacher")
+        self.scheduler = scheduler
+        self.teacher = teacher.requires_grad_(False).eval() if teacher is not None else None
+        self.depth = depth
+        self.weight = float(weight) if teacher is not None else 0.0
+        self.projector = projector
+
+    @property
+    def aligns(self) -> bool:
+        return self.teacher is not None and self.weight > 0
+
+    def __call__(self, student, x: torch.Tensor, encoder_hidden_states: torch.Tensor, t: torch.Tensor,
+                 cues: dict[str, torch.Tensor], latents: torch.Tensor, noise: torch.Tensor,
+                 teacher_cues: dict[str, torch.Tensor] | None = None, pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(denoising loss, alignment loss). `x` is the noisy I2V input of `latents` with `noise` at `t`;
+        its first `pad` latent frames are padding (model/transformer.py front_padding) and out of the
+        denoising loss."""
+        out = student(x, encoder_hidden_states, t, **cues, feature_depths=(self.depth,) if self.aligns else ())
+        loss_d = denoising_loss(out.sample[:, pad:], latents[:, pad:], noise[:, pad:], t, self.scheduler)
+        if not self.aligns:
+            return loss_d, torch.zeros((), device=loss_d.device)
+        if teacher_cues is None:
+            raise ValueError("the cross-ID stage needs the teacher's cues (the clip's own)")
+        with torch.no_grad():
+            h_t = self.teacher(x, encoder_hidden_states, t, **teacher_cues, feature_depths=(self.depth,),
+                               features_only=True).features[self.depth]
+        h_s = out.features[self.depth]
+        if self.projector is not None:
+            h_s = self.projector(h_s)
+        return loss_d, s2x_loss(h_t, h_s)
+
+    def total(self, loss_d: torch.Tensor, loss_a: torch.Tensor) -> torch.Tensor:
+        return loss_d + self.weight * loss_a if self.aligns else loss_d

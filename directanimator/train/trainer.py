@@ -34,7 +34,7 @@ from ..model import (CueFusionTransformer3D, build_codec, build_text_encoder, bu
 from ..model.loading import check_compatible, load_transformer  # noqa: F401 (re-exported)
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ..model.sampling import diffusion_target
-from .losses import add_noise, denoising_loss, make_scheduler, s2x_loss
+from .losses import Same2XObjective, add_noise, make_scheduler
 
 
 def s2x_depth(cfg: Config, num_layers: int) -> int:
@@ -193,6 +193,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     else:
         model_p, optimizer = accelerator.prepare(model, optimizer)
     scheduler = make_scheduler(cfg.model.pretrained)
+    objective = Same2XObjective(scheduler, teacher if use_s2x else None, depth, tc.s2x.weight, projector)
     ema = {k: v.detach().float().clone() for k, v in model.state_dict().items()} if tc.ema_decay > 0 else None
 
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "nonfinite_in_row": 0, "skipped_nonfinite": 0}
@@ -290,21 +291,13 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
                                                                  "face_mask")}
             with accelerator.accumulate(model_p):
                 with accelerator.autocast():
-                    out_s = model_p(x, enc, t, **cues, feature_depths=(depth,) if use_s2x else ())
-                    loss_d = denoising_loss(out_s.sample[:, pad:], lat[:, pad:], noise[:, pad:], t, scheduler)
-                    loss = loss_d
-                    loss_a = torch.zeros((), device=device)
-                    if use_s2x:
-                        with torch.no_grad():
-                            h_t = teacher(x, enc, t, pose_latents=pad_front(batch["teacher_pose_latents"], pad) * keep,
-                                          face_latents=pad_front(batch["teacher_face_latents"], pad) * keep,
-                                          body_mask=cues["body_mask"], face_mask=cues["face_mask"],
-                                          feature_depths=(depth,), features_only=True).features[depth]
-                        h_s = out_s.features[depth]
-                        if projector is not None:
-                            h_s = projector(h_s)
-                        loss_a = s2x_loss(h_t, h_s)
-                        loss = loss_d + tc.s2x.weight * loss_a
+                    teacher_cues = None
+                    if objective.aligns:  # the teacher sees the clip's own cues, dropped with the student's
+                        teacher_cues = dict(pose_latents=pad_front(batch["teacher_pose_latents"], pad) * keep,
+                                            face_latents=pad_front(batch["teacher_face_latents"], pad) * keep,
+                                            body_mask=cues["body_mask"], face_mask=cues["face_mask"])
+                    loss_d, loss_a = objective(model_p, x, enc, t, cues, lat, noise, teacher_cues, pad)
+                    loss = objective.total(loss_d, loss_a)
                 finite = accelerator.gather(torch.isfinite(loss.detach()).float().reshape(1)).min().item() > 0
                 if not finite:
                     finite_all = False
