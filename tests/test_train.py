@@ -387,6 +387,27 @@ def test_train_cli_bad_inputs(same_id_run, puppet_dataset, tmp_path):
 
 
 @pytest.mark.slow
+def test_deepspeed_is_told_the_micro_batch_the_trainer_uses():
+    """The trainer keeps its own rank-sharded DataLoader out of accelerate.prepare(), so DeepSpeed's
+    "auto" micro-batch (configs/accelerate/deepspeed_zero2_8gpu.yaml) must be filled in by hand, or
+    accelerate refuses to start (issue #13). DeepSpeed itself does not run on a CPU: the plugin
+    object is stubbed with the config accelerate would hand it."""
+    from types import SimpleNamespace
+
+    from directanimator.train.trainer import _tell_deepspeed_the_batch
+
+    ds = {"train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto", "gradient_accumulation_steps": 2}
+    acc = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(deepspeed_config=ds)),
+                          gradient_accumulation_steps=2, num_processes=8)
+    _tell_deepspeed_the_batch(acc, 1)
+    assert ds["train_micro_batch_size_per_gpu"] == 1 and ds["train_batch_size"] == 16
+    fixed = {"train_micro_batch_size_per_gpu": 4, "train_batch_size": 32}
+    acc.state.deepspeed_plugin.deepspeed_config = fixed
+    _tell_deepspeed_the_batch(acc, 1)  # a number the user wrote stays
+    assert fixed == {"train_micro_batch_size_per_gpu": 4, "train_batch_size": 32}
+    _tell_deepspeed_the_batch(SimpleNamespace(state=SimpleNamespace()), 1)  # not DeepSpeed: nothing to do
+
+
 def test_killed_run_resumes_on_the_same_loss_curve(puppet_dataset, tmp_path):
     base = ["train", "--config", "configs/tiny.yaml", "--dataset", str(puppet_dataset), "--quiet"]
     cfg = tmp_path / "c.yaml"

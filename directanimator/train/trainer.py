@@ -97,6 +97,21 @@ def lr_factor(tc, step: int) -> float:
     return tc.lr_min_ratio + (1 - tc.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def _tell_deepspeed_the_batch(accelerator, batch_size: int) -> None:
+    """Under DeepSpeed, fill `train_micro_batch_size_per_gpu` (and the total) when the config says
+    "auto": accelerate takes them from a DataLoader passed to prepare(), which this trainer does not pass."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return
+    ds = plugin.deepspeed_config
+    if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+        ds["train_micro_batch_size_per_gpu"] = batch_size
+    if ds.get("train_batch_size", "auto") == "auto":
+        accum = ds.get("gradient_accumulation_steps", accelerator.gradient_accumulation_steps)
+        accum = accelerator.gradient_accumulation_steps if accum == "auto" else accum
+        ds["train_batch_size"] = batch_size * accum * accelerator.num_processes
+
+
 def _step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 131 + micro) * 4099 + rank)
 
@@ -187,7 +202,10 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(tc, s))
     # The LR schedule is stepped by hand once per optimizer step: accelerate's wrapper would step it
-    # once per process.
+    # once per process. Our DataLoader stays ours (its bucket sampler already shards by rank; prepare()
+    # would shard it again), so DeepSpeed, which reads the micro-batch size from a prepared DataLoader,
+    # is told it here; without it accelerate rejects the "auto" in configs/accelerate/*.yaml
+    _tell_deepspeed_the_batch(accelerator, tc.batch_size)
     if projector is not None:
         model_p, projector, optimizer = accelerator.prepare(model, projector, optimizer)
     else:
