@@ -164,9 +164,10 @@ def real_world(folder, tmp_path_factory):
 
 
 def train_config(folder: Path, world: Path | None = None, stage: str = "same_id", teacher: Path | None = None,
-                 max_steps: int = 4):
+                 max_steps: int = 4, trainable: str = "full"):
     cfg = real_config(folder, injection="cuefusion")
     t = cfg.train
+    t.trainable, t.lora.rank, t.lora.alpha = trainable, 4, 4.0
     t.stage, t.teacher, t.max_steps = stage, str(teacher) if teacher else None, max_steps
     t.batch_size, t.warmup_steps, t.checkpoint_every, t.keep_last, t.log_every = 2, 1, 2, 3, 1
     t.lr, t.s2x.depth = 1e-3, 1
@@ -181,26 +182,48 @@ def read_losses(run: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in rows if "loss" in r]
 
 
+def expected_trainable_count(folder: Path, trainable: str) -> int:
+    """Counted here from the tiny folder's sizes, independently of model/adapters.py: the cue modules
+    (absent from the checkpoint), plus rank x (in + out) per attention projection for LoRA rank 4."""
+    from directanimator.model import CueFusionTransformer3D
+
+    model = CueFusionTransformer3D.from_cogvideox(folder, injection="cuefusion")
+    total = sum(p.numel() for p in model.parameters())
+    cue = sum(p.numel() for n, p in model.named_parameters() if n.startswith(("cue_embed.", "cue_fusion.")))
+    if trainable == "full":
+        return total
+    if trainable == "cue_only":
+        return cue
+    width = 2 * 16  # heads x head dim of tests/cogvideox_folder.py
+    return cue + 2 * 4 * 4 * (width + width)  # 2 blocks x (q, k, v, out) x rank 4 x (in + out)
+
+
 @pytest.mark.slow
-def test_both_stages_train_and_resume_on_the_real_layout(folder, real_world, tmp_path):
+@pytest.mark.parametrize("trainable", ["full", "lora", "cue_only"])
+def test_both_stages_train_and_resume_on_the_real_layout(folder, real_world, tmp_path, trainable):
     """Both stages from the pretrained folder (its transformer with cue modules added, its VAE's
-    latents with the padding latent frame of patch_size_t 2, its T5): losses finite, the cross-ID
-    teacher untouched; a run stopped at a checkpoint and resumed logs the same losses, bit for bit,
-    as one that ran straight through."""
+    latents with the padding latent frame of patch_size_t 2, its T5), for each `train.trainable`
+    (trained parameter counts checked against a count made here): losses finite, the cross-ID teacher
+    untouched; a run stopped at a checkpoint and resumed logs the same losses, bit for bit, as one
+    that ran straight through; the run animates from the command line."""
     from directanimator.model.loading import latest_checkpoint
     from directanimator.train.trainer import train
 
+    want = expected_trainable_count(folder, trainable)
     same = tmp_path / "same_id"
-    train(train_config(folder, real_world, max_steps=4), same, progress=False)
+    summary = train(train_config(folder, real_world, max_steps=4, trainable=trainable), same, progress=False)
+    assert summary["trainable_parameters"] == want
     losses = read_losses(same)
     assert [s for s, _ in losses] == [1, 2, 3, 4] and all(np.isfinite(v) for _, v in losses)
     cross = tmp_path / "cross_id"
-    train(train_config(folder, real_world, "cross_id", teacher=same, max_steps=4), cross, progress=False)
+    summary = train(train_config(folder, real_world, "cross_id", teacher=same, max_steps=4, trainable=trainable),
+                    cross, progress=False)
+    assert summary["trainable_parameters"] == want
     assert len(read_losses(cross)) == 4 and latest_checkpoint(cross) is not None
     # stopped after its step-2 checkpoint, resumed to step 4
     stopped = tmp_path / "stopped"
-    train(train_config(folder, real_world, max_steps=2), stopped, progress=False)
-    train(train_config(folder, real_world, max_steps=4), stopped, progress=False, resume=True)
+    train(train_config(folder, real_world, max_steps=2, trainable=trainable), stopped, progress=False)
+    train(train_config(folder, real_world, max_steps=4, trainable=trainable), stopped, progress=False, resume=True)
     assert read_losses(stopped) == losses
     # the trained run animates from the command line in bf16, windows joined either way (17 frames: 3
     # windows of 9; latent fusion gives each window its own padding latent)

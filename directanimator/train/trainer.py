@@ -399,6 +399,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
                "skipped_nonfinite": state["skipped_nonfinite"], "last": last_log,
                "seconds": round(time.perf_counter() - t_start + state.get("seconds_before", 0.0), 2),
                "s2x_depth": depth,
+               "trainable": tc.trainable, "trainable_parameters": n_train,
                "weights_sha1": digest, "ranks_in_sync": True,
                "teacher_sha1": teacher_digest if teacher is not None else None}
     if main:
