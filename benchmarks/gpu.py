@@ -89,11 +89,13 @@ def estimate(gpus: int = 1, lora_rank: int = 64) -> dict:
                     "activations": act_train, "total": weights + states + teacher + act_train}
     t5, vae = 2 * T5_PARAMS / GB, 2 * VAE_PARAMS / GB
     tr_bf16, tr_fp8 = 2 * total / GB, 1 * total / GB
-    infer = {  # the animate options (--memory, inference.release_text_encoder); model CPU offload is not one
+    infer = {  # the animate options (--memory, inference.release_text_encoder)
         "bf16, T5 kept (release_text_encoder: false)": tr_bf16 + t5 + vae + act_infer,
         "bf16, T5 released after encoding (--memory none)": max(tr_bf16 + vae + act_infer, t5),
         "fp8 weight storage, bf16 compute (--memory fp8)": max(tr_fp8 + vae + act_infer, t5),
         "group offload, one block at a time (--memory group_offload)": tr_bf16 / layers + max(act_infer + vae, t5),
+        "model CPU offload, the VAE off the GPU while the transformer runs (--memory model_offload)":
+            max(tr_bf16 + act_infer, vae + act_infer, t5),
     }
     for name, value in infer.items():
         rows[f"inference: {name}"] = {"total": value}

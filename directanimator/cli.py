@@ -310,8 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_subject_args(p)
     p.add_argument("--memory", choices=_literal_choices("inference", "memory"), default=None,
                    help="GPU memory saver for the transformer: fp8 weight storage, group offload (one block on the "
-                        "GPU at a time), none, or auto (chosen from free GPU memory, printed); default: the "
-                        "checkpoint's inference.memory")
+                        "GPU at a time), model offload (transformer and VAE on the GPU only while each runs), none, "
+                        "or auto (chosen from free GPU memory, printed); default: the checkpoint's inference.memory")
     p.add_argument("--lora-unmerged", action="store_true",
                    help="a LoRA run's adapter as live LoRA layers instead of merged into the weights")
     p.add_argument("--keep-background", action=argparse.BooleanOptionalAction, default=None,

@@ -409,8 +409,10 @@ class InferenceConfig:
     # stored in float8 (e4m3), each layer cast to the compute dtype when it runs (diffusers'
     # layerwise casting: half of bf16's weight memory); group_offload = weights in CPU memory, one
     # block at a time brought to the GPU (diffusers' group offloading: least memory, slowest); auto =
-    # the first of none, fp8, group_offload whose estimate fits the GPU's free memory (printed)
-    memory: Literal["auto", "none", "fp8", "group_offload"] = "auto"
+    # the first of none, fp8, group_offload whose estimate fits the GPU's free memory (printed);
+    # model_offload = each model (VAE, transformer) on the GPU only while it runs, in CPU memory
+    # otherwise (diffusers' model CPU offload; the transformer must fit alone)
+    memory: Literal["auto", "none", "fp8", "group_offload", "model_offload"] = "auto"
     # free the T5 encoder's weights once the prompt is encoded (9.5 GB in bf16 for CogVideoX's T5-XXL);
     # the embedding stays cached, a new prompt loads T5 again
     release_text_encoder: bool = True

@@ -234,8 +234,8 @@ class DirectAnimatorPipeline:
         `auto` chooses from the GPU's free memory against the transformer's weight bytes plus a
         margin for activations and the VAE (one window); on the CPU it is `none`."""
         option = option or self.config.inference.memory
-        if option not in ("auto", "none", "fp8", "group_offload"):
-            raise InputError(f"memory option must be auto, none, fp8 or group_offload, got {option!r}")
+        if option not in ("auto", "none", "fp8", "group_offload", "model_offload"):
+            raise InputError(f"memory option must be auto, none, fp8, group_offload or model_offload, got {option!r}")
         params = sum(p.numel() for p in self.transformer.parameters())
         if option == "auto":
             option = "none"
@@ -252,6 +252,10 @@ class DirectAnimatorPipeline:
         if option == "fp8":
             self.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=self.dtype)
             self.transformer.compute_dtype = self.dtype  # the samplers feed it inputs in this dtype
+        elif option == "model_offload":
+            self.model_offload = ModelOffload(
+                [self.transformer] + ([self.codec.vae] if getattr(self.codec, "vae", None) is not None else []),
+                self.device)
         elif option == "group_offload":
             from diffusers.hooks import apply_group_offloading
 
@@ -529,6 +533,46 @@ class DirectAnimatorPipeline:
         seconds = {k: round(v, 3) for k, v in seconds.items()}
         return AnimationResult(out, n, info.fps, ow, oh, len(starts), seconds, report.as_dict(),
                                np.stack(kept) if kept else None)
+
+
+class ModelOffload:
+    """Model CPU offload (diffusers' `enable_model_cpu_offload`) through accelerate hooks: the models
+    start in CPU memory; before one runs (its forward, or the VAE's encode/decode, which diffusers'
+    `apply_forward_hook` routes through the hook) the model on the device goes back to CPU memory and
+    this one comes to the device. Unlike accelerate's chained `cpu_offload_with_hook`, the order of use
+    does not matter: the pipeline alternates transformer and VAE window by window. `log` records every
+    move as ("offload" | "onload", index in `models`)."""
+
+    def __init__(self, models: list[torch.nn.Module], device: torch.device):
+        from accelerate.hooks import ModelHook, add_hook_to_module
+        from accelerate.utils import send_to_device
+
+        self.models, self.device = list(models), torch.device(device)
+        self.current: torch.nn.Module | None = None
+        self.log: list[tuple[str, int]] = []
+        owner = self
+
+        class Hook(ModelHook):
+            def pre_forward(self, module, *args, **kwargs):
+                owner.bring(module)
+                return send_to_device(args, owner.device), send_to_device(kwargs, owner.device)
+
+        for m in self.models:
+            m.to("cpu")
+            add_hook_to_module(m, Hook())
+
+    def bring(self, module: torch.nn.Module) -> None:
+        if self.current is module:
+            return
+        if self.current is not None:
+            self.current.to("cpu")
+            self.log.append(("offload", self._index(self.current)))
+        module.to(self.device)
+        self.current = module
+        self.log.append(("onload", self._index(module)))
+
+    def _index(self, module: torch.nn.Module) -> int:
+        return next(i for i, m in enumerate(self.models) if m is module)
 
 
 def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:

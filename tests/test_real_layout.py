@@ -242,3 +242,22 @@ def test_both_stages_train_and_resume_on_the_real_layout(folder, real_world, tmp
                            capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
         assert r.returncode == 0, r.stderr[-2000:]
         assert len(list(iter_frames(out))) == 17
+
+
+def test_model_offload_gives_the_same_frames_and_keeps_one_model_on_the_device(folder, tmp_path):
+    """`--memory model_offload`: the same frames as without it; the VAE and the transformer take turns
+    on the device, each brought there only after the other went back to CPU memory (the hooks' log:
+    on this CPU-only machine the moves themselves change nothing)."""
+    ref, drv, given = driving_and_reference(tmp_path)
+    plain = our_pipeline(folder, real_config(folder))
+    want = plain(ref, drv, tmp_path / "a.mp4", steps=2, seed=3, progress=False, return_frames=True, **given).frames
+    pipe = our_pipeline(folder, real_config(folder))
+    assert pipe.apply_memory_option("model_offload") == "model_offload"
+    got = pipe(ref, drv, tmp_path / "b.mp4", steps=2, seed=3, progress=False, return_frames=True, **given).frames
+    assert np.array_equal(got, want)
+    log = pipe.model_offload.log  # models: 0 = transformer, 1 = VAE
+    assert log[0] == ("onload", 1)  # the VAE runs first (cues, reference), then the transformer, then the VAE
+    assert ("onload", 0) in log and log[-1] == ("onload", 1)
+    for k, (event, i) in enumerate(log[1:], 1):  # every onload after the first follows the other's offload
+        if event == "onload":
+            assert log[k - 1] == ("offload", 1 - i), log
