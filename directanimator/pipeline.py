@@ -39,12 +39,12 @@ from tqdm import tqdm
 
 from .config import Config, dump_config, from_dict, load_config
 from .cues.extract import extract_cues
+from .cues.files import CUE_ARRAYS, CueFileSink, mask_from_uint8
 from .data.cache import video_tensor
 from .errors import InputError
 from .model import CueFusionTransformer3D, build_codec, build_text_encoder, mask_to_latent
 from .model.sampling import (CUE_KEYS, build_scheduler, from_diffusion_target, fused_window_layout,
                              sample_fused_latents, sample_latents)
-from .storage import StreamingSafetensorsWriter
 from .video import Letterbox, VideoWriter, iter_frames, load_image, probe_video
 
 EMBEDDED = Path(__file__).parent / "assets" / "demo_model"
@@ -94,24 +94,6 @@ class AnimationResult:
     def as_dict(self) -> dict:
         return {"path": str(self.path), "num_frames": self.num_frames, "fps": self.fps, "width": self.width,
                 "height": self.height, "windows": self.windows, "seconds": self.seconds}
-
-
-class _SpoolSink:
-    """Cue sink that appends each frame's cues to a safetensors spool (read back per window)."""
-
-    def __init__(self, path: Path, reference: np.ndarray, reference_mask: np.ndarray):
-        self.writer = StreamingSafetensorsWriter(path, path.parent)
-        self.writer.put("reference", reference)
-        self.writer.put("reference_mask", reference_mask.astype(np.uint8))
-
-    def add(self, index, rgb, pose, face, body, face_mask, pose_valid, face_valid) -> None:
-        self.writer.append("pose_cue", pose)
-        self.writer.append("face_cue", face)
-        self.writer.append("body_mask", body.astype(np.float32))
-        self.writer.append("face_mask", face_mask.astype(np.float32))
-
-    def close(self, report) -> None:
-        self.writer.close()
 
 
 def window_step(window: int, overlap: int, temporal: int = 4) -> int:
@@ -184,7 +166,7 @@ class _BackgroundKeeper:
             return frame
         src = index if self.valid[index] else int(self.valid_idx[np.argmin(np.abs(self.valid_idx - index))])
         with safe_open(str(self.spool), "np") as f:
-            body = f.get_slice("body_mask")[src:src + 1][0]
+            body = mask_from_uint8(f.get_slice("body_mask")[src:src + 1][0])
         w = background_weight(body, self.reference_mask, self.margin)[..., None]
         return w * frame + (1.0 - w) * self.reference
 
@@ -303,7 +285,8 @@ class DirectAnimatorPipeline:
                 block = f.get_slice(key)[first:last]
                 return block[[i - first for i in idx]]
 
-            pose, face, body, fmask = take("pose_cue"), take("face_cue"), take("body_mask"), take("face_mask")
+            pose, face = take("pose_cue"), take("face_cue")
+            body, fmask = mask_from_uint8(take("body_mask")), mask_from_uint8(take("face_mask"))
         c = self.codec
         return {
             "pose_latents": c.encode(video_tensor(pose)).to(self.device),
@@ -419,14 +402,16 @@ class DirectAnimatorPipeline:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".directanimator-", dir=out.parent) as tmpdir:
             tmp = Path(tmpdir)
-            spool = tmp / "cues.safetensors"
+            spool = tmp / CUE_ARRAYS
             # 2. driving cues, streamed to disk
             if callback is not None:
                 callback("cues", 0, 1)
             t0 = time.perf_counter()
             cues_cfg = replace(cfg.cues, size=size)
             report, _ = extract_cues(ref_img, lambda: iter_frames(driving), cues_cfg,
-                                     lambda r, m: _SpoolSink(spool, r, m), fps=info.fps, segmenter=segmenter,
+                                     lambda r, m: CueFileSink(tmp, size, info.fps_fraction, info.num_frames, r, m,
+                                                              videos=False),
+                                     fps=info.fps, segmenter=segmenter,
                                      face_detector=face_detector, reference_mask=reference_mask,
                                      num_frames_hint=info.num_frames, progress=progress, keypoints=keypoints)
             seconds["cues"] = time.perf_counter() - t0

@@ -28,12 +28,20 @@ PREVIEW_POINTS = 4
 
 
 class CueFileSink:
+    """The one writer of cue arrays: `cues.safetensors` (masks as uint8, read back as float in [0, 1] by
+    `load_cues` and the pipeline), and, with `videos`, the mp4 previews and preview.png of the `cues`
+    command. `animate` spools its cues through it with `videos=False` (it needs only the arrays) and
+    reads them back window by window. Writing runs in a background thread fed through a small bounded
+    queue."""
+
     def __init__(self, out_dir: Path, size: int, fps, num_frames_hint: int, reference: np.ndarray,
-                 reference_mask: np.ndarray, audio_from: Path | None = None, metadata: dict | None = None):
+                 reference_mask: np.ndarray, audio_from: Path | None = None, metadata: dict | None = None,
+                 videos: bool = True):
         self.out_dir = Path(out_dir)
+        self.videos = videos
         self._writers = {name: VideoWriter(self.out_dir / f"{name}.mp4", fps, size, size, audio_from=audio_from)
-                         for name in ("pose_cue", "face_cue", "location_cue")}
-        self._tensors = StreamingSafetensorsWriter(self.out_dir / "cues.safetensors", self.out_dir)
+                         for name in ("pose_cue", "face_cue", "location_cue")} if videos else {}
+        self._tensors = StreamingSafetensorsWriter(self.out_dir / CUE_ARRAYS, self.out_dir)
         self._tensors.put("reference", reference)
         self._tensors.put("reference_mask", reference_mask.astype(np.uint8))
         self._reference = reference
@@ -55,9 +63,10 @@ class CueFileSink:
                 continue
             try:
                 pose, face, loc, body8, face8, pv, fv = item
-                self._writers["pose_cue"].write(pose)
-                self._writers["face_cue"].write(face)
-                self._writers["location_cue"].write(loc)
+                if self.videos:
+                    self._writers["pose_cue"].write(pose)
+                    self._writers["face_cue"].write(face)
+                    self._writers["location_cue"].write(loc)
                 self._tensors.append("pose_cue", pose)
                 self._tensors.append("face_cue", face)
                 self._tensors.append("body_mask", body8)
@@ -70,10 +79,9 @@ class CueFileSink:
     def add(self, index, rgb, pose, face, body, face_mask, pose_valid, face_valid) -> None:
         if self._error is not None:
             raise self._error
-        body8 = np.clip(body * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        face8 = np.clip(face_mask * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        loc = np.stack([body8, face8, np.zeros_like(body8)], axis=2)
-        if index in self._preview_at:
+        body8, face8 = mask_to_uint8(body), mask_to_uint8(face_mask)
+        loc = np.stack([body8, face8, np.zeros_like(body8)], axis=2) if self.videos else None
+        if self.videos and index in self._preview_at:
             self._preview.append((rgb, pose, face, loc))
         self._queue.put((pose, face, loc, body8, face8, pose_valid, face_valid))
 
@@ -86,7 +94,21 @@ class CueFileSink:
             w.close()
         meta = dict(self._metadata, fps=report.fps, size=report.size, alignment=json.dumps(report.alignment))
         self._tensors.close({k: str(v) for k, v in meta.items()})
-        save_image(self.out_dir / "preview.png", preview_mosaic(self._reference, self._preview))
+        if self.videos:
+            save_image(self.out_dir / "preview.png", preview_mosaic(self._reference, self._preview))
+
+
+CUE_ARRAYS = "cues.safetensors"
+
+
+def mask_to_uint8(mask: np.ndarray) -> np.ndarray:
+    """A mask in [0, 1] as stored: uint8, rounded."""
+    return np.clip(np.asarray(mask, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def mask_from_uint8(mask: np.ndarray) -> np.ndarray:
+    """A stored mask back in [0, 1], float32."""
+    return np.asarray(mask).astype(np.float32) / 255.0
 
 
 def preview_mosaic(reference: np.ndarray, columns: list[tuple[np.ndarray, ...]], tile: int = 192) -> np.ndarray:
@@ -113,7 +135,7 @@ def load_cues(path: str | Path) -> dict[str, np.ndarray]:
         for key in f.keys():
             out[key] = f.get_tensor(key)
     for key in ("body_mask", "face_mask"):
-        out[key] = out[key].astype(np.float32) / 255.0
+        out[key] = mask_from_uint8(out[key])
     for key in ("pose_valid", "face_valid"):
         out[key] = out[key].reshape(-1).astype(bool)
     out["reference_mask"] = out["reference_mask"].astype(bool)
