@@ -30,8 +30,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=25)
     args = ap.parse_args()
     from directanimator.assets import ASTRONAUT, WALK_VIDEO
-    from directanimator.cues.face import GivenFaceBoxes
-    from directanimator.cues.segment import GivenMasks
+    from directanimator.cues.detectors import Detectors
     from directanimator.demo import puppet_case
     from directanimator.pipeline import DirectAnimatorPipeline
     from directanimator.video import VideoWriter
@@ -46,9 +45,8 @@ def main() -> None:
     cases = {
         "puppet_33_frames_gt_masks": lambda out: pipe(
             reference.frames[0], drv, out, steps=args.steps, progress=False,
-            segmenter=GivenMasks(list(driving.masks.astype(np.float32))),
-            face_detector=GivenFaceBoxes(driving.face_boxes, reference_box=reference.face_boxes[0]),
-            reference_mask=reference.masks[0]),
+            **Detectors.from_annotations({"masks": driving.masks, "face_boxes": driving.face_boxes},
+                                         reference).kwargs()),
         "real_45_frames_mediapipe": lambda out: pipe(ASTRONAUT, WALK_VIDEO, out, steps=args.steps, progress=False),
     }
     result = {"steps": args.steps, "runs": args.runs, "window": pipe.config.model.frames}

@@ -35,8 +35,7 @@ def join_pairs(starts: list[int], window: int, n: int) -> set[int]:
 
 
 def run_clip(pipe, k: int, frames: int, tmp: Path, fusion: str, steps: int | None = None) -> dict:
-    from directanimator.cues.face import GivenFaceBoxes
-    from directanimator.cues.segment import GivenMasks
+    from directanimator.cues.detectors import Detectors
     from directanimator.eval.pixel import psnr
     from directanimator.pipeline import window_starts
     from directanimator.synth.render import render_clip
@@ -55,9 +54,8 @@ def run_clip(pipe, k: int, frames: int, tmp: Path, fusion: str, steps: int | Non
     pipe.config = replace(cfg, inference=replace(cfg.inference, window_fusion=fusion))
     out = tmp / f"{fusion}_{k}.mp4"
     t0 = time.perf_counter()
-    pipe(reference.frames[0], drv, out, steps=steps, segmenter=GivenMasks(list(driving.masks.astype(np.float32))),
-         face_detector=GivenFaceBoxes(driving.face_boxes, reference_box=reference.face_boxes[0]),
-         reference_mask=reference.masks[0], progress=False)
+    pipe(reference.frames[0], drv, out, steps=steps, progress=False,
+         **Detectors.from_annotations({"masks": driving.masks, "face_boxes": driving.face_boxes}, reference).kwargs())
     seconds = time.perf_counter() - t0
     pipe.config = cfg
     video = np.stack(list(iter_frames(out))).astype(np.float32)

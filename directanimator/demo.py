@@ -45,8 +45,7 @@ def puppet_case(frames: int = 33, size: int = 64):
 
 
 def animate_puppet(out_dir: Path, steps: int | None = None) -> dict:
-    from .cues.face import GivenFaceBoxes
-    from .cues.segment import GivenMasks
+    from .cues.detectors import Detectors
     from .eval.puppet import TRIVIAL_NAMES, puppet_metrics, trivial_answers
     from .pipeline import DirectAnimatorPipeline
     from .video import VideoWriter, iter_frames, save_image
@@ -62,9 +61,9 @@ def animate_puppet(out_dir: Path, steps: int | None = None) -> dict:
     t = time.perf_counter()
     result = pipe(reference.frames[0], drv_path, out_dir / "demo.mp4", steps=steps,
                   side_by_side=out_dir / "demo_side_by_side.mp4",
-                  segmenter=GivenMasks(list(driving.masks.astype(np.float32))),
-                  face_detector=GivenFaceBoxes(driving.face_boxes, reference_box=reference.face_boxes[0]),
-                  reference_mask=reference.masks[0], progress=False)
+                  progress=False,
+                  **Detectors.from_annotations({"masks": driving.masks, "face_boxes": driving.face_boxes},
+                                               reference).kwargs())
     seconds = time.perf_counter() - t
     generated = np.stack(list(iter_frames(out_dir / "demo.mp4")))
     ref_mask = reference.masks[0].astype(bool)

@@ -421,3 +421,21 @@ late.join()
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and r.stderr == "error: interrupted; nothing was written\n", r.stderr
+
+
+def test_detectors_object_from_annotations():
+    """One object carries the given detectors (issue #14 item 8): built from a clip's annotations
+    (dict or rendered clip), the first N frames when asked, the reference's mask and face box, and only
+    the fields that are set as keyword arguments."""
+    from directanimator.cues.detectors import Detectors
+    from directanimator.synth.render import render_clip
+
+    drv, ref = render_clip(901, 801, 701, 6, 64), render_clip(902, 802, 702, 1, 64)
+    d = Detectors.from_annotations(drv, ref, frames=4, skeleton_errors=False)
+    assert set(d.kwargs()) == {"segmenter", "face_detector", "keypoints", "reference_mask"}
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    assert np.array_equal(d.segmenter.segment(rgb, 3), drv.masks[3].astype(np.float32) / (255.0 if drv.masks.max() > 1 else 1.0))
+    assert len(d.keypoints.keypoints) == 4 and np.array_equal(d.keypoints.keypoints, drv.keypoints[:4].astype(np.float32))
+    assert np.array_equal(d.reference_mask, ref.masks[0])
+    only = Detectors.from_annotations({"masks": drv.masks, "face_boxes": drv.face_boxes})
+    assert set(only.kwargs()) == {"segmenter", "face_detector"} and Detectors().kwargs() == {}

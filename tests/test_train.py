@@ -333,9 +333,9 @@ def test_teacher_sees_the_clips_own_cues_and_the_student_the_pseudo_cues(same_id
 
 
 def test_nonfinite_losses_are_skipped_then_stop_the_run(puppet_dataset, tiny_cfg, tmp_path, monkeypatch):
-    import directanimator.train.trainer as trainer_mod
+    import directanimator.train.losses as losses_mod  # where Same2XObjective computes it
 
-    real = trainer_mod.denoising_loss
+    real = losses_mod.denoising_loss
     calls = {"n": 0}
 
     def flaky(*a, **k):
@@ -343,14 +343,14 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(puppet_dataset, tiny_cfg
         loss = real(*a, **k)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(trainer_mod, "denoising_loss", flaky)
+    monkeypatch.setattr(losses_mod, "denoising_loss", flaky)
     cfg = tiny_cfg(max_steps=6)
     cfg.data.dataset = str(puppet_dataset)
     summary = train(cfg, tmp_path / "flaky", progress=False)
     assert summary["skipped_nonfinite"] == 1 and summary["steps"] == 6
     assert all(np.isfinite(e["loss"]) for e in read_log(tmp_path / "flaky"))
 
-    monkeypatch.setattr(trainer_mod, "denoising_loss", lambda *a, **k: real(*a, **k) * float("nan"))
+    monkeypatch.setattr(losses_mod, "denoising_loss", lambda *a, **k: real(*a, **k) * float("nan"))
     cfg = tiny_cfg(max_steps=50, max_nonfinite_in_row=3)
     cfg.data.dataset = str(puppet_dataset)
     with pytest.raises(TrainingError, match="non-finite"):

@@ -30,10 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cues.face import GivenFaceBoxes
+from ..cues.detectors import Detectors
 from ..cues.location import estimate_alignment, tight_box, warp_mask
-from ..cues.skeleton import GivenKeypoints
-from ..cues.segment import GivenMasks
 from ..data.format import clip_dir, read_annotations
 from ..video import iter_frames
 from .pixel import l1, psnr, ssim
@@ -130,10 +128,8 @@ def evaluate_triples(pipe, dataset: str | Path, limit: int | None = None, steps:
             if pipe is not None:
                 out = Path(tmp) / f"{k}.mp4"
                 pipe(reference, clip_dir(dataset, tr["driving"]) / "video.mp4", out, steps=steps, seed=seed,
-                     segmenter=GivenMasks(list(drv_ann["masks"].astype(np.float32))),
-                     face_detector=GivenFaceBoxes(drv_ann["face_boxes"], reference_box=ref_ann["face_boxes"][0]),
-                     reference_mask=ref_ann["masks"][0], progress=False,
-                     keypoints=GivenKeypoints(drv_ann["keypoints"], errors=pipe.config.cues.pose.skeleton_errors))
+                     progress=False, **Detectors.from_annotations(
+                         drv_ann, ref_ann, skeleton_errors=pipe.config.cues.pose.skeleton_errors).kwargs())
                 rows.append({"triple": k, **_all_metrics(np.stack(list(iter_frames(out))), truth, gt_ann, ref_mask)})
             if baselines:
                 driving = np.stack(list(iter_frames(clip_dir(dataset, tr["driving"]) / "video.mp4")))

@@ -40,8 +40,7 @@ class DirectAnimatorPseudo:
             return None
 
     def generate(self, source: ClipRecord, index: int):
-        from ..cues.face import GivenFaceBoxes
-        from ..cues.segment import GivenMasks
+        from ..cues.detectors import Detectors
 
         r = np.random.default_rng([zlib.crc32(source.clip_id.encode()), index, self.seed])
         others = [c for c in self.pool if c.clip_id != source.clip_id and
@@ -53,9 +52,7 @@ class DirectAnimatorPseudo:
         drv_ann, ref_ann = self._annotations(source.clip_id), self._annotations(ref_rec.clip_id)
         kwargs = {}
         if drv_ann is not None and ref_ann is not None:
-            kwargs = dict(segmenter=GivenMasks(list(drv_ann["masks"].astype(np.float32))),
-                          face_detector=GivenFaceBoxes(drv_ann["face_boxes"], reference_box=ref_ann["face_boxes"][0]),
-                          reference_mask=ref_ann["masks"][0])
+            kwargs = Detectors.from_annotations({k: drv_ann[k] for k in ("masks", "face_boxes")}, ref_ann).kwargs()
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "pseudo.mp4"
             self.pipe(reference, clip_dir(self.dataset, source.clip_id) / "video.mp4", out,

@@ -28,9 +28,7 @@ import torch
 
 from ..config import Config
 from ..cues.extract import extract_cues_in_memory
-from ..cues.face import GivenFaceBoxes
-from ..cues.segment import GivenMasks
-from ..cues.skeleton import GivenKeypoints
+from ..cues.detectors import Detectors
 from ..data.cache import cache_key, cache_root, encode_windows, load_clip_frames, write_entry
 from ..data.format import clip_dir
 from ..errors import InputError
@@ -87,9 +85,9 @@ def build_validation_set(dataset: str | Path, cfg: Config, codec: LatentCodec, t
         ref_mask = ref.masks[0] > 0.5
         cues = extract_cues_in_memory(
             ref.frames[0], list(drv.frames[:frames]), cues_cfg, fps=drv.fps,
-            segmenter=GivenMasks(list(drv.masks[:frames])), reference_mask=ref_mask,
-            face_detector=GivenFaceBoxes(drv.face_boxes[:frames], reference_box=ref.face_boxes[0]),
-            keypoints=GivenKeypoints(drv.keypoints[:frames], errors=cues_cfg.pose.skeleton_errors))
+            **dict(Detectors.from_annotations(drv, ref, frames=frames,
+                                              skeleton_errors=cues_cfg.pose.skeleton_errors).kwargs(),
+                   reference_mask=ref_mask))
         t = encode_windows(codec, gt.frames, cues, [0], frames, cues.reference)
         for k in TENSOR_KEYS:
             parts.setdefault(k, []).append(t[k][0])
