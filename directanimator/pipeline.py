@@ -126,6 +126,40 @@ def triangular_weights(window: int, edge: float = 0.05) -> np.ndarray:
     return (np.minimum(j, window - 1 - j) + edge).astype(np.float32)
 
 
+class WindowBlender:
+    """Overlapping windows' decoded frames joined with triangular weights (highest mid-window). Frames
+    come out, in order, as soon as no later window touches them: before the next window's start, or
+    all remaining ones after the last window. Holds at most one window's frames."""
+
+    def __init__(self, starts: list[int], window: int, num_frames: int):
+        self.starts, self.window, self.n = list(starts), window, num_frames
+        self.weights = triangular_weights(window)
+        self.done = 0  # frames already given out
+        self._acc: np.ndarray | None = None  # weighted sums of frames done .. done + len - 1
+        self._wacc = np.zeros((0,), np.float32)
+
+    def add(self, wi: int, frames: np.ndarray):
+        """Window `wi`'s frames (window, H, W, 3) float; yields (frame index, blended frame) that are final."""
+        s = self.starts[wi]
+        end = min(s + self.window, self.n)
+        if self._acc is None:
+            self._acc = np.zeros((0, *frames.shape[1:]), np.float32)
+        need = end - self.done
+        if need > len(self._acc):
+            grow = need - len(self._acc)
+            self._acc = np.concatenate([self._acc, np.zeros((grow, *frames.shape[1:]), np.float32)])
+            self._wacc = np.concatenate([self._wacc, np.zeros(grow, np.float32)])
+        for j in range(end - s):
+            k = s + j - self.done
+            self._acc[k] += self.weights[j] * frames[j]
+            self._wacc[k] += self.weights[j]
+        final = (self.starts[wi + 1] if wi + 1 < len(self.starts) else self.n) - self.done
+        for k in range(final):
+            yield self.done + k, self._acc[k] / self._wacc[k]
+        self._acc, self._wacc = self._acc[final:], self._wacc[final:]
+        self.done += final
+
+
 def background_weight(body_mask: np.ndarray, reference_mask: np.ndarray, margin: float) -> np.ndarray:
     """(H, W) float32 weight of the generated frame when the reference's background is kept: 1 over
     the region the person occupies in this frame or occupied in the reference (the Location Cue's body
@@ -428,7 +462,6 @@ class DirectAnimatorPipeline:
                                                      torch.Generator().manual_seed(seed)).to(self.device)
             seconds["codec"] += time.perf_counter() - t0
             starts = window_starts(n, window, overlap, self.codec.temporal_factor)
-            weights = triangular_weights(window)
             keeper = _BackgroundKeeper(spool, ref_lb, inf.keep_background_margin) if inf.keep_background else None
             tmp_out = tmp / ("result" + out.suffix)
             tmp_sbs = tmp / ("side" + out.suffix) if side_by_side else None
@@ -438,10 +471,8 @@ class DirectAnimatorPipeline:
             if tmp_sbs is not None:
                 sbs = VideoWriter(tmp_sbs, info.fps_fraction, 4 * size, size, crf=18,
                                   audio_from=Path(driving) if info.has_audio else None)
-            acc = np.zeros((0, size, size, 3), np.float32)  # blended frames not yet written
-            wacc = np.zeros((0,), np.float32)
+            blender = WindowBlender(starts, window, n)
             pose_buf: dict[int, np.ndarray] = {}
-            written = 0
             kept: list[np.ndarray] | None = [] if return_frames else None
             fused = None
             if inf.window_fusion == "latent" and len(starts) > 1:
@@ -472,34 +503,19 @@ class DirectAnimatorPipeline:
                     for j in range(window):
                         if s + j < n:
                             pose_buf.setdefault(s + j, enc_cues["pose_cue"][j])
-                    # accumulate into the blend buffer [written, ...)
-                    end = min(s + window, n)
-                    need = end - written
-                    if need > len(acc):
-                        acc = np.concatenate([acc, np.zeros((need - len(acc), size, size, 3), np.float32)])
-                        wacc = np.concatenate([wacc, np.zeros(need - len(wacc), np.float32)])
-                    for j in range(end - s):
-                        k = s + j - written
-                        acc[k] += weights[j] * frames[j]
-                        wacc[k] += weights[j]
-                    # frames before the next window's start are final
-                    final_upto = (starts[wi + 1] if wi + 1 < len(starts) else n) - written
-                    for k in range(final_upto):
-                        blended = acc[k] / wacc[k]
+                    for index, blended in blender.add(wi, frames):
                         if keeper is not None:
-                            blended = keeper(written + k, blended)
+                            blended = keeper(index, blended)
                         full = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
                         shown = np.ascontiguousarray(full[y0:y0 + oh, x0:x0 + ow])
                         writer.write(shown)
                         if kept is not None:
                             kept.append(shown)
-                        pose = pose_buf.pop(written + k)
+                        pose = pose_buf.pop(index)
                         if sbs is not None:  # reference | driving | pose cue | result, letterboxed
                             drv = drv_lb.apply(next(drv_frames))
                             pose3 = np.repeat(pose[..., None], 3, axis=2) if pose.ndim == 2 else pose
                             sbs.write(np.ascontiguousarray(np.concatenate([ref_lb, drv, pose3, full], axis=1)))
-                    acc, wacc = acc[final_upto:], wacc[final_upto:]
-                    written += final_upto
                     seconds["write"] += time.perf_counter() - t0
                     bar.update()
                     if callback is not None:
@@ -509,8 +525,8 @@ class DirectAnimatorPipeline:
                 writer.close()
                 if sbs is not None:
                     sbs.close()
-            if written != n:
-                raise RuntimeError(f"wrote {written} of {n} frames")
+            if blender.done != n:
+                raise RuntimeError(f"wrote {blender.done} of {n} frames")
             tmp_out.replace(out)
             if tmp_sbs is not None:
                 Path(side_by_side).parent.mkdir(parents=True, exist_ok=True)
