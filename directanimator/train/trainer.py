@@ -72,11 +72,13 @@ def save_best(out: Path, model: CueFusionTransformer3D, row: dict, cfg: Config) 
         (tmp / "config.yaml").write_text(dump_config(cfg))
 
 
-def weights_digest(model: torch.nn.Module) -> str:
+def weights_digest(model: torch.nn.Module | dict[str, torch.Tensor]) -> str:
+    """SHA-1 over every weight's name and bytes (a module or a state dict)."""
     import hashlib
 
     h = hashlib.sha1()
-    for name, t in model.state_dict().items():
+    state = model if isinstance(model, dict) else model.state_dict()
+    for name, t in state.items():
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
@@ -388,11 +390,20 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     bar.close()
     if tb is not None:
         tb.close()
-    # DDP keeps replicas identical; check it rather than trust it (a SHA-1 of every weight, per rank)
-    digest = weights_digest(accelerator.unwrap_model(model_p))
-    digests = accelerator.gather(torch.tensor([int(digest[:15], 16)], device=device)).tolist()
-    if len(set(digests)) != 1:
-        raise TrainingError(f"the {world} processes ended with different weights: {digests}")
+    # DDP keeps replicas identical; check it rather than trust it (a SHA-1 of every weight, per rank).
+    # Under DeepSpeed ZeRO/FSDP a rank's module holds a shard (FSDP) or the rank's copy is not what
+    # was saved: the digest is of the weights gathered to the main process (a collective), and there
+    # is no per-rank copy to compare.
+    if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        gathered = accelerator.get_state_dict(model_p)
+        digest = weights_digest(gathered) if main else ""
+        in_sync = None
+    else:
+        digest = weights_digest(accelerator.unwrap_model(model_p))
+        digests = accelerator.gather(torch.tensor([int(digest[:15], 16)], device=device)).tolist()
+        if len(set(digests)) != 1:
+            raise TrainingError(f"the {world} processes ended with different weights: {digests}")
+        in_sync = True
     if teacher is not None and weights_digest(teacher) != teacher_digest:
         raise TrainingError("the frozen same-ID teacher changed during training")
     summary = {"run": str(out), "stage": tc.stage, "steps": state["step"], "world_size": world,
@@ -400,7 +411,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
                "seconds": round(time.perf_counter() - t_start + state.get("seconds_before", 0.0), 2),
                "s2x_depth": depth,
                "trainable": tc.trainable, "trainable_parameters": n_train,
-               "weights_sha1": digest, "ranks_in_sync": True,
+               "weights_sha1": digest, "ranks_in_sync": in_sync,
                "teacher_sha1": teacher_digest if teacher is not None else None}
     if main:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
