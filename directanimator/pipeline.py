@@ -9,9 +9,9 @@ In the diffusers style: components (transformer, scheduler, codec, text encoder)
   4. encode              reference image and the window's cues through the codec
   5. denoise            (model/sampling.py) CogVideoX DDIM or DPM scheduler; optional classifier-free
                          guidance on the driving cues (pose, face and location dropped together).
-                         inference.window_fusion = latent (default): all windows denoised together,
-                         their shared latent frames fused at every step (MimicMotion, StableAnimator);
-                         pixel: each window alone
+                         inference.window_fusion = pixel (default): each window alone; latent: all
+                         windows denoised together, their shared latent frames fused at every step
+                         (MimicMotion, StableAnimator)
   6. decode and blend    overlapping frames blended with triangular weights, finished frames written
                          at once
   7. keep background     (inference.keep_background) outside the region the person occupies, the
@@ -309,6 +309,56 @@ class DirectAnimatorPipeline:
             print(f"note: size {size} rounded to {rounded} (a multiple of {unit} for this model)")
         return rounded
 
+    def resolve_settings(self, steps, seed, guidance_scale, window_overlap, keep_background, window_fusion):
+        """The call's arguments over the config's `inference` settings, checked: (inference, steps,
+        seed, guidance)."""
+        import math
+
+        inf = self.config.inference
+        if window_overlap is not None:
+            inf = replace(inf, window_overlap=window_overlap)
+        if keep_background is not None:
+            inf = replace(inf, keep_background=bool(keep_background))
+        if window_fusion is not None:
+            if window_fusion not in ("latent", "pixel"):
+                raise InputError(f"window fusion must be latent or pixel, got {window_fusion!r}")
+            inf = replace(inf, window_fusion=window_fusion)
+        if not (0.0 <= inf.keep_background_margin <= 0.5):
+            raise InputError(f"inference.keep_background_margin must be in [0, 0.5] (a fraction of the frame), "
+                             f"got {inf.keep_background_margin}")
+        steps = inf.steps if steps is None else steps
+        seed = inf.seed if seed is None else seed
+        guidance = inf.guidance_scale if guidance_scale is None else guidance_scale
+        if not (isinstance(guidance, (int, float)) and math.isfinite(guidance) and guidance >= 1.0):
+            raise InputError(f"--guidance must be a finite number >= 1 (1 = off), got {guidance}")
+        return inf, steps, seed, guidance
+
+    def extract_driving_cues(self, reference: np.ndarray, driving, size: int, info, tmp: Path, progress: bool,
+                             **detectors):
+        """Step 2: the Driving Cue Triplet of the whole video, streamed to `tmp`/cues.safetensors
+        (arrays only). Returns the cue report."""
+        cues_cfg = replace(self.config.cues, size=size)
+        report, _ = extract_cues(reference, lambda: iter_frames(driving), cues_cfg,
+                                 lambda r, m: CueFileSink(tmp, size, info.fps_fraction, info.num_frames, r, m,
+                                                          videos=False),
+                                 fps=info.fps, num_frames_hint=info.num_frames, progress=progress, **detectors)
+        return report
+
+    @torch.no_grad()
+    def encode_reference(self, spool: Path, seed: int) -> tuple[np.ndarray, torch.Tensor]:
+        """Step 4a: the letterboxed reference (as the cues saw it) and its latent (the VAE posterior
+        drawn from the seed's own generator)."""
+        with safe_open(str(spool), "np") as f:
+            ref_lb = f.get_tensor("reference")
+        ref_latent = self.codec.encode_reference(video_tensor(ref_lb[None]), torch.Generator().manual_seed(seed))
+        return ref_lb, ref_latent.to(self.device)
+
+    @torch.no_grad()
+    def decode_frames(self, latents: torch.Tensor) -> np.ndarray:
+        """Step 6a: one window's latents to float frames (F, S, S, 3) in [0, 255]."""
+        video = self.codec.decode(latents.cpu())[0]  # (F, 3, S, S) in [-1, 1]
+        return ((video.clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1).numpy()
+
     @torch.no_grad()
     def encode_window(self, spool: Path, start: int, length: int, num_frames: int) -> dict[str, torch.Tensor]:
         """The window's cues through the codec; frames past the end repeat the last frame."""
@@ -401,27 +451,12 @@ class DirectAnimatorPipeline:
         frames as written, before the video encoder (memory grows with the video: for tests and
         short clips)."""
         cfg = self.config
-        inf = cfg.inference
-        if window_overlap is not None:
-            inf = replace(inf, window_overlap=window_overlap)
-        if keep_background is not None:
-            inf = replace(inf, keep_background=bool(keep_background))
-        if window_fusion is not None:
-            if window_fusion not in ("latent", "pixel"):
-                raise InputError(f"window fusion must be latent or pixel, got {window_fusion!r}")
-            inf = replace(inf, window_fusion=window_fusion)
-        if not (0.0 <= inf.keep_background_margin <= 0.5):
-            raise InputError(f"inference.keep_background_margin must be in [0, 0.5] (a fraction of the frame), "
-                             f"got {inf.keep_background_margin}")
-        steps = inf.steps if steps is None else steps
-        seed = inf.seed if seed is None else seed
-        guidance = inf.guidance_scale if guidance_scale is None else guidance_scale
-        # 1. check inputs
-        import math
-
-        if not (isinstance(guidance, (int, float)) and math.isfinite(guidance) and guidance >= 1.0):
-            raise InputError(f"--guidance must be a finite number >= 1 (1 = off), got {guidance}")
+        # 1. check inputs and settings
+        inf, steps, seed, guidance = self.resolve_settings(steps, seed, guidance_scale, window_overlap,
+                                                           keep_background, window_fusion)
         size = self.check_inputs(reference, driving, steps, cfg.model.size if size is None else size)
+        detectors = {k: v for k, v in (("segmenter", segmenter), ("face_detector", face_detector),
+                                       ("reference_mask", reference_mask), ("keypoints", keypoints))}
         out = Path(out)
         ref_img = reference if isinstance(reference, np.ndarray) else load_image(reference)
         info = probe_video(driving)  # a corrupt or unreadable video is an InputError here
@@ -441,26 +476,19 @@ class DirectAnimatorPipeline:
             if callback is not None:
                 callback("cues", 0, 1)
             t0 = time.perf_counter()
-            cues_cfg = replace(cfg.cues, size=size)
-            report, _ = extract_cues(ref_img, lambda: iter_frames(driving), cues_cfg,
-                                     lambda r, m: CueFileSink(tmp, size, info.fps_fraction, info.num_frames, r, m,
-                                                              videos=False),
-                                     fps=info.fps, segmenter=segmenter,
-                                     face_detector=face_detector, reference_mask=reference_mask,
-                                     num_frames_hint=info.num_frames, progress=progress, keypoints=keypoints)
+            report = self.extract_driving_cues(ref_img, driving, size, info, tmp, progress, **detectors)
             seconds["cues"] = time.perf_counter() - t0
             n = report.num_frames
-            with safe_open(str(spool), "np") as f:
-                ref_lb = f.get_tensor("reference")
             # output frame: the reference's own framing (letterbox padding cropped), even sides
             lb = Letterbox.fit(ref_img.shape[1], ref_img.shape[0], size)
             iw, ih = lb.inner
             x0, y0 = lb.pad_x, lb.pad_y
             ow, oh = max(2, iw // 2 * 2), max(2, ih // 2 * 2)
+            # 4a. the reference through the codec
             t0 = time.perf_counter()
-            ref_latent = self.codec.encode_reference(video_tensor(ref_lb[None]),
-                                                     torch.Generator().manual_seed(seed)).to(self.device)
+            ref_lb, ref_latent = self.encode_reference(spool, seed)
             seconds["codec"] += time.perf_counter() - t0
+            # 3. windows on the codec's frame grid
             starts = window_starts(n, window, overlap, self.codec.temporal_factor)
             keeper = _BackgroundKeeper(spool, ref_lb, inf.keep_background_margin) if inf.keep_background else None
             tmp_out = tmp / ("result" + out.suffix)
@@ -484,7 +512,7 @@ class DirectAnimatorPipeline:
             try:
                 for wi, s in enumerate(starts):
                     t0 = time.perf_counter()
-                    if fused is None:
+                    if fused is None:  # 4b. the window's cues through the codec; 5. denoise
                         enc_cues = self.encode_window(spool, s, window, n)
                         seconds["codec"] += time.perf_counter() - t0
                         t0 = time.perf_counter()
@@ -495,10 +523,10 @@ class DirectAnimatorPipeline:
                         enc_cues = {"pose_cue": self.window_pose_cue(spool, s, window, n)}
                         target = torch.from_numpy(np.stack([fused[j] for j in fused_layout[wi]]))[None]
                         latents = from_diffusion_target(self.transformer, target, ref_latent.float().cpu())
+                    # 6. decode and blend; 7. keep the background; 8. write
                     t0 = time.perf_counter()
-                    video = self.codec.decode(latents.cpu())[0]  # (F, 3, S, S) in [-1, 1]
+                    frames = self.decode_frames(latents)
                     seconds["codec"] += time.perf_counter() - t0
-                    frames = ((video.clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1).numpy()
                     t0 = time.perf_counter()
                     for j in range(window):
                         if s + j < n:
