@@ -2,7 +2,8 @@
 
 Measures, on a 512x512 H.264 clip made from the bundled real clip (person dancing):
 - median ms/frame end to end (decode twice, segment, face, three cues, encode three videos, write
-  the safetensors file) and per stage, over --runs runs;
+  the safetensors file) and per stage, over --runs runs; the same for `--arrays-only` (no mp4
+  previews: what the training cache and `animate` need), alternating with the full job;
 - peak resident memory of the whole job for the clip and for the same clip ten times longer.
 The paper's reference is 31 ms/frame (Grounded-SAM + low-pass on an H20 GPU, Table 7).
 
@@ -45,11 +46,14 @@ def main() -> None:
         n = make_clip(tmp / "clip.mp4", 1)
         n10 = make_clip(tmp / "clip10.mp4", 10)
         cfg = CuesConfig(size=512)
-        runs = []
-        for i in range(args.runs):
+        runs, arrays = [], []
+        for i in range(args.runs):  # the full job and the arrays-only job alternate, in the same run
             report = write_cues(ASTRONAUT, tmp / "clip.mp4", tmp / f"out{i}", cfg, progress=False)
             runs.append(report.ms_per_frame)
+            report = write_cues(ASTRONAUT, tmp / "clip.mp4", tmp / f"arrays{i}", cfg, progress=False, videos=False)
+            arrays.append(report.ms_per_frame)
         stages = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        stages_arrays = {k: statistics.median(r[k] for r in arrays) for k in arrays[0]}
         # Model start-up (~0.3 s) weighs on a 45-frame clip; the long clip shows the steady state.
         long_total = write_cues(ASTRONAUT, tmp / "clip10.mp4", tmp / "long", cfg, progress=False).ms_per_frame["total"]
         code = (f"from directanimator.config import CuesConfig\nfrom directanimator.cues.files import write_cues\n"
@@ -58,6 +62,8 @@ def main() -> None:
         mem10 = peak_rss_mib_of(code.format(clip=str(tmp / "clip10.mp4"), out=str(tmp / "m10")))
     result = {"machine": machine(), "frames": n, "runs": args.runs, "size": 512,
               "median_ms_per_frame": stages, "paper_ms_per_frame_H20": 31.0,
+              "median_ms_per_frame_arrays_only": stages_arrays,
+              "arrays_only_vs_full": round(stages["total"] / stages_arrays["total"], 3),
               "ratio_vs_paper": round(31.0 / stages["total"], 3),
               "ms_per_frame_450_frame_clip": long_total, "ratio_vs_paper_450": round(31.0 / long_total, 3),
               "peak_rss_mib": {f"{n} frames": round(mem1, 1), f"{n10} frames": round(mem10, 1)}}

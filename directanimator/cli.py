@@ -24,7 +24,7 @@ def _cues(args: argparse.Namespace) -> int:
         cfg.__post_init__()
     _apply_subject(cfg, args)
     report = write_cues(args.reference, args.driving, args.out, cfg, overwrite=args.overwrite,
-                        progress=not args.quiet)
+                        progress=not args.quiet, videos=not args.arrays_only)
     if report.truncation_warning():
         print(report.truncation_warning(), file=sys.stderr)
     summary = {k: report.as_dict()[k] for k in ("num_frames", "person_frames", "face_frames", "alignment")}
@@ -246,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=None, help="working size in pixels (default 512)")
     p.add_argument("--config", default=None, help="YAML config (see configs/); unknown keys are errors")
     _add_subject_args(p)
+    p.add_argument("--arrays-only", action="store_true",
+                   help="write only cues.safetensors, report.json and config.yaml (no mp4 previews, no preview.png)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cues)

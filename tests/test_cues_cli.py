@@ -166,6 +166,18 @@ def test_outputs_are_complete_and_consistent(walk_cues):
     assert preview is not None and preview.shape[0] == 5 * 192
 
 
+def test_arrays_only_writes_the_same_arrays_without_videos(walk_cues, tmp_path):
+    """`cues --arrays-only`: cues.safetensors (the same arrays as the full job), report.json and
+    config.yaml; no mp4 previews, no preview.png."""
+    out = tmp_path / "arrays"
+    assert main(["cues", "--quiet", "--arrays-only", "--reference", str(ASTRONAUT), "--driving", str(WALK_VIDEO),
+                 "--out", str(out), "--size", "256"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [".directanimator-output", "config.yaml", "cues.safetensors",
+                                                     "report.json"]
+    a, b = load_cues(out / "cues.safetensors"), load_cues(walk_cues / "cues.safetensors")
+    assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
+
+
 def expect_error(capsys, tmp_path, args, message):
     out = tmp_path / "out"
     code, err = run([*args, "--out", out], capsys)

@@ -147,14 +147,17 @@ CUE_FILES = ("pose_cue.mp4", "face_cue.mp4", "location_cue.mp4", "cues.safetenso
 
 
 def write_cues(reference_path: str | Path, driving_path: str | Path, out_dir: str | Path, cfg: CuesConfig,
-               overwrite: bool = False, progress: bool = True) -> CueReport:
-    """The `directanimator cues` job: everything lands in `out_dir` at once, or nothing does."""
+               overwrite: bool = False, progress: bool = True, videos: bool = True) -> CueReport:
+    """The `directanimator cues` job: everything lands in `out_dir` at once, or nothing does. Without
+    `videos` only the arrays (cues.safetensors), report.json and config.yaml: no mp4 previews and no
+    preview.png, which is all the training cache and `animate` need (and about 5 ms/frame less at 512 px,
+    BENCHMARKS.md)."""
     reference = load_image(reference_path)
     info = probe_video(driving_path)
     with atomic_output_dir(out_dir, overwrite=overwrite, known=CUE_FILES) as tmp:
         def make_sink(reference_img: np.ndarray, reference_mask: np.ndarray) -> CueFileSink:
             return CueFileSink(tmp, cfg.size, info.fps_fraction, info.num_frames, reference_img, reference_mask,
-                               audio_from=Path(driving_path) if info.has_audio else None)
+                               audio_from=Path(driving_path) if info.has_audio else None, videos=videos)
 
         report, _ = extract_cues(reference, lambda: iter_frames(driving_path), cfg, make_sink, fps=info.fps,
                                  num_frames_hint=info.num_frames, progress=progress)
