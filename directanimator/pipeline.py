@@ -236,7 +236,9 @@ class DirectAnimatorPipeline:
         device = torch.device(device)
         dtype = resolve_dtype(dtype, device)
         model_dir, cfg = resolve_checkpoint(path)
-        transformer = load_transformer(model_dir, dtype=None if dtype == torch.float32 else dtype, merge_lora=merge_lora)
+        # always cast to the compute dtype: a model stored in float16 (the shipped demo model, to stay small)
+        # runs in float32 on a CPU
+        transformer = load_transformer(model_dir, dtype=dtype, merge_lora=merge_lora)
         codec = build_codec(cfg.model, device=device, dtype=dtype)
         check_compatible(transformer, cfg, codec.latent_channels, f"checkpoint {model_dir}")
         kind = scheduler or cfg.inference.scheduler

@@ -245,6 +245,14 @@ def test_pipeline_save_and_load(same_id_run, tmp_path):
         assert torch.equal(a, b), k
     assert again.config.model == pipe.config.model and again.config.cues == pipe.config.cues
     assert again.config.data.dataset is None  # no local paths in a saved pipeline
+    # stored in float16 (to keep a shipped model small), it loads and runs in float32 on the CPU
+    pipe.transformer.to(torch.float16)
+    pipe.save_pretrained(tmp_path / "half")
+    pipe.transformer.to(torch.float32)
+    half = DirectAnimatorPipeline.from_pretrained(tmp_path / "half")
+    assert {p.dtype for p in half.transformer.parameters()} == {torch.float32}
+    for (k, a), (_, b) in zip(pipe.transformer.state_dict().items(), half.transformer.state_dict().items()):
+        assert torch.equal(a.half().float(), b), k
 
 
 @pytest.mark.slow
