@@ -219,3 +219,50 @@ def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["plot.png"]
     atomic_write(path, lambda tmp: tmp.write_bytes(b"new"))
     assert path.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["plot.png"]
+
+
+def test_prefetched_keeps_order_bounds_memory_raises_and_stops_early():
+    """The decode-ahead thread of the cue extractor: items in order; at most `depth` (+1 in hand)
+    produced ahead of the consumer; a producer's exception reaches the consumer; a consumer that stops
+    early stops the producer (no thread left behind, the source closed)."""
+    import threading
+    import time
+
+    from directanimator.cues.extract import prefetched
+
+    assert list(prefetched(iter(range(50)), depth=3)) == list(range(50))
+    made = []
+
+    def counting():
+        for i in range(100):
+            made.append(i)
+            yield i
+
+    it = prefetched(counting(), depth=3)
+    assert next(it) == 0
+    time.sleep(0.3)
+    assert len(made) <= 1 + 3 + 1  # the one consumed, the queue, the one waiting to be put
+
+    def failing():
+        yield 1
+        raise ValueError("broken frame")
+
+    with pytest.raises(ValueError, match="broken frame"):
+        list(prefetched(failing()))
+    closed = []
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            closed.append(True)
+
+    before = threading.active_count()
+    for i, x in enumerate(prefetched(endless(), depth=2)):
+        if i == 5:
+            break
+    time.sleep(0.3)
+    assert closed == [True] and threading.active_count() <= before

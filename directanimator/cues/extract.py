@@ -148,13 +148,68 @@ class _Analysis:
 
 
 def _letterboxed(source: FrameSource, size: int | Callable[[int, int], int]) -> Iterator[tuple[np.ndarray, Letterbox]]:
-    """Frames letterboxed to `size`, or to size(width, height) of the source."""
-    lb = None
-    for frame in source():
-        if lb is None or (lb.src_w, lb.src_h) != (frame.shape[1], frame.shape[0]):
-            side = size(frame.shape[1], frame.shape[0]) if callable(size) else size
-            lb = Letterbox.fit(frame.shape[1], frame.shape[0], side)
-        yield lb.apply(frame), lb
+    """Frames letterboxed to `size`, or to size(width, height) of the source, decoded ahead in a
+    background thread (`prefetched`): decoding overlaps with detection and the cues."""
+    def frames():
+        lb = None
+        for frame in source():
+            if lb is None or (lb.src_w, lb.src_h) != (frame.shape[1], frame.shape[0]):
+                side = size(frame.shape[1], frame.shape[0]) if callable(size) else size
+                lb = Letterbox.fit(frame.shape[1], frame.shape[0], side)
+            yield lb.apply(frame), lb
+
+    return prefetched(frames())
+
+
+def prefetched(items: Iterator, depth: int = 4) -> Iterator:
+    """`items` produced by a background thread, at most `depth` ahead (memory stays bounded): the
+    consumer's work overlaps with the producer's (video decoding releases the GIL). An exception in the
+    producer is raised in the consumer; a consumer that stops early (or is interrupted) stops the
+    producer at its next item."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((None, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((None, done))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put((exc, None))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, daemon=True, name="prefetch")
+    thread.start()
+    try:
+        while True:
+            exc, item = q.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except Exception:  # noqa: BLE001 - queue.Empty
+                pass
+            thread.join(timeout=0.05)
 
 
 def detection_size(cfg: CuesConfig, *detectors) -> Callable[[int, int], int]:
