@@ -21,6 +21,13 @@ In the diffusers style: components (transformer, scheduler, codec, text encoder)
 Memory is bounded by one window: cues are spooled to disk, windows are read back one at a time
 (with latent fusion the windows' encoded cues and the shared latent sequence are files too), and
 frames leave as soon as no later window overlaps them.
+
+Why not a subclass of diffusers' `DiffusionPipeline`: its components must be diffusers or
+transformers models (ours include the weights-free DCT codec of the toy models and a prompt cache),
+and its `__call__` contract returns all frames at once, while this pipeline streams an unbounded video
+through windows and files. What a subclass would bring is used directly instead: diffusers' schedulers,
+its group offloading and layerwise casting, accelerate's hooks for model CPU offload (`ModelOffload`),
+peft LoRA through diffusers' `add_adapter`.
 """
 
 from __future__ import annotations
