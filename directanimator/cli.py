@@ -230,7 +230,8 @@ def _serve(args: argparse.Namespace) -> int:
     if not 1 <= args.port <= 65535:
         raise InputError(f"--port must lie between 1 and 65535, got {args.port}")
     serve(args.checkpoint, args.host, args.port, Limits(max_upload_mb=args.max_upload_mb,
-                                                         max_video_seconds=args.max_seconds))
+                                                         max_video_seconds=args.max_seconds),
+          device=_device(args.device), dtype=args.dtype, memory=args.memory)
     return 0
 
 
@@ -350,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--max-upload-mb", type=float, default=200.0, help="largest upload accepted, per file")
     p.add_argument("--max-seconds", type=float, default=120.0, help="longest driving video accepted")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default: cuda when there is one)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                   help="the transformer's and VAE's dtype (default: bfloat16 on CUDA, float32 on the CPU)")
+    p.add_argument("--memory", choices=_literal_choices("inference", "memory"), default=None,
+                   help="GPU memory saver, as for animate (default: the checkpoint's inference.memory)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("plot-losses", help="loss curves of training runs to a PNG")

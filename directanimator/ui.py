@@ -52,8 +52,12 @@ class RequestResult:
 class AnimateService:
     """The page's work, free of Gradio. One instance per server."""
 
-    def __init__(self, checkpoint: str | None = None, limits: Limits | None = None, workdir: str | Path | None = None):
+    def __init__(self, checkpoint: str | None = None, limits: Limits | None = None, workdir: str | Path | None = None,
+                 device=None, dtype: str | None = None, memory: str | None = None):
         self.default_checkpoint = checkpoint or None
+        # where and how the server's pipelines run (serve --device/--dtype/--memory), as animate's flags
+        self.load_options = {k: v for k, v in (("device", device), ("dtype", dtype), ("memory", memory))
+                             if v is not None}
         self.limits = limits or Limits()
         self.root = Path(tempfile.mkdtemp(prefix="directanimator-serve-", dir=workdir))
         self._pipelines: dict[str | None, object] = {}
@@ -109,7 +113,7 @@ class AnimateService:
         key = checkpoint or self.default_checkpoint
         with self._lock:
             if key not in self._pipelines:
-                self._pipelines[key] = DirectAnimatorPipeline.from_pretrained(key)
+                self._pipelines[key] = DirectAnimatorPipeline.from_pretrained(key, **self.load_options)
             return self._pipelines[key]
 
     def cues(self, reference: str, driving: str, size: int | None = None) -> RequestResult:
@@ -261,7 +265,8 @@ def build_app(service: AnimateService):
 
 
 def serve(checkpoint: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          limits: Limits | None = None, block: bool = True):
+          limits: Limits | None = None, block: bool = True, device=None, dtype: str | None = None,
+          memory: str | None = None):
     """Start the page; returns (page, service) when `block` is False."""
     try:
         import gradio  # noqa: F401
@@ -270,7 +275,7 @@ def serve(checkpoint: str | None = None, host: str = DEFAULT_HOST, port: int = D
     import os
 
     limits = limits or Limits()
-    service = AnimateService(checkpoint, limits)
+    service = AnimateService(checkpoint, limits, device=device, dtype=dtype, memory=memory)
     # uploads and Gradio's copies of the results live in the server's own folder, removed at the end
     os.environ.setdefault("GRADIO_TEMP_DIR", str(service.root / "gradio"))
     if checkpoint:

@@ -68,6 +68,26 @@ def test_service_checks_inputs_like_the_cli_and_cleans_up(tmp_path):
     assert not service.root.exists()
 
 
+def test_server_loads_its_pipelines_where_and_how_serve_says(tmp_path):
+    """`serve --device/--dtype/--memory` reach every pipeline the server loads (as animate's flags)."""
+    import torch
+
+    from directanimator.ui import AnimateService
+
+    service = AnimateService(workdir=tmp_path, device="cpu", dtype="bfloat16", memory="none")
+    try:
+        pipe = service.pipeline(None)
+        assert {p.dtype for p in pipe.transformer.parameters()} == {torch.bfloat16}
+        assert pipe.device == torch.device("cpu")
+    finally:
+        service.close()
+    plain = AnimateService(workdir=tmp_path)
+    try:
+        assert {p.dtype for p in plain.pipeline(None).transformer.parameters()} == {torch.float32}
+    finally:
+        plain.close()
+
+
 def test_service_cancel_stops_between_windows(tmp_path):
     from directanimator.ui import AnimateService, Cancelled
 
