@@ -176,7 +176,7 @@ def _animate(args: argparse.Namespace) -> int:
     _apply_subject(pipe.config.cues, args)
     result = pipe(args.reference, args.driving, out, steps=args.steps, seed=args.seed, size=args.size,
                   guidance_scale=args.guidance, side_by_side=side, progress=not args.quiet,
-                  keep_background=args.keep_background, window_fusion=args.window_fusion)
+                  keep_background=args.keep_background, window_fusion=args.window_fusion, out_size=args.out_size)
     from .cues.extract import truncation_warning
 
     warning = truncation_warning(result.num_frames, result.cue_report.get("container_frames"))
@@ -302,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the checkpoint's config)")
     p.add_argument("--seed", type=int, default=None, help="the same seed gives the same video")
     p.add_argument("--size", type=int, default=None, help="working size in pixels (default: the model's)")
+    p.add_argument("--out-size", type=int, default=None,
+                   help="the written video's longer side in pixels, upscaled from the working size (default: the "
+                        "working size)")
     p.add_argument("--scheduler", choices=["ddim", "dpm"], default=None)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default: cuda when there is one)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],

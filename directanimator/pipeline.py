@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 import torch
 from safetensors import safe_open
@@ -174,8 +175,6 @@ def background_weight(body_mask: np.ndarray, reference_mask: np.ndarray, margin:
     falling linearly to 0 over as much again, 0 beyond: there the output is the reference photo's own
     pixels, exact, instead of the codec's lossy, sampled version of them (experiments/ceiling.py
     measures what that is worth). margin 0: the region itself, no feather."""
-    import cv2
-
     region = (np.asarray(body_mask) > 0) | np.asarray(reference_mask).astype(bool)
     px = margin * max(region.shape)
     if not region.any():
@@ -452,13 +451,16 @@ class DirectAnimatorPipeline:
                  progress: bool = True, window_overlap: int | None = None, keypoints=None,
                  callback: Callable[[str, int, int], None] | None = None,
                  keep_background: bool | None = None, window_fusion: str | None = None,
-                 return_frames: bool = False) -> AnimationResult:
+                 return_frames: bool = False, out_size: int | None = None) -> AnimationResult:
         """`callback(stage, done, total)`, when given, is called as work advances: ("cues", 0, 1)
         before the cues, ("denoise", i, steps) after each denoising step when windows are fused in latent
         space, ("windows", k, n) after each of the n windows is written. An exception it raises
         (e.g. a cancel) stops the call; nothing is written then. `return_frames` also returns the
         frames as written, before the video encoder (memory grows with the video: for tests and
-        short clips)."""
+        short clips). `out_size`: the written video's longer side in pixels (frames upscaled with
+        Lanczos from the working size; default: the working size)."""
+        if out_size is not None and not (isinstance(out_size, int) and 16 <= out_size <= 4096):
+            raise InputError(f"--out-size must be an integer from 16 to 4096 pixels, got {out_size}")
         cfg = self.config
         # 1. check inputs and settings
         inf, steps, seed, guidance = self.resolve_settings(steps, seed, guidance_scale, window_overlap,
@@ -493,6 +495,10 @@ class DirectAnimatorPipeline:
             iw, ih = lb.inner
             x0, y0 = lb.pad_x, lb.pad_y
             ow, oh = max(2, iw // 2 * 2), max(2, ih // 2 * 2)
+            fw, fh = ow, oh  # the written size
+            if out_size is not None:
+                k = out_size / max(ow, oh)
+                fw, fh = max(2, int(round(ow * k / 2)) * 2), max(2, int(round(oh * k / 2)) * 2)
             # 4a. the reference through the codec
             t0 = time.perf_counter()
             ref_lb, ref_latent = self.encode_reference(spool, seed)
@@ -502,7 +508,7 @@ class DirectAnimatorPipeline:
             keeper = _BackgroundKeeper(spool, ref_lb, inf.keep_background_margin) if inf.keep_background else None
             tmp_out = tmp / ("result" + out.suffix)
             tmp_sbs = tmp / ("side" + out.suffix) if side_by_side else None
-            writer = VideoWriter(tmp_out, info.fps_fraction, ow, oh, crf=18,
+            writer = VideoWriter(tmp_out, info.fps_fraction, fw, fh, crf=18,
                                  audio_from=Path(driving) if info.has_audio else None)
             sbs = None
             if tmp_sbs is not None:
@@ -545,6 +551,8 @@ class DirectAnimatorPipeline:
                             blended = keeper(index, blended)
                         full = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
                         shown = np.ascontiguousarray(full[y0:y0 + oh, x0:x0 + ow])
+                        if (fw, fh) != (ow, oh):
+                            shown = cv2.resize(shown, (fw, fh), interpolation=cv2.INTER_LANCZOS4)
                         writer.write(shown)
                         if kept is not None:
                             kept.append(shown)
@@ -569,7 +577,7 @@ class DirectAnimatorPipeline:
                 Path(side_by_side).parent.mkdir(parents=True, exist_ok=True)
                 tmp_sbs.replace(side_by_side)
         seconds = {k: round(v, 3) for k, v in seconds.items()}
-        return AnimationResult(out, n, info.fps, ow, oh, len(starts), seconds, report.as_dict(),
+        return AnimationResult(out, n, info.fps, fw, fh, len(starts), seconds, report.as_dict(),
                                np.stack(kept) if kept else None)
 
 

@@ -466,3 +466,26 @@ def test_memory_options_give_the_same_frames(tmp_path):
     assert DirectAnimatorPipeline.from_pretrained(None).apply_memory_option("auto") == "none"
     with pytest.raises(Exception, match="memory option"):
         DirectAnimatorPipeline.from_pretrained(None, memory="lots")
+
+
+def test_out_size_writes_a_larger_video_of_the_same_frames(tmp_path):
+    """`animate --out-size`: the written video's longer side, frames upscaled (Lanczos) from the
+    working size; the picture is the working-size result's; bad values are one error line."""
+    import cv2
+
+    pipe = DirectAnimatorPipeline.from_pretrained(None)
+    from directanimator.cues.detectors import Detectors
+
+    drv, clip = puppet_driving(tmp_path, frames=9, audio=False)
+    _, ref = puppet_reference(tmp_path)
+    given = Detectors.from_annotations({"masks": clip.masks, "face_boxes": clip.face_boxes}, ref).kwargs()
+    small = pipe(ref.frames[0], drv, tmp_path / "a.mp4", steps=2, seed=1, progress=False, return_frames=True, **given)
+    big = pipe(ref.frames[0], drv, tmp_path / "b.mp4", steps=2, seed=1, progress=False, return_frames=True,
+               out_size=160, **given)
+    assert (big.width, big.height) == (160, 160) and probe_video(tmp_path / "b.mp4").width == 160
+    assert big.frames.shape == (9, 160, 160, 3)
+    want = np.stack([cv2.resize(f, (160, 160), interpolation=cv2.INTER_LANCZOS4) for f in small.frames])
+    assert np.array_equal(big.frames, want)
+    r = cli("animate", "--reference", str(tmp_path / "reference.png"), "--driving", str(drv), "--out",
+            str(tmp_path / "c.mp4"), "--out-size", "5", "--quiet")
+    assert r.returncode == 2 and r.stderr.strip().startswith("error: --out-size") and len(r.stderr.strip().splitlines()) == 1
