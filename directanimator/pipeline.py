@@ -293,8 +293,9 @@ class DirectAnimatorPipeline:
         path.mkdir(parents=True, exist_ok=True)
         self.transformer.save_pretrained(path / "transformer", safe_serialization=True)
         self.scheduler.save_pretrained(path / "scheduler")
-        cfg = replace(self.config, data=replace(self.config.data, dataset=None),
-                      train=replace(self.config.train, teacher=None))  # no local paths in a shipped model
+        tc = self.config.train
+        cfg = replace(self.config, data=replace(self.config.data, dataset=None),  # no local paths in a shipped model
+                      train=replace(tc, teacher=None, validation=replace(tc.validation, dataset=None)))
         (path / "config.yaml").write_text(dump_config(cfg))
 
     # ------------------------------------------------------------------ steps

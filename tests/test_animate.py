@@ -245,6 +245,7 @@ def test_pipeline_save_and_load(same_id_run, tmp_path):
         assert torch.equal(a, b), k
     assert again.config.model == pipe.config.model and again.config.cues == pipe.config.cues
     assert again.config.data.dataset is None  # no local paths in a saved pipeline
+    assert again.config.train.teacher is None and again.config.train.validation.dataset is None
     # stored in float16 (to keep a shipped model small), it loads and runs in float32 on the CPU
     pipe.transformer.to(torch.float16)
     pipe.save_pretrained(tmp_path / "half")
