@@ -32,15 +32,16 @@ def samples_per_s(run_dir: Path, skip: int = 5) -> float:
     return statistics.median(e["samples_per_s"] for e in log[skip:])
 
 
-def spent_hours(runs_dir: Path) -> dict:
-    """CPU hours (one thread each) of every run under runs_dir that finished (summary.json)."""
+def spent_hours(runs_dir: Path, threads: int = 1) -> dict:
+    """CPU hours (wall clock x the threads each run used) of every run under runs_dir that finished."""
     out = {}
     import yaml
 
     for summary in sorted(runs_dir.glob("*/summary.json")):
         s = json.loads(summary.read_text())
         batch = yaml.safe_load((summary.parent / "config.yaml").read_text())["train"]["batch_size"]
-        out[summary.parent.name] = {"steps": s["steps"], "cpu_hours": round(s["seconds"] / 3600, 3),
+        out[summary.parent.name] = {"steps": s["steps"], "wall_hours": round(s["seconds"] / 3600, 3),
+                                    "threads": threads, "cpu_hours": round(s["seconds"] * threads / 3600, 3),
                                     "samples_per_s": round(s["steps"] * batch / max(s["seconds"], 1e-9), 1)}
     return out
 
@@ -50,6 +51,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--runs-dir", default="out/model11/runs")
+    ap.add_argument("--config", default="configs/demo.yaml")
+    ap.add_argument("--cross-config", default="configs/demo_cross_id.yaml")
+    ap.add_argument("--run-threads", type=int, default=1, help="threads the runs under --runs-dir trained with")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_demo_model_"))
     data = work / "world"
@@ -61,28 +65,28 @@ def main() -> None:
 
     sh(da, "synth", "--out", str(data), "--identities", "12", "--motions", "10", "--clips", "40", "--frames", "17",
        "--size", "64", "--quiet")
-    sh(da, "pseudo", "--dataset", str(data), "--config", "configs/demo.yaml", "--quiet")
-    sh(da, "preprocess", "--dataset", str(data), "--config", "configs/demo.yaml", "--quiet")
+    sh(da, "pseudo", "--dataset", str(data), "--config", args.config, "--quiet")
+    sh(da, "preprocess", "--dataset", str(data), "--config", args.config, "--quiet")
     teacher = work / "teacher"
-    sh(da, "train", "--config", "configs/demo.yaml", "--stage", "same_id", "--dataset", str(data), "--out",
+    sh(da, "train", "--config", args.config, "--stage", "same_id", "--dataset", str(data), "--out",
        str(teacher), "--max-steps", "5", "--quiet")
     same, cross = [], []
     for r in range(args.runs):
         a, b = work / f"same_{r}", work / f"cross_{r}"
-        sh(da, "train", "--config", "configs/demo.yaml", "--stage", "same_id", "--dataset", str(data), "--out", str(a),
+        sh(da, "train", "--config", args.config, "--stage", "same_id", "--dataset", str(data), "--out", str(a),
            "--max-steps", str(args.steps), "--quiet")
         same.append(samples_per_s(a))
-        sh(da, "train", "--config", "configs/demo_cross_id.yaml", "--stage", "cross_id", "--dataset", str(data),
+        sh(da, "train", "--config", args.cross_config, "--stage", "cross_id", "--dataset", str(data),
            "--teacher", str(teacher), "--out", str(b), "--max-steps", str(args.steps), "--quiet")
         cross.append(samples_per_s(b))
-    result = {"threads": 1, "batch": 8, "steps_per_run": args.steps,
+    result = {"configs": [args.config, args.cross_config], "threads": 1, "batch": 8, "steps_per_run": args.steps,
               "same_id_samples_per_s": round(statistics.median(same), 1),
               "cross_id_s2x_samples_per_s": round(statistics.median(cross), 1),
               "ratio_cross_vs_same": round(statistics.median(cross) / statistics.median(same), 3),
               "runs": {"same_id": [round(x, 1) for x in same], "cross_id": [round(x, 1) for x in cross]}}
     runs_dir = ROOT / args.runs_dir
     if runs_dir.is_dir():
-        result["spent"] = spent_hours(runs_dir)
+        result["spent"] = spent_hours(runs_dir, args.run_threads)
     print(json.dumps(result, indent=1))
 
 
