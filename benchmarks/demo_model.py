@@ -32,8 +32,10 @@ def samples_per_s(run_dir: Path, skip: int = 5) -> float:
     return statistics.median(e["samples_per_s"] for e in log[skip:])
 
 
-def spent_hours(runs_dir: Path, threads: int = 1) -> dict:
-    """CPU hours (wall clock x the threads each run used) of every run under runs_dir that finished."""
+def spent_hours(runs_dir: Path, threads: int = 1, one_thread: dict[str, float] | None = None) -> dict:
+    """CPU hours (wall clock x the threads each run used) of every run under runs_dir that finished; with
+    `one_thread` (samples/s of each stage at one thread, measured in the same run), also the one-thread
+    CPU hours its steps take at that throughput (runs trained with several threads use them unevenly)."""
     out = {}
     import yaml
 
@@ -43,6 +45,9 @@ def spent_hours(runs_dir: Path, threads: int = 1) -> dict:
         out[summary.parent.name] = {"steps": s["steps"], "wall_hours": round(s["seconds"] / 3600, 3),
                                     "threads": threads, "cpu_hours": round(s["seconds"] * threads / 3600, 3),
                                     "samples_per_s": round(s["steps"] * batch / max(s["seconds"], 1e-9), 1)}
+        if one_thread and s.get("stage") in one_thread:
+            out[summary.parent.name]["one_thread_cpu_hours"] = round(
+                s["steps"] * batch / one_thread[s["stage"]] / 3600, 3)
     return out
 
 
@@ -86,7 +91,8 @@ def main() -> None:
               "runs": {"same_id": [round(x, 1) for x in same], "cross_id": [round(x, 1) for x in cross]}}
     runs_dir = ROOT / args.runs_dir
     if runs_dir.is_dir():
-        result["spent"] = spent_hours(runs_dir, args.run_threads)
+        result["spent"] = spent_hours(runs_dir, args.run_threads,
+                                      {"same_id": statistics.median(same), "cross_id": statistics.median(cross)})
     print(json.dumps(result, indent=1))
 
 

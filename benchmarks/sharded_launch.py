@@ -45,7 +45,7 @@ def main() -> None:
     from directanimator.synth.world import build_world
     from directanimator.train.pseudo import make_pseudo
     from tests.cogvideox_folder import make_tiny_cogvideox15_i2v
-    from tests.test_real_layout import train_config
+    from tests.test_real_layout import keep_every_pseudo_clip, train_config
 
     work = (ROOT / args.work).resolve()
     folder = work / "CogVideoX1.5-5B-I2V"
@@ -54,12 +54,7 @@ def main() -> None:
     world = work / "world"
     if not (world / "manifest.jsonl").is_file():
         build_world(world, identities=4, motions=4, clips=8, frames=9, size=64, seed=2, progress=False)
-    cfg = train_config(folder, world, max_steps=args.steps)
-    cfg.pseudo.min_per_clip = cfg.pseudo.max_per_clip = 1
-    f = cfg.pseudo.filter
-    f.min_mask_iou = f.min_pose_consistency = f.min_face_presence = 0.0
-    f.max_flicker = f.max_pose_jitter = 1e9
-    f.max_identity_leak = 1.0
+    cfg = keep_every_pseudo_clip(train_config(folder, world, max_steps=args.steps))
     if not (world / "pseudo" / "manifest.jsonl").is_file():
         make_pseudo(world, cfg, progress=False)
     preprocess(world, cfg, progress=False)

@@ -138,6 +138,17 @@ def _apply_subject(cues_cfg, args: argparse.Namespace) -> None:
     cues_cfg.segmentation = new
 
 
+def _add_placement_args(p: argparse.ArgumentParser) -> None:
+    """Where and how a pipeline's models run: animate and serve take the same three flags."""
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default: cuda when there is one)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="the transformer's and VAE's dtype (default: bfloat16 on CUDA, float32 on the CPU)")
+    p.add_argument("--memory", choices=_literal_choices("inference", "memory"), default=None,
+                   help="GPU memory saver for the transformer: fp8 weight storage, group offload (one block on the "
+                        "GPU at a time), model offload (transformer and VAE on the GPU only while each runs), none, "
+                        "or auto (chosen from free GPU memory, printed); default: the checkpoint's inference.memory")
+
+
 def _add_subject_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subject", default=None,
                    help="the driving video's person when there are several: auto (largest), largest, center, N "
@@ -306,18 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the written video's longer side in pixels, upscaled from the working size (default: the "
                         "working size)")
     p.add_argument("--scheduler", choices=["ddim", "dpm"], default=None)
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default: cuda when there is one)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="the transformer's and VAE's dtype (default: bfloat16 on CUDA, float32 on the CPU)")
+    _add_placement_args(p)
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance on the cues (1 = off)")
     p.add_argument("--window-fusion", choices=_literal_choices("inference", "window_fusion"),
                    default=None, help="join overlapping windows by cross-fading decoded frames (pixel) or by "
                                       "denoising them together (latent); default: the checkpoint's")
     _add_subject_args(p)
-    p.add_argument("--memory", choices=_literal_choices("inference", "memory"), default=None,
-                   help="GPU memory saver for the transformer: fp8 weight storage, group offload (one block on the "
-                        "GPU at a time), model offload (transformer and VAE on the GPU only while each runs), none, "
-                        "or auto (chosen from free GPU memory, printed); default: the checkpoint's inference.memory")
     p.add_argument("--lora-unmerged", action="store_true",
                    help="a LoRA run's adapter as live LoRA layers instead of merged into the weights")
     p.add_argument("--keep-background", action=argparse.BooleanOptionalAction, default=None,
@@ -354,11 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--max-upload-mb", type=float, default=200.0, help="largest upload accepted, per file")
     p.add_argument("--max-seconds", type=float, default=120.0, help="longest driving video accepted")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default: cuda when there is one)")
-    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
-                   help="the transformer's and VAE's dtype (default: bfloat16 on CUDA, float32 on the CPU)")
-    p.add_argument("--memory", choices=_literal_choices("inference", "memory"), default=None,
-                   help="GPU memory saver, as for animate (default: the checkpoint's inference.memory)")
+    _add_placement_args(p)
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("plot-losses", help="loss curves of training runs to a PNG")

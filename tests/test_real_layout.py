@@ -151,16 +151,22 @@ def real_world(folder, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("real_puppets") / "world"
     build_world(root, identities=4, motions=4, clips=4, frames=FRAMES, size=64, seed=2, progress=False)
-    cfg = train_config(folder, root)
-    cfg.pseudo.min_per_clip = cfg.pseudo.max_per_clip = 1
-    f = cfg.pseudo.filter  # keep every pseudo clip: this test is about the model path, not the filter
-    f.min_mask_iou = f.min_pose_consistency = f.min_face_presence = 0.0
-    f.max_flicker = f.max_pose_jitter = 1e9
-    f.max_identity_leak = 1.0
+    cfg = keep_every_pseudo_clip(train_config(folder, root))
     make_pseudo(root, cfg, progress=False)
     report = preprocess(root, cfg, progress=False)
     assert report["failed"] == 0 and report["built"] > 0
     return root
+
+
+def keep_every_pseudo_clip(cfg):
+    """One pseudo clip per source clip and the filter off: these runs are about the model path, not
+    the filter (a handful of clips would otherwise all be dropped)."""
+    cfg.pseudo.min_per_clip = cfg.pseudo.max_per_clip = 1
+    f = cfg.pseudo.filter
+    f.min_mask_iou = f.min_pose_consistency = f.min_face_presence = 0.0
+    f.max_flicker = f.max_pose_jitter = 1e9
+    f.max_identity_leak = 1.0
+    return cfg
 
 
 def train_config(folder: Path, world: Path | None = None, stage: str = "same_id", teacher: Path | None = None,

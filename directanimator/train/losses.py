@@ -45,7 +45,6 @@ def s2x_loss(h_teacher: torch.Tensor, h_student: torch.Tensor) -> torch.Tensor:
     return -cos.mean()
 
 
-
 class Same2XObjective:
     """The training objective of both stages in one object, as REPA's loss is (paper 3.2): the
     denoising loss, and in the cross-ID stage the alignment to the frozen same-ID teacher (eq 4). It

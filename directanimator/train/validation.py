@@ -35,7 +35,7 @@ from ..errors import InputError
 from ..eval.puppet import mean_metrics, puppet_metrics, trivial_answers
 from ..model.codec import LatentCodec
 from ..model.sampling import build_scheduler, diffusion_target, sample_latents
-from .losses import add_noise, denoising_loss, make_scheduler
+from .losses import Same2XObjective, add_noise, make_scheduler
 
 LOSS_TIMESTEPS = (49, 199, 399, 599, 799, 949)
 TENSOR_KEYS = ("latents", "reference_latent", "pose_latents", "face_latents", "body_mask", "face_mask")
@@ -133,6 +133,7 @@ def validate(model, vs: ValidationSet, codec: LatentCodec, encoder_hidden_states
     was_training = model.training
     model.eval()
     scheduler = make_scheduler()
+    objective = Same2XObjective(scheduler)  # the denoising term alone, padding left out as in training
     sampler = sampler if sampler is not None else build_scheduler("ddim")
     layout = model.config.get("reference_layout", "first_frame")
     losses, rows = [], []
@@ -151,8 +152,8 @@ def validate(model, vs: ValidationSet, codec: LatentCodec, encoder_hidden_states
             noise = torch.randn(target.shape, generator=gen).to(device)
             t = torch.full((b,), t_value, dtype=torch.long, device=device)
             x = model_pkg.i2v_hidden_states(add_noise(target, noise, t, scheduler), part["reference_latent"], layout)
-            v = model(x, enc, t, **padded_cues).sample
-            losses.append(denoising_loss(v[:, pad:], target[:, pad:], noise[:, pad:], t, scheduler).item() * b)
+            loss, _ = objective(model, x, enc, t, padded_cues, target, noise, pad=pad)  # the trainer's loss
+            losses.append(loss.item() * b)
         lat = sample_latents(model, sampler, part["reference_latent"], cues, enc, steps, gen)
         video = codec.decode(lat.float().cpu())
         for j in range(b):
