@@ -463,6 +463,7 @@ def test_accelerate_config_files_load_with_accelerate():
     assert ds.deepspeed_config["zero_stage"] == 2 and ds.mixed_precision == "bf16"
     fsdp = load_config_from_file(str(ROOT / "configs/accelerate/fsdp_8gpu.yaml"))
     assert fsdp.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "CogVideoXBlock"
+    assert fsdp.fsdp_config["fsdp_version"] == 2  # train/sharded.py resumes FSDP2's DTensor shards
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_cfg):

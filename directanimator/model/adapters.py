@@ -93,9 +93,11 @@ def _plain_named_parameters(model):
         yield name.replace(".base_layer.", "."), p
 
 
-def plain_state_dict(model) -> dict[str, torch.Tensor]:
-    """The backbone's weights under their plain names (LoRA layers left out, not merged)."""
-    return {k.replace(".base_layer.", "."): v for k, v in model.state_dict().items() if "lora_" not in k}
+def plain_state_dict(model, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The backbone's weights under their plain names (LoRA layers left out, not merged); `state`: the
+    model's state dict gathered elsewhere (a sharded run's), instead of `model.state_dict()`."""
+    state = model.state_dict() if state is None else state
+    return {k.replace(".base_layer.", "."): v for k, v in state.items() if "lora_" not in k}
 
 
 def load_plain_state_dict(model, weights: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
@@ -113,19 +115,21 @@ def load_plain_state_dict(model, weights: dict[str, torch.Tensor]) -> tuple[list
     return [k for k in missing if "lora_" not in k], list(unexpected)
 
 
-def save_adapter(model, folder: str | Path, mode: str, lora: LoraSettings | None = None) -> Path:
-    """adapter.safetensors + adapter.json of a `lora` or `cue_only` model (see the module docstring)."""
+def save_adapter(model, folder: str | Path, mode: str, lora: LoraSettings | None = None,
+                 state: dict[str, torch.Tensor] | None = None) -> Path:
+    """adapter.safetensors + adapter.json of a `lora` or `cue_only` model (see the module docstring);
+    `state` as in plain_state_dict."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"cue.{k}": v for k, v in plain_state_dict(model).items() if is_cue_param(model, k)}
+    tensors = {f"cue.{k}": v for k, v in plain_state_dict(model, state).items() if is_cue_param(model, k)}
     meta: dict = {"mode": mode}
     if mode == "lora":
         from peft.utils import get_peft_model_state_dict
 
         lora = lora or LoraSettings()
-        tensors.update({f"lora.{k}": v for k, v in get_peft_model_state_dict(model).items()})
+        tensors.update({f"lora.{k}": v for k, v in get_peft_model_state_dict(model, state_dict=state).items()})
         meta.update(rank=lora.rank, alpha=lora.alpha, target_modules=list(lora.target_modules))
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(folder / "adapter.safetensors"))
     (folder / "adapter.json").write_text(json.dumps(meta, indent=1))

@@ -8,6 +8,8 @@
       rng.safetensors            torch CPU (and CUDA) generator states
       ema.safetensors            the EMA weights, when EMA is on
       state.json                 step, data position, counters
+      shards/                    instead of optimizer.*, under DeepSpeed ZeRO-1/2 and FSDP2: each process's
+                                 partition of the optimizer state (train/sharded.py)
 
 Written into `step_N.partial/` and renamed, so a checkpoint directory is always complete.
 """
@@ -59,27 +61,33 @@ def rng_state() -> dict[str, torch.Tensor]:
     return out
 
 
-def save_checkpoint(run: Path, step: int, model, optimizer, scheduler, state: dict,
-                    ema: dict[str, torch.Tensor] | None = None, keep_last: int = 2,
-                    model_state: dict[str, torch.Tensor] | None = None, save_model=None) -> Path:
-    """`optimizer` None = not saved (its state is sharded across processes: DeepSpeed, FSDP);
-    `model_state` = weights gathered from shards, written in save_pretrained's layout;
-    `save_model(folder, model)` writes folder/model/ (and folder/adapter/ of a partial run) instead
-    of save_pretrained."""
-    folder = Path(run) / "checkpoints"
-    final = folder / f"{PREFIX}{step:07d}"
-    tmp = folder / f"{PREFIX}{step:07d}.partial"
+def partial_folder(run: Path, step: int) -> Path:
+    """Where step `step`'s checkpoint is written before it is renamed into place."""
+    return Path(run) / "checkpoints" / f"{PREFIX}{step:07d}.partial"
+
+
+def start_partial(run: Path, step: int) -> Path:
+    """An empty partial folder (a leftover of a killed run is removed first); the main process only."""
+    tmp = partial_folder(run, step)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    if save_model is not None and model_state is None:
+    return tmp
+
+
+def save_checkpoint(run: Path, step: int, model, optimizer, scheduler, state: dict,
+                    ema: dict[str, torch.Tensor] | None = None, keep_last: int = 2, save_model=None,
+                    started: bool = False) -> Path:
+    """`optimizer` None = not saved here (its state is sharded across processes: DeepSpeed, FSDP; each
+    process has written its part into the partial folder with train/sharded.py, `started` True);
+    `save_model(folder, model)` writes folder/model/ (and folder/adapter/ of a partial run) instead
+    of save_pretrained."""
+    final = Path(run) / "checkpoints" / f"{PREFIX}{step:07d}"
+    tmp = partial_folder(run, step) if started else start_partial(run, step)
+    if save_model is not None:
         save_model(tmp, model)
-    elif model_state is None:
-        model.save_pretrained(tmp / "model", safe_serialization=True)
     else:
-        model.save_config(tmp / "model")
-        save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()},
-                  str(tmp / "model" / "diffusion_pytorch_model.safetensors"))
+        model.save_pretrained(tmp / "model", safe_serialization=True)
     if optimizer is not None:
         tensors, meta = _optimizer_to_files(optimizer)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
@@ -98,26 +106,39 @@ def save_checkpoint(run: Path, step: int, model, optimizer, scheduler, state: di
     return final
 
 
-def load_checkpoint(folder: Path, model, optimizer, scheduler) -> tuple[dict, dict[str, torch.Tensor] | None]:
-    """Restore everything save_checkpoint wrote; returns (state, ema or None)."""
+def load_checkpoint(folder: Path, model, optimizer, scheduler, sharded: bool = False,
+                    weights: bool = True) -> tuple[dict, dict[str, torch.Tensor] | None]:
+    """Restore everything save_checkpoint wrote; returns (state, ema or None). `sharded`: the
+    optimizer state is in shards/ (restored by train/sharded.py on every process, not here);
+    `weights` False: the model's weights come from the shards too (FSDP2)."""
     folder = Path(folder)
-    if not (folder / "optimizer.safetensors").is_file():
-        raise InputError(f"cannot resume from {folder}: it holds no optimizer state (a DeepSpeed/FSDP run, whose "
-                         "optimizer state is sharded); start a new run from its weights instead")
+    from .sharded import has_shards
+
+    if sharded and not has_shards(folder):
+        raise InputError(f"cannot resume from {folder} under DeepSpeed/FSDP: it holds no sharded optimizer state "
+                         "(written by a run with another backend, or by a version before resumable sharded runs); "
+                         "start a new run from its weights instead")
+    if not sharded and not (folder / "optimizer.safetensors").is_file():
+        raise InputError(f"cannot resume from {folder}: it holds no optimizer state"
+                         + (" (a DeepSpeed/FSDP run's partitions: launch it with the same accelerate config and "
+                            "number of processes)" if has_shards(folder) else "")
+                         + "; start a new run from its weights instead")
     try:
         from ..model.adapters import ADAPTER_DIR, load_adapter, load_plain_state_dict
 
-        weights = {}
-        for f in sorted((folder / "model").glob("*.safetensors")):
-            weights.update(load_file(str(f)))
-        missing, unexpected = load_plain_state_dict(model, weights)
-        if missing or unexpected:
-            raise InputError(f"checkpoint {folder} was made for another model: missing {missing[:2]}, "
-                             f"unexpected {unexpected[:2]}")
-        if (folder / ADAPTER_DIR).is_dir():  # a partial run: its LoRA layers, live (training goes on)
-            load_adapter(model, folder / ADAPTER_DIR, merge=False)
-        optimizer.load_state_dict(_optimizer_from_files(load_file(str(folder / "optimizer.safetensors")),
-                                                        json.loads((folder / "optimizer.json").read_text())))
+        if weights:
+            tensors = {}
+            for f in sorted((folder / "model").glob("*.safetensors")):
+                tensors.update(load_file(str(f)))
+            missing, unexpected = load_plain_state_dict(model, tensors)
+            if missing or unexpected:
+                raise InputError(f"checkpoint {folder} was made for another model: missing {missing[:2]}, "
+                                 f"unexpected {unexpected[:2]}")
+            if (folder / ADAPTER_DIR).is_dir():  # a partial run: its LoRA layers, live (training goes on)
+                load_adapter(model, folder / ADAPTER_DIR, merge=False)
+        if not sharded:
+            optimizer.load_state_dict(_optimizer_from_files(load_file(str(folder / "optimizer.safetensors")),
+                                                            json.loads((folder / "optimizer.json").read_text())))
         scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text()))
         rng = load_file(str(folder / "rng.safetensors"))
         torch.set_rng_state(rng["torch_cpu"])

@@ -45,6 +45,22 @@ def s2x_loss(h_teacher: torch.Tensor, h_student: torch.Tensor) -> torch.Tensor:
     return -cos.mean()
 
 
+def _param_dtype(module: torch.nn.Module) -> torch.dtype | None:
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return None
+
+
+def _cast(dtype: torch.dtype | None, x: torch.Tensor, enc: torch.Tensor, cues: dict[str, torch.Tensor]):
+    """Floating inputs in the model's weight dtype. A no-op under DDP/FSDP (fp32 weights; autocast or
+    FSDP's mixed-precision policy cast inside); under DeepSpeed bf16 the engine holds bf16 weights and
+    accelerate does not autocast, so fp32 inputs would fail ("mat1 and mat2 must have the same dtype")."""
+    if dtype is None or x.dtype == dtype:
+        return x, enc, cues
+    return x.to(dtype), enc.to(dtype), {k: v.to(dtype) if v.is_floating_point() else v for k, v in cues.items()}
+
+
 class Same2XObjective:
     """The training objective of both stages in one object, as REPA's loss is (paper 3.2): the
     denoising loss, and in the cross-ID stage the alignment to the frozen same-ID teacher (eq 4). It
@@ -77,15 +93,16 @@ class Same2XObjective:
         """(denoising loss, alignment loss). `x` is the noisy I2V input of `latents` with `noise` at `t`;
         its first `pad` latent frames are padding (model/transformer.py front_padding) and out of the
         denoising loss."""
-        out = student(x, encoder_hidden_states, t, **cues, feature_depths=(self.depth,) if self.aligns else ())
+        xs, es, cs = _cast(_param_dtype(student), x, encoder_hidden_states, cues)
+        out = student(xs, es, t, **cs, feature_depths=(self.depth,) if self.aligns else ())
         loss_d = denoising_loss(out.sample[:, pad:], latents[:, pad:], noise[:, pad:], t, self.scheduler)
         if not self.aligns:
             return loss_d, torch.zeros((), device=loss_d.device)
         if teacher_cues is None:
             raise ValueError("the cross-ID stage needs the teacher's cues (the clip's own)")
         with torch.no_grad():
-            h_t = self.teacher(x, encoder_hidden_states, t, **teacher_cues, feature_depths=(self.depth,),
-                               features_only=True).features[self.depth]
+            xt, et, ct = _cast(_param_dtype(self.teacher), x, encoder_hidden_states, teacher_cues)
+            h_t = self.teacher(xt, et, t, **ct, feature_depths=(self.depth,), features_only=True).features[self.depth]
         h_s = out.features[self.depth]
         if self.projector is not None:
             h_s = self.projector(h_s)

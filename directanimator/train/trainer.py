@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -32,7 +33,8 @@ from ..errors import InputError, TrainingError
 from ..model import (CueFusionTransformer3D, build_codec, build_text_encoder, build_transformer, front_padding,
                      i2v_hidden_states, pad_front)
 from ..model.loading import check_compatible, load_transformer  # noqa: F401 (re-exported)
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import latest_checkpoint, load_checkpoint, partial_folder, save_checkpoint, start_partial
+from .sharded import load_shard, save_shard
 from ..model.sampling import diffusion_target
 from .losses import Same2XObjective, add_noise, make_scheduler
 
@@ -46,20 +48,23 @@ def s2x_depth(cfg: Config, num_layers: int) -> int:
     return d
 
 
-def save_model_folder(model: CueFusionTransformer3D, folder: Path, cfg: Config) -> None:
+def save_model_folder(model: CueFusionTransformer3D, folder: Path, cfg: Config,
+                      state: dict[str, torch.Tensor] | None = None) -> None:
     """folder/model/ (config.json + safetensors) and, for a partial run (train.trainable lora or
     cue_only), folder/adapter/ with the trained part on its own; model/ then holds the plain
-    backbone weights, LoRA not merged (model/adapters.py)."""
+    backbone weights, LoRA not merged (model/adapters.py). `state`: the weights gathered from the
+    processes of a sharded run (DeepSpeed/FSDP), instead of the model's own."""
     from ..model.adapters import ADAPTER_DIR, has_lora, plain_state_dict, save_adapter
     from safetensors.torch import save_file
 
-    if cfg.train.trainable == "full" and not has_lora(model):
+    if cfg.train.trainable == "full" and not has_lora(model) and state is None:
         model.save_pretrained(folder / "model", safe_serialization=True)
         return
     model.save_config(folder / "model")
-    save_file({k: v.detach().cpu().contiguous() for k, v in plain_state_dict(model).items()},
+    save_file({k: v.detach().cpu().contiguous() for k, v in plain_state_dict(model, state).items()},
               str(folder / "model" / "diffusion_pytorch_model.safetensors"))
-    save_adapter(model, folder / ADAPTER_DIR, cfg.train.trainable, cfg.train.lora)
+    if cfg.train.trainable != "full" or has_lora(model):
+        save_adapter(model, folder / ADAPTER_DIR, cfg.train.trainable, cfg.train.lora, state=state)
 
 
 def save_best(out: Path, model: CueFusionTransformer3D, row: dict, cfg: Config) -> None:
@@ -136,11 +141,19 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         raise InputError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
 
     # cpu=True without CUDA: only then does accelerate form a gloo process group from the launcher's
-    # WORLD_SIZE (without it every process silently trains alone)
+    # WORLD_SIZE (without it every process silently trains alone). DeepSpeed is the exception: accelerate
+    # turns a cpu=True run into plain DDP, so a DeepSpeed launch without CUDA keeps cpu=False and names
+    # the gloo backend (DeepSpeed then runs on its CPU accelerator: how the tests launch ZeRO-2 here)
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=False)]
+    cpu = not torch.cuda.is_available()
+    if cpu and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        from accelerate.utils import InitProcessGroupKwargs
+
+        cpu = False
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
     accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),
-        gradient_accumulation_steps=tc.grad_accum, mixed_precision=_mixed_precision(tc.mixed_precision),
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
+        cpu=cpu, gradient_accumulation_steps=tc.grad_accum, mixed_precision=_mixed_precision(tc.mixed_precision),
+        kwargs_handlers=handlers,
     )
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     main = accelerator.is_main_process
@@ -216,12 +229,18 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     objective = Same2XObjective(scheduler, teacher if use_s2x else None, depth, tc.s2x.weight, projector)
     ema = {k: v.detach().float().clone() for k, v in model.state_dict().items()} if tc.ema_decay > 0 else None
 
+    backend = {DistributedType.DEEPSPEED: "deepspeed", DistributedType.FSDP: "fsdp"}.get(accelerator.distributed_type)
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "nonfinite_in_row": 0, "skipped_nonfinite": 0}
     if resume:
         ckpt = latest_checkpoint(out)
         if ckpt is None:
             raise InputError(f"--resume: {out} has no checkpoint to resume from")
-        state, ema_loaded = load_checkpoint(ckpt, accelerator.unwrap_model(model_p), optimizer, lr_sched)
+        # DeepSpeed ZeRO-1/2 and FSDP2: each process reads back its own partition (train/sharded.py);
+        # FSDP2's weights are shards too, ZeRO's bf16 working weights are whole (model/)
+        state, ema_loaded = load_checkpoint(ckpt, accelerator.unwrap_model(model_p), optimizer, lr_sched,
+                                            sharded=backend is not None, weights=backend != "fsdp")
+        if backend is not None:
+            load_shard(ckpt, backend, model_p, optimizer, rank, world)
         if ema is not None:  # a run resumed with EMA newly switched on starts it from the resumed weights
             ema = ema_loaded if ema_loaded is not None else {
                 k: v.detach().float().clone() for k, v in accelerator.unwrap_model(model_p).state_dict().items()}
@@ -377,15 +396,21 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
             state["seconds_before"] = state.get("seconds_before", 0.0) + time.perf_counter() - t_start
             t_start = time.perf_counter()
             accelerator.wait_for_everyone()
-            sharded = accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+            sharded = backend is not None
             # collective under DeepSpeed/FSDP: every process takes part in gathering the weights
             gathered = accelerator.get_state_dict(model_p) if sharded else None
+            if sharded:  # every process writes its partition of the optimizer state into the partial folder
+                if main:
+                    start_partial(out, state["step"])
+                accelerator.wait_for_everyone()
+                save_shard(partial_folder(out, state["step"]), backend, model_p, optimizer, rank, world)
+                accelerator.wait_for_everyone()
             if main:
                 save_checkpoint(out, state["step"], accelerator.unwrap_model(model_p), None if sharded else optimizer,
-                                lr_sched, {**state, "stage": tc.stage, "config": to_dict(cfg)}, ema, tc.keep_last,
-                                model_state=gathered,
-                                save_model=None if gathered is not None else
-                                lambda folder, m: save_model_folder(m, folder, cfg))
+                                lr_sched, {**state, "stage": tc.stage, "config": to_dict(cfg), "world_size": world,
+                                           "backend": backend or "ddp"}, ema, tc.keep_last,
+                                started=sharded,
+                                save_model=lambda folder, m: save_model_folder(m, folder, cfg, state=gathered))
             accelerator.wait_for_everyone()
     bar.close()
     if tb is not None:
