@@ -18,7 +18,7 @@ Injection variants (`injection`):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +40,13 @@ REFERENCE_LAYOUTS = ("first_frame", "all_frames")
 @dataclass
 class CueFusionOutput(BaseOutput):
     """`sample`: the prediction (B, F, C_out, H, W), None with `features_only`.
-    `features`: block depth D (1-based: the vision tokens after block D) -> (B, N, dim)."""
+    `features`: block depth D (1-based: the vision tokens after block D) -> (B, N, dim); None when
+    none were asked for. (None, not an empty dict, by default: accelerate's mixed-precision wrapper
+    rebuilds the output as `CueFusionOutput({...})`, which diffusers' BaseOutput unpacks only when
+    every field after the first defaults to None; with `{}` the whole dict became `sample`.)"""
 
     sample: torch.Tensor | None = None
-    features: dict[int, torch.Tensor] = field(default_factory=dict)
+    features: dict[int, torch.Tensor] | None = None
 
 
 class CueFusionTransformer3D(CogVideoXTransformer3DModel):
@@ -407,7 +410,7 @@ class CueFusionTransformer3D(CogVideoXTransformer3DModel):
             if i + 1 in depths:
                 features[i + 1] = hidden_states
         if features_only:
-            return CueFusionOutput(sample=None, features=features) if return_dict else (None, features)
+            return CueFusionOutput(sample=None, features=features or None) if return_dict else (None, features)
 
         # 4. output head and unpatchify (as diffusers)
         hidden_states = self.norm_final(hidden_states)
@@ -421,7 +424,7 @@ class CueFusionTransformer3D(CogVideoXTransformer3DModel):
             output = output.permute(0, 1, 5, 4, 2, 6, 3, 7).flatten(6, 7).flatten(4, 5).flatten(1, 2)
         if not return_dict:
             return (output, features)
-        return CueFusionOutput(sample=output, features=features)
+        return CueFusionOutput(sample=output, features=features or None)
 
 
 def front_padding(num_frames: int, patch_size_t: int | None) -> int:

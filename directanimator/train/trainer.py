@@ -169,12 +169,16 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         teacher = load_transformer(tc.teacher)
         check_compatible(teacher, cfg, codec.latent_channels, f"teacher {tc.teacher}")
         teacher.requires_grad_(False).eval().to(device)
-        teacher_digest = weights_digest(teacher)
     if teacher is not None and tc.init == "same_id":
-        model = copy.deepcopy(teacher).train().requires_grad_(True)
+        # fp32 trainable weights, whatever the teacher was stored in (a DeepSpeed bf16 run stores bf16)
+        model = copy.deepcopy(teacher).float().train().requires_grad_(True)
         if cfg.model.gradient_checkpointing:
             model.enable_gradient_checkpointing()
-    else:
+    if teacher is not None:
+        if _mixed_precision(tc.mixed_precision) == "bf16":  # frozen: bf16 halves it (11 GiB at 5B, README)
+            teacher.to(torch.bfloat16)
+        teacher_digest = weights_digest(teacher)
+    if teacher is None or tc.init != "same_id":
         torch.manual_seed(tc.seed)
         model = build_transformer(cfg.model, codec.latent_channels)
     model.train()
