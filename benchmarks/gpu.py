@@ -87,6 +87,11 @@ def estimate(gpus: int = 1, lora_rank: int = 64) -> dict:
                 rows[f"train {mode}, {stage}" + (f", ZeRO-2 x{shards}" if shards > 1 else "")] = {
                     "trainable": n_train, "weights": weights, "grads+adam": states, "teacher": teacher,
                     "activations": act_train, "total": weights + states + teacher + act_train}
+            if mode == "full":  # train.optimizer: adamw8bit, one GPU: fp32 gradients + two 8-bit moments
+                states8 = (4 + 2) * n_train / GB
+                rows[f"train {mode}, {stage}, 8-bit AdamW (train.optimizer: adamw8bit)"] = {
+                    "trainable": n_train, "weights": weights, "grads+adam": states8, "teacher": teacher,
+                    "activations": act_train, "total": weights + states8 + teacher + act_train}
     t5, vae = 2 * T5_PARAMS / GB, 2 * VAE_PARAMS / GB
     tr_bf16, tr_fp8 = 2 * total / GB, 1 * total / GB
     infer = {  # the animate options (--memory, inference.release_text_encoder)
@@ -161,11 +166,25 @@ def measure(runs: int) -> list[dict]:
         results.append({"row": f"forward, {option}", "seconds": s, "peak_gib": mem})
         del model
         torch.cuda.empty_cache()
-    for mode in ("full", "lora", "cue_only"):
+    from types import SimpleNamespace
+
+    from directanimator.train.trainer import make_optimizer
+
+    runs_of = [("full", "adamw"), ("full", "adamw8bit"), ("lora", "adamw"), ("cue_only", "adamw")]
+    for mode, optim in runs_of:
+        if optim == "adamw8bit":
+            try:
+                import bitsandbytes  # noqa: F401
+            except ImportError:
+                results.append({"row": "training step, full, 8-bit AdamW", "seconds": None,
+                                "peak_gib": "not run: bitsandbytes not installed"})
+                continue
         model, _ = real_size_model(device="cuda", dtype=torch.float32)
         model.enable_gradient_checkpointing()
         set_trainable(model, mode, LoraConfig())
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+        opt = make_optimizer(SimpleNamespace(optimizer=optim, lr=1e-5, weight_decay=1e-4),
+                             [p for p in model.parameters() if p.requires_grad])
+        mode = mode + (", 8-bit AdamW" if optim == "adamw8bit" else "")
         x = inputs(model)
 
         def step():

@@ -357,6 +357,9 @@ class TrainConfig:
     lr_schedule: Literal["constant", "cosine"] = "constant"
     lr_min_ratio: float = 0.1
     weight_decay: float = 1e-4
+    # adamw8bit: bitsandbytes' 8-bit AdamW (its moments in 8 bits, block-wise scaled: 2 bytes per
+    # trained parameter instead of 8); needs the bnb extra; single process or DDP, not DeepSpeed/FSDP
+    optimizer: Literal["adamw", "adamw8bit"] = "adamw"
     warmup_steps: int = 50
     grad_clip: float = 1.0
     grad_accum: int = 1

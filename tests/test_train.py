@@ -755,3 +755,49 @@ def test_lora_and_cue_only_runs_train_resume_and_animate(puppet_dataset, tiny_cf
             for p in (merged, live)]
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-4)
     assert DirectAnimatorPipeline.from_pretrained(tmp_path / "cue_only").transformer is not None
+
+
+@pytest.mark.slow
+def test_8bit_adamw_trains_and_resumes_on_the_same_loss_curve(puppet_dataset, tmp_path):
+    """train.optimizer: adamw8bit (bitsandbytes, whose CPU backend runs it here): the moments are
+    stored in 8 bits in the checkpoint, and a run resumed from an earlier checkpoint continues the
+    uninterrupted run's loss curve exactly."""
+    from safetensors import safe_open
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text((ROOT / "configs/tiny.yaml").read_text() +
+                   "train:\n  batch_size: 2\n  checkpoint_every: 2\n  keep_last: 5\n  warmup_steps: 2\n"
+                   "  optimizer: adamw8bit\n")
+    base = ["train", "--config", str(cfg), "--dataset", str(puppet_dataset), "--quiet", "--out", str(tmp_path / "r"),
+            "--max-steps", "6"]
+    first = cli(*base)
+    assert first.returncode == 0, first.stderr
+    straight = read_log(tmp_path / "r")
+    with safe_open(str(tmp_path / "r" / "checkpoints" / "step_0000002" / "optimizer.safetensors"), "pt") as f:
+        moments = [f.get_tensor(k) for k in f.keys() if k.endswith(("/state1", "/state2"))]
+    eight = sum(m.numel() for m in moments if m.dtype == torch.uint8)
+    # 8-bit moments (bitsandbytes keeps 32-bit ones for tensors under 4,096 values: biases, norms)
+    assert eight > 0.9 * sum(m.numel() for m in moments)
+    for later in ("step_0000004", "step_0000006"):
+        import shutil
+
+        shutil.rmtree(tmp_path / "r" / "checkpoints" / later)
+    resumed = cli(*base, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [(e["step"], e["loss"], e["grad_norm"]) for e in read_log(tmp_path / "r")] == \
+        [(e["step"], e["loss"], e["grad_norm"]) for e in straight]
+    assert straight[-1]["loss"] != straight[0]["loss"]
+
+
+def test_8bit_adamw_refuses_sharded_runs_and_a_missing_install(monkeypatch):
+    from types import SimpleNamespace
+
+    from directanimator.train.trainer import make_optimizer
+
+    tc = SimpleNamespace(optimizer="adamw8bit", lr=1e-3, weight_decay=0.0)
+    params = [torch.nn.Parameter(torch.zeros(64))]
+    with pytest.raises(InputError, match="not deepspeed"):
+        make_optimizer(tc, params, "deepspeed")
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+    with pytest.raises(InputError, match=r"pip install -e \"\.\[bnb\]\""):
+        make_optimizer(tc, params)

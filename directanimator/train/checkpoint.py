@@ -28,15 +28,40 @@ from ..errors import InputError  # noqa: F401 (used below)
 from ..model.loading import PREFIX, checkpoints_of, latest_checkpoint, resolve_model_dir  # noqa: F401 (re-exported)
 
 
+def _flatten(prefix: str, value, tensors: dict, scalars: dict) -> None:
+    """Nested state (bitsandbytes keeps its 8-bit moments in a dict inside a parameter's state) as
+    flat keys, one level per "/"."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}/{k}", v, tensors, scalars)
+    elif torch.is_tensor(value):
+        tensors[prefix] = value.detach().cpu().contiguous()
+    else:
+        scalars[prefix] = value
+
+
+def _nest(state: dict, idx: int, name: str, value) -> None:
+    *path, leaf = name.split("/")
+    d = state.setdefault(idx, {})
+    for part in path:
+        d = d.setdefault(part, {})
+    d[leaf] = value
+
+
 def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     sd = optimizer.state_dict()
     tensors, scalars = {}, {}
     for idx, state in sd["state"].items():
         for name, value in state.items():
-            if torch.is_tensor(value):
-                tensors[f"state.{idx}.{name}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{idx}.{name}"] = value
+            flat_t, flat_s = {}, {}
+            _flatten(name, value, flat_t, flat_s)
+            tensors.update({f"state.{idx}.{k}": v for k, v in flat_t.items()})
+            scalars.update({f"{idx}.{k}": v for k, v in flat_s.items()})
+    seen: set[int] = set()
+    for k, v in tensors.items():  # safetensors refuses shared storage (bitsandbytes shares its qmaps)
+        if v.data_ptr() in seen:
+            tensors[k] = v.clone()
+        seen.add(v.data_ptr())
     groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
     return tensors, {"param_groups": groups, "scalars": scalars}
 
@@ -45,10 +70,10 @@ def _optimizer_from_files(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         _, idx, name = key.split(".", 2)
-        state.setdefault(int(idx), {})[name] = value
+        _nest(state, int(idx), name, value)
     for key, value in meta.get("scalars", {}).items():
         idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = value
+        _nest(state, int(idx), name, value)
     groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
     return {"state": state, "param_groups": groups}
 

@@ -119,6 +119,23 @@ def _tell_deepspeed_the_batch(accelerator, batch_size: int) -> None:
         ds["train_batch_size"] = batch_size * accum * accelerator.num_processes
 
 
+def make_optimizer(tc, params: list, backend: str | None = None) -> torch.optim.Optimizer:
+    """AdamW (`train.optimizer: adamw`), or bitsandbytes' 8-bit AdamW (`adamw8bit`: its two moments
+    stored in 8 bits with block-wise scales, 2 bytes per trained parameter instead of 8; the weights
+    and gradients stay as they are). bitsandbytes >= 0.48 also runs it on the CPU."""
+    if tc.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    if backend is not None:
+        raise InputError(f"train.optimizer adamw8bit is for one GPU or DDP, not {backend}: ZeRO-2/FSDP already "
+                         "shard AdamW's state over the GPUs (set train.optimizer: adamw)")
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise InputError("train.optimizer adamw8bit needs bitsandbytes: pip install -e \".[bnb]\" "
+                         "(or set train.optimizer: adamw)") from None
+    return bnb.optim.AdamW8bit(params, lr=tc.lr, weight_decay=tc.weight_decay)
+
+
 def _step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 131 + micro) * 4099 + rank)
 
@@ -146,6 +163,8 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     # the gloo backend (DeepSpeed then runs on its CPU accelerator: how the tests launch ZeRO-2 here)
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=False)]
     cpu = not torch.cuda.is_available()
+    if cpu:  # DeepSpeed's own choice without CUDA, named so that importing it does not warn
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if cpu and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
         from accelerate.utils import InitProcessGroupKwargs
 
@@ -156,6 +175,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         kwargs_handlers=handlers,
     )
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    backend = {DistributedType.DEEPSPEED: "deepspeed", DistributedType.FSDP: "fsdp"}.get(accelerator.distributed_type)
     main = accelerator.is_main_process
     torch.manual_seed(tc.seed)
 
@@ -218,7 +238,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
 
     params = [p for p in model.parameters() if p.requires_grad] + (
         list(projector.parameters()) if projector is not None else [])
-    optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = make_optimizer(tc, params, backend)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(tc, s))
     # The LR schedule is stepped by hand once per optimizer step: accelerate's wrapper would step it
     # once per process. Our DataLoader stays ours (its bucket sampler already shards by rank; prepare()
@@ -233,7 +253,6 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     objective = Same2XObjective(scheduler, teacher if use_s2x else None, depth, tc.s2x.weight, projector)
     ema = {k: v.detach().float().clone() for k, v in model.state_dict().items()} if tc.ema_decay > 0 else None
 
-    backend = {DistributedType.DEEPSPEED: "deepspeed", DistributedType.FSDP: "fsdp"}.get(accelerator.distributed_type)
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "nonfinite_in_row": 0, "skipped_nonfinite": 0}
     if resume:
         ckpt = latest_checkpoint(out)
