@@ -87,6 +87,12 @@ def estimate(gpus: int = 1, lora_rank: int = 64) -> dict:
                 rows[f"train {mode}, {stage}" + (f", ZeRO-2 x{shards}" if shards > 1 else "")] = {
                     "trainable": n_train, "weights": weights, "grads+adam": states, "teacher": teacher,
                     "activations": act_train, "total": weights + states + teacher + act_train}
+            if mode != "full":  # train.frozen_dtype: bfloat16: the frozen backbone in bf16, one GPU
+                half = (2 * (total - n_train) + 4 * n_train) / GB
+                states = 12 * n_train / GB
+                rows[f"train {mode}, {stage}, frozen backbone bf16 (train.frozen_dtype: bfloat16)"] = {
+                    "trainable": n_train, "weights": half, "grads+adam": states, "teacher": teacher,
+                    "activations": act_train, "total": half + states + teacher + act_train}
             if mode == "full":  # train.optimizer: adamw8bit, one GPU: fp32 gradients + two 8-bit moments
                 states8 = (4 + 2) * n_train / GB
                 rows[f"train {mode}, {stage}, 8-bit AdamW (train.optimizer: adamw8bit)"] = {

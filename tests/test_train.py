@@ -801,3 +801,41 @@ def test_8bit_adamw_refuses_sharded_runs_and_a_missing_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)
     with pytest.raises(InputError, match=r"pip install -e \"\.\[bnb\]\""):
         make_optimizer(tc, params)
+
+
+@pytest.mark.slow
+def test_lora_run_with_a_bf16_frozen_backbone_trains_resumes_and_animates(puppet_dataset, tmp_path):
+    """train.frozen_dtype: bfloat16: the frozen backbone in bf16 (half its memory), LoRA and cue
+    modules trained in fp32 under bf16 autocast; resumes on the same loss curve; animate loads it."""
+    import shutil
+
+    from safetensors import safe_open
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text((ROOT / "configs/tiny.yaml").read_text() +
+                   "train:\n  batch_size: 2\n  checkpoint_every: 2\n  keep_last: 5\n  warmup_steps: 2\n"
+                   "  mixed_precision: bf16\n  trainable: lora\n  frozen_dtype: bfloat16\n"
+                   "  lora:\n    rank: 4\n    alpha: 4.0\n")
+    run = tmp_path / "r"
+    base = ["train", "--config", str(cfg), "--dataset", str(puppet_dataset), "--quiet", "--out", str(run),
+            "--max-steps", "6"]
+    first = cli(*base)
+    assert first.returncode == 0, first.stderr
+    straight = read_log(run)
+    step2 = run / "checkpoints" / "step_0000002"
+    with safe_open(str(step2 / "model" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        backbone = {f.get_tensor(k).dtype for k in f.keys() if not k.startswith(("cue_embed", "cue_fusion"))}
+    with safe_open(str(step2 / "adapter" / "adapter.safetensors"), "pt") as f:
+        trained = {f.get_tensor(k).dtype for k in f.keys()}
+    assert backbone == {torch.bfloat16} and trained == {torch.float32}
+    for later in ("step_0000004", "step_0000006"):
+        shutil.rmtree(run / "checkpoints" / later)
+    resumed = cli(*base, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [(e["step"], e["loss"]) for e in read_log(run)] == [(e["step"], e["loss"]) for e in straight]
+    model = load_transformer(run)  # plain bf16 backbone + adapter, merged
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    wrong = cfg.read_text().replace("mixed_precision: bf16", "mixed_precision: 'no'")
+    cfg.write_text(wrong)
+    refused = cli(*base[:-4], "--out", str(tmp_path / "r2"), "--max-steps", "2")
+    assert refused.returncode == 2 and "needs train.mixed_precision: bf16" in refused.stderr

@@ -46,10 +46,11 @@ def s2x_loss(h_teacher: torch.Tensor, h_student: torch.Tensor) -> torch.Tensor:
 
 
 def _param_dtype(module: torch.nn.Module) -> torch.dtype | None:
-    for p in module.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return None
+    """The dtype the module computes in: its trained weights' (a partial run may hold its frozen
+    backbone in bf16, train.frozen_dtype), else its weights'."""
+    floating = [p for p in module.parameters() if p.is_floating_point()]
+    trained = [p for p in floating if p.requires_grad]
+    return (trained or floating)[0].dtype if floating else None
 
 
 def _cast(dtype: torch.dtype | None, x: torch.Tensor, enc: torch.Tensor, cues: dict[str, torch.Tensor]):

@@ -208,6 +208,18 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     if n_train != expected_trainable(model, tc.trainable, tc.lora):
         raise RuntimeError(f"train.trainable {tc.trainable}: {n_train} trainable parameters, the config says "
                            f"{expected_trainable(model, tc.trainable, tc.lora)}")
+    if tc.frozen_dtype == "bfloat16":
+        if tc.trainable == "full":
+            raise InputError("train.frozen_dtype bfloat16 is for lora and cue_only runs (a full run freezes nothing)")
+        if _mixed_precision(tc.mixed_precision) != "bf16":
+            raise InputError("train.frozen_dtype bfloat16 needs train.mixed_precision: bf16 (the frozen weights "
+                             "compute in bf16 under autocast)")
+        if backend == "fsdp":
+            raise InputError("train.frozen_dtype bfloat16 is not supported under FSDP (one dtype per shard unit)")
+        with torch.no_grad():
+            for p in model.parameters():
+                if not p.requires_grad:
+                    p.data = p.data.to(torch.bfloat16)
     if main and tc.trainable != "full":
         total = sum(p.numel() for p in model.parameters())
         print(f"train.trainable {tc.trainable}: {n_train:,} of {total:,} parameters trained "
