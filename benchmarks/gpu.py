@@ -176,7 +176,8 @@ def measure(runs: int) -> list[dict]:
 
     from directanimator.train.trainer import make_optimizer
 
-    runs_of = [("full", "adamw"), ("full", "adamw8bit"), ("lora", "adamw"), ("cue_only", "adamw")]
+    runs_of = [("full", "adamw"), ("full", "adamw8bit"), ("lora", "adamw"), ("lora", "frozen bf16"),
+               ("cue_only", "adamw")]
     for mode, optim in runs_of:
         if optim == "adamw8bit":
             try:
@@ -188,9 +189,14 @@ def measure(runs: int) -> list[dict]:
         model, _ = real_size_model(device="cuda", dtype=torch.float32)
         model.enable_gradient_checkpointing()
         set_trainable(model, mode, LoraConfig())
-        opt = make_optimizer(SimpleNamespace(optimizer=optim, lr=1e-5, weight_decay=1e-4),
-                             [p for p in model.parameters() if p.requires_grad])
-        mode = mode + (", 8-bit AdamW" if optim == "adamw8bit" else "")
+        if optim == "frozen bf16":  # train.frozen_dtype: bfloat16
+            with torch.no_grad():
+                for p in model.parameters():
+                    if not p.requires_grad:
+                        p.data = p.data.to(torch.bfloat16)
+        opt = make_optimizer(SimpleNamespace(optimizer="adamw8bit" if optim == "adamw8bit" else "adamw", lr=1e-5,
+                                             weight_decay=1e-4), [p for p in model.parameters() if p.requires_grad])
+        mode = mode + {"adamw8bit": ", 8-bit AdamW", "frozen bf16": ", frozen backbone bf16"}.get(optim, "")
         x = inputs(model)
 
         def step():
