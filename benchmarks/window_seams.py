@@ -77,23 +77,29 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=33)
     ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
     ap.add_argument("--scheduler", choices=["ddim", "dpm"], default=None)
+    ap.add_argument("--fused-steps", type=int, nargs="*", default=[],
+                    help="also latent fusion at the first N steps only (inference.fused_steps), one run per N")
     args = ap.parse_args()
     from directanimator.pipeline import DirectAnimatorPipeline
 
     pipe = DirectAnimatorPipeline.from_pretrained(args.checkpoint, scheduler=args.scheduler)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for fusion in ("pixel", "latent"):
+        base = pipe.config
+        for fusion, fused_steps in [("pixel", None), ("latent", None)] + [("latent", n) for n in args.fused_steps]:
+            name = fusion if fused_steps is None else f"latent, fused at the first {fused_steps} steps"
+            pipe.config = replace(base, inference=replace(base.inference, fused_steps=fused_steps))
             per = [run_clip(pipe, k, args.frames, Path(tmp), fusion, args.steps) for k in range(args.clips)]
-            rows[fusion] = {key: float(np.median([p[key] for p in per])) for key in per[0]}
-            print(fusion, json.dumps({k: round(v, 3) for k, v in rows[fusion].items()}), flush=True)
+            pipe.config = base
+            rows[name] = {key: float(np.median([p[key] for p in per])) for key in per[0]}
+            print(name, json.dumps({k: round(v, 3) for k, v in rows[name].items()}), flush=True)
     print("| window fusion | temporal-change error at joins | elsewhere | worst join | PSNR (dB) | s/clip |")
     print("|---|---|---|---|---|---|")
     for fusion, r in rows.items():
         print(f"| {fusion} | {r['join_excess']:.2f} | {r['inside_excess']:.2f} | {r['join_max']:.2f} | "
               f"{r['psnr']:.2f} | {r['seconds']:.1f} |")
-    print(f"joins / elsewhere: pixel {rows['pixel']['join_excess'] / rows['pixel']['inside_excess']:.2f}x, "
-          f"latent {rows['latent']['join_excess'] / rows['latent']['inside_excess']:.2f}x")
+    print("joins / elsewhere: " + ", ".join(f"{name} {r['join_excess'] / r['inside_excess']:.2f}x"
+                                           for name, r in rows.items()))
 
 
 if __name__ == "__main__":

@@ -405,6 +405,10 @@ class InferenceConfig:
     # model/sampling.py sample_fused_latents). With the 9-frame demo model latent fusion measured no
     # better than the cross-fade (BENCHMARKS.md, benchmarks/window_seams.py), so pixel stays the default
     window_fusion: Literal["latent", "pixel"] = "pixel"
+    # with window_fusion latent: fuse the windows at the first N denoising steps only, then each window
+    # goes on alone from the fused state (and the decoded windows are cross-faded as with pixel);
+    # 0 = only the initial noise shared by overlapping windows; None = every step
+    fused_steps: int | None = None
     seed: int = 0
     # keep the reference's background: outside the region the person occupies (the Location Cue's
     # body mask of each frame united with the reference person's mask, grown by `keep_background_margin`

@@ -422,9 +422,10 @@ class DirectAnimatorPipeline:
 
         t0 = time.perf_counter()
         enc = self.encode_prompt()
-        fused = sample_fused_latents(self.transformer, self.scheduler, ref_latent, window_cues, layout, total, enc,
-                                     steps, torch.Generator().manual_seed(seed * 1_000_003), guidance, progress,
-                                     workdir=tmp, callback=on_step)
+        fused, layout = sample_fused_latents(self.transformer, self.scheduler, ref_latent, window_cues, layout, total,
+                                             enc, steps, torch.Generator().manual_seed(seed * 1_000_003), guidance,
+                                             progress, workdir=tmp, callback=on_step,
+                                             fused_steps=self.config.inference.fused_steps)
         seconds["transformer"] += time.perf_counter() - t0
         return fused, layout
 

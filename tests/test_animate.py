@@ -229,10 +229,18 @@ def test_fused_windows_recover_x0_with_an_oracle_velocity(tmp_path):
 
         work = tmp_path / kind
         work.mkdir()
-        out = sample_fused_latents(Oracle(), sched, ref, cues, layout, total, torch.zeros(1, 8, 32), 20,
-                                   torch.Generator().manual_seed(1), workdir=work)
-        assert isinstance(out, np.memmap)
+        out, got_layout = sample_fused_latents(Oracle(), sched, ref, cues, layout, total, torch.zeros(1, 8, 32), 20,
+                                               torch.Generator().manual_seed(1), workdir=work)
+        assert isinstance(out, np.memmap) and got_layout == layout
         torch.testing.assert_close(torch.from_numpy(np.array(out)), x0, rtol=0, atol=1e-4)
+        for fused_steps in (0, 7):  # fused at the first steps only, then each window alone: its own x0
+            (work / str(fused_steps)).mkdir()
+            out, got_layout = sample_fused_latents(Oracle(), sched, ref, cues, layout, total, torch.zeros(1, 8, 32),
+                                                   20, torch.Generator().manual_seed(1), workdir=work / str(fused_steps),
+                                                   fused_steps=fused_steps)
+            assert got_layout == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
+            for wi, idx in enumerate(layout):
+                torch.testing.assert_close(torch.from_numpy(np.array(out[got_layout[wi]])), x0[idx], rtol=0, atol=1e-4)
 
 
 def test_pipeline_save_and_load(same_id_run, tmp_path):
@@ -490,3 +498,31 @@ def test_out_size_writes_a_larger_video_of_the_same_frames(tmp_path):
     r = cli("animate", "--reference", str(tmp_path / "reference.png"), "--driving", str(drv), "--out",
             str(tmp_path / "c.mp4"), "--out-size", "5", "--quiet")
     assert r.returncode == 2 and r.stderr.strip().startswith("error: --out-size") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_partly_fused_windows_through_the_pipeline(tmp_path):
+    """inference.fused_steps: fused at every step when it covers all steps (the same frames as None);
+    with 0 only the initial noise is shared, then each window alone: another, finite video. (The
+    driving clip is written once: two encodes of the same frames in one process can differ by a few
+    levels once OpenCV has run, which is why repeated gt_pipeline_run calls drift slightly.)"""
+    from dataclasses import replace
+
+    from directanimator.cues.face import GivenFaceBoxes
+    from directanimator.cues.segment import GivenMasks
+
+    drv, clip = puppet_driving(tmp_path, frames=17, audio=False)
+    _, ref = puppet_reference(tmp_path)
+    pipe = DirectAnimatorPipeline.from_pretrained(None)
+    base = pipe.config
+    videos = {}
+    for fused in (None, 2, 0):
+        pipe.config = replace(base, inference=replace(base.inference, window_fusion="latent", fused_steps=fused))
+        r = pipe(ref.frames[0], drv, tmp_path / f"f{fused}.mp4", steps=2, seed=3, progress=False, return_frames=True,
+                 segmenter=GivenMasks(list(clip.masks.astype(np.float32))),
+                 face_detector=GivenFaceBoxes(clip.face_boxes, reference_box=ref.face_boxes[0]),
+                 reference_mask=ref.masks[0])
+        videos[fused] = np.stack(r.frames)
+    pipe.config = base
+    assert len(videos[None]) == 17
+    assert np.array_equal(videos[None], videos[2])
+    assert not np.array_equal(videos[None], videos[0])

@@ -143,7 +143,7 @@ def latent_frames(num_frames: int, temporal: int = 4) -> int:
 def sample_fused_latents(transformer, scheduler, reference_latent: torch.Tensor, window_cues, layout: list[list[int]],
                          total: int, encoder_hidden_states: torch.Tensor, steps: int, generator: torch.Generator,
                          guidance_scale: float = 1.0, progress: bool = False, workdir: Path | None = None,
-                         callback=None) -> "np.memmap":
+                         callback=None, fused_steps: int | None = None):
     """Overlapping windows denoised together (MimicMotion's and StableAnimator's fusion, in the
     shared latent sequence of `fused_window_layout`): one draw of initial noise for the whole
     sequence, so overlapping windows start from the same noise; at every step each window predicts
@@ -153,9 +153,13 @@ def sample_fused_latents(transformer, scheduler, reference_latent: torch.Tensor,
 
     The sequence and its accumulators live in files under `workdir` (numpy memmaps), so memory stays
     one window's whatever the video's length. Returns the final latents in the model's diffusion
-    target, (total, C, h, w) float32 (memmap); `callback(step, steps)` after each step. For a model
-    whose `patch_size_t` does not fit a window's latent count, each window also gets its own private
-    padding latents in front (as `sample_latents`), stored after the `total` shared ones."""
+    target, (total, C, h, w) float32 (memmap), with `layout`; `callback(step, steps)` after each step.
+    For a model whose `patch_size_t` does not fit a window's latent count, each window also gets its own
+    private padding latents in front (as `sample_latents`), stored after the `total` shared ones.
+
+    `fused_steps` N (None: every step): the windows are fused at the first N steps only, then each goes
+    on alone from the fused state (0: only the initial noise is shared). The result is then each
+    window's own latents one after another, (windows x n, C, h, w), with the layout that indexes them."""
     import numpy as np
     from diffusers import CogVideoXDPMScheduler
     from tqdm import tqdm
@@ -164,6 +168,7 @@ def sample_fused_latents(transformer, scheduler, reference_latent: torch.Tensor,
 
     c0 = window_cues(0)
     _, n, c, h, w = c0["pose_latents"].shape
+    given_layout = [list(idx) for idx in layout]
     pad = front_padding(n, transformer.config.get("patch_size_t"))
     shared_total = total
     if pad:
@@ -195,7 +200,10 @@ def sample_fused_latents(transformer, scheduler, reference_latent: torch.Tensor,
     if dpm:
         old = buffer("old_prediction")
     chunk = 64  # latent frames per scheduler call
+    fused_until = len(timesteps) if fused_steps is None else max(0, min(int(fused_steps), len(timesteps)))
     for i, t in enumerate(tqdm(timesteps, desc="denoise (fused windows)", leave=False, disable=not progress)):
+        if i >= fused_until:
+            break
         v_acc[:] = 0.0
         w_acc[:] = 0.0
         for wi, idx in enumerate(layout):
@@ -227,4 +235,33 @@ def sample_fused_latents(transformer, scheduler, reference_latent: torch.Tensor,
             x[a:b] = xx[0].numpy()
         if callback is not None:
             callback(i + 1, len(timesteps))
-    return x[:shared_total]
+    if fused_until == len(timesteps):
+        return x[:shared_total], given_layout
+    # the remaining steps window by window, each from its slice of the fused state
+    if workdir is None:
+        out = np.zeros((len(layout) * n, c, h, w), np.float32)
+    else:
+        out = np.lib.format.open_memmap(str(Path(workdir) / "windows.npy"), mode="w+", dtype=np.float32,
+                                        shape=(len(layout) * n, c, h, w))
+    for wi, idx in enumerate(layout):
+        cues = window_cues(wi)
+        cond = {k: pad_front(cues[k], pad).to(dtype) for k in CUE_KEYS}
+        lat = torch.from_numpy(np.stack([x[j] for j in idx]))[None].to(device)
+        op = torch.from_numpy(np.stack([old[j] for j in idx]))[None].to(device) if dpm and fused_until > 0 else None
+        for i in range(fused_until, len(timesteps)):
+            t = timesteps[i]
+            inp = i2v_hidden_states(scheduler.scale_model_input(lat, t), reference_latent, layout_kind).to(dtype)
+            v = transformer(inp, enc, t.expand(1), **cond).sample.float()
+            if guidance_scale != 1.0:
+                uncond = {k: torch.zeros_like(cond[k]) for k in CUE_KEYS}
+                v_u = transformer(inp, enc, t.expand(1), **uncond).sample.float()
+                v = v_u + guidance_scale * (v - v_u)
+            prev_t = timesteps[i - 1] if i > 0 else None
+            if dpm:
+                lat, op = scheduler.step(v, op, t, prev_t, lat, generator=generator, return_dict=False)
+            else:
+                lat = scheduler.step(v, t, lat, return_dict=False)[0]
+        out[wi * n:(wi + 1) * n] = lat[0, pad:].cpu().numpy()
+    if callback is not None:
+        callback(len(timesteps), len(timesteps))
+    return out, [list(range(wi * n, (wi + 1) * n)) for wi in range(len(layout))]
