@@ -502,9 +502,10 @@ def test_out_size_writes_a_larger_video_of_the_same_frames(tmp_path):
 
 def test_partly_fused_windows_through_the_pipeline(tmp_path):
     """inference.fused_steps: fused at every step when it covers all steps (the same frames as None);
-    with 0 only the initial noise is shared, then each window alone: another, finite video. (The
-    driving clip is written once: two encodes of the same frames in one process can differ by a few
-    levels once OpenCV has run, which is why repeated gt_pipeline_run calls drift slightly.)"""
+    with 0 only the initial noise is shared, then each window alone: another video. (The driving clip
+    is written once: two libx264 encodes of the same frames by tests/media.py in one process were seen
+    to differ by a few levels after other work in the process (not traced further), which is why
+    repeated gt_pipeline_run calls, which rewrite the clip, drift slightly.)"""
     from dataclasses import replace
 
     from directanimator.cues.face import GivenFaceBoxes
