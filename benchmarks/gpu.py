@@ -45,11 +45,13 @@ VAE_PARAMS = 0.22e9
 FRAMES, SIZE = 49, 512
 
 
-def real_size_model(device="meta", dtype=torch.float32):
+def real_size_model(device="meta", dtype=torch.float32, layers: int | None = None):
     from directanimator.config import load_config
     from directanimator.model import CueFusionTransformer3D, transformer_kwargs
 
     cfg = load_config(ROOT / "configs" / "cogvideox1.5-5b-i2v.yaml")
+    if layers is not None:  # --smoke: the real block, fewer of them
+        cfg.model.transformer.num_layers = layers
     with torch.device(device):
         model = CueFusionTransformer3D(**transformer_kwargs(cfg.model, 16))
     return model.to(dtype) if device != "meta" else model, cfg
@@ -127,19 +129,23 @@ def markdown(est: dict) -> str:
     return "\n".join(lines)
 
 
-def measure(runs: int) -> list[dict]:
-    """bf16 forward and training-step time and peak memory on the GPU, per mode / option."""
+def measure(runs: int, smoke: bool = False) -> list[dict]:
+    """bf16 forward and training-step time and peak memory on the GPU, per mode / option. `smoke`: the
+    same code on the CPU with one real-width block at 9 x 64 x 64 (a check of this script, no figures)."""
     from directanimator.config import LoraConfig
     from directanimator.model.adapters import set_trainable
 
-    if not torch.cuda.is_available():
+    if not smoke and not torch.cuda.is_available():
         raise SystemExit("error: --measure needs a CUDA GPU (torch sees none); --estimate runs anywhere")
-    dev = torch.device("cuda")
+    dev = torch.device("cpu" if smoke else "cuda")
+    frames, size, layers = (9, 64, 1) if smoke else (FRAMES, SIZE, None)
+    cuda = dev.type == "cuda"
     results = []
 
     def inputs(model):
-        lat_f = 1 + (FRAMES - 1) // 4
-        h = SIZE // 8
+        lat_f = 1 + (frames - 1) // 4  # 13 at 49 frames: one padding latent in front (patch_size_t 2),
+        lat_f += (-lat_f) % (model.config.patch_size_t or 1)  # as the pipeline and the trainer pad
+        h = size // 8
         g = torch.Generator(device="cpu").manual_seed(0)
 
         def r(*s):
@@ -152,18 +158,20 @@ def measure(runs: int) -> list[dict]:
 
     def timed(fn):
         fn()
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         times = []
         for _ in range(runs):
             t = time.perf_counter()
             fn()
-            torch.cuda.synchronize()
+            if cuda:
+                torch.cuda.synchronize()
             times.append(time.perf_counter() - t)
-        return statistics.median(times), torch.cuda.max_memory_allocated() / GB
+        return statistics.median(times), (torch.cuda.max_memory_allocated() / GB if cuda else 0.0)
 
     for option in ("bf16", "fp8 layerwise casting"):
-        model, _ = real_size_model(device="cuda", dtype=torch.bfloat16)
+        model, _ = real_size_model(device=dev.type, dtype=torch.bfloat16, layers=layers)
         if option.startswith("fp8"):
             model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
         x = inputs(model)
@@ -171,7 +179,8 @@ def measure(runs: int) -> list[dict]:
             s, mem = timed(lambda: model(**x))
         results.append({"row": f"forward, {option}", "seconds": s, "peak_gib": mem})
         del model
-        torch.cuda.empty_cache()
+        if cuda:
+            torch.cuda.empty_cache()
     from types import SimpleNamespace
 
     from directanimator.train.trainer import make_optimizer
@@ -186,7 +195,7 @@ def measure(runs: int) -> list[dict]:
                 results.append({"row": "training step, full, 8-bit AdamW", "seconds": None,
                                 "peak_gib": "not run: bitsandbytes not installed"})
                 continue
-        model, _ = real_size_model(device="cuda", dtype=torch.float32)
+        model, _ = real_size_model(device=dev.type, dtype=torch.float32, layers=layers)
         model.enable_gradient_checkpointing()
         set_trainable(model, mode, LoraConfig())
         if optim == "frozen bf16":  # train.frozen_dtype: bfloat16
@@ -200,7 +209,7 @@ def measure(runs: int) -> list[dict]:
         x = inputs(model)
 
         def step():
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+            with torch.autocast(dev.type, dtype=torch.bfloat16):
                 loss = model(**x).sample.float().pow(2).mean()
             loss.backward()
             opt.step()
@@ -212,7 +221,8 @@ def measure(runs: int) -> list[dict]:
         except torch.cuda.OutOfMemoryError:
             results.append({"row": f"training step, {mode}", "seconds": None, "peak_gib": "out of memory"})
         del model, opt
-        torch.cuda.empty_cache()
+        if cuda:
+            torch.cuda.empty_cache()
     return results
 
 
@@ -224,14 +234,16 @@ def main() -> None:
     ap.add_argument("--lora-rank", type=int, default=64)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--json", default=None, help="also write the numbers here")
+    ap.add_argument("--smoke", action="store_true",
+                    help="with --measure: run its code on the CPU, one block at 9 x 64 x 64 (checks the script)")
     args = ap.parse_args()
     out = {}
     if args.estimate or not args.measure:
         out["estimate"] = estimate(args.gpus, args.lora_rank)
         print(markdown(out["estimate"]))
     if args.measure:
-        out["measured"] = measure(args.runs)
-        out["device"] = torch.cuda.get_device_name(0)
+        out["measured"] = measure(args.runs, args.smoke)
+        out["device"] = "cpu (--smoke: no figures)" if args.smoke else torch.cuda.get_device_name(0)
         print(f"\nmeasured on {out['device']}:")
         for r in out["measured"]:
             sec = "n/a" if r["seconds"] is None else f"{r['seconds']:.2f} s"

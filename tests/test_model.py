@@ -508,3 +508,26 @@ def test_gpu_memory_estimate_follows_the_parameter_counts():
     assert rows["train lora, cross-ID"]["teacher"] == 2 * total / gib
     assert full["total"] > lora["total"] > cue["total"]
     assert est["tokens"] == 7 * 32 * 32 + 224
+    eight = rows["train full, same-ID, 8-bit AdamW (train.optimizer: adamw8bit)"]
+    assert abs(eight["grads+adam"] - 6 * total / gib) < 1e-6  # fp32 grads + two 8-bit moments
+    half = rows["train lora, same-ID, frozen backbone bf16 (train.frozen_dtype: bfloat16)"]
+    assert abs(half["weights"] - (2 * (total - lora["trainable"]) + 4 * lora["trainable"]) / gib) < 1e-6
+
+
+@pytest.mark.slow
+def test_gpu_measure_script_runs_its_rows_on_cpu():
+    """benchmarks/gpu.py --measure --smoke: the GPU measurement's own code, every row, on the CPU with one
+    real-width block (GPU sessions are rare: a broken script would waste one; this caught the 13 latent
+    frames of 49 that the padded model refuses)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    r = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu.py"), "--measure", "--smoke", "--runs", "1"],
+                       capture_output=True, text=True, timeout=600, cwd=root, env={**__import__("os").environ,
+                                                                                    "OMP_NUM_THREADS": "2"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [ln for ln in r.stdout.splitlines() if ln.startswith("| ")]
+    assert len(rows) == 7 and not any("n/a" in ln for ln in rows), r.stdout[-1500:]
+    assert any("8-bit AdamW" in ln for ln in rows) and any("frozen backbone bf16" in ln for ln in rows)
