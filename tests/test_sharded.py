@@ -115,6 +115,15 @@ def test_shards_refuse_another_world_size_or_backend(tmp_path):
         load_shard(folder, "fsdp", None, None, 0, 2)
     with pytest.raises(InputError, match="only ZeRO-1/2"):
         save_shard(folder, "deepspeed", None, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 0, 1)
+    from types import SimpleNamespace
+
+    zero3 = SimpleNamespace(optimizer=SimpleNamespace(fp32_partitioned_groups_flat=[]))  # accelerate's wrapper
+    with pytest.raises(InputError, match="ZeRO stage 3 checkpoints are not supported"):
+        save_shard(folder, "deepspeed", None, zero3, 0, 1)
+    FullyShardedDataParallel = type("FullyShardedDataParallel", (torch.nn.Module,), {})  # FSDP1's wrapper, by name
+    fsdp1 = torch.nn.Sequential(FullyShardedDataParallel())
+    with pytest.raises(InputError, match="FSDP1 checkpoints are not supported"):
+        save_shard(folder, "fsdp", fsdp1, None, 0, 1)
 
 
 def test_objective_feeds_a_bf16_student_as_deepspeed_holds_it(tiny_cfg):
