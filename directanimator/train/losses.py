@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import torch
@@ -83,6 +84,12 @@ class Same2XObjective:
         self.depth = depth
         self.weight = float(weight) if teacher is not None else 0.0
         self.projector = projector
+        self._dtypes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per model, found once
+
+    def _dtype_of(self, module: torch.nn.Module) -> torch.dtype | None:
+        if module not in self._dtypes:
+            self._dtypes[module] = _param_dtype(module)
+        return self._dtypes[module]
 
     @property
     def aligns(self) -> bool:
@@ -94,7 +101,7 @@ class Same2XObjective:
         """(denoising loss, alignment loss). `x` is the noisy I2V input of `latents` with `noise` at `t`;
         its first `pad` latent frames are padding (model/transformer.py front_padding) and out of the
         denoising loss."""
-        xs, es, cs = _cast(_param_dtype(student), x, encoder_hidden_states, cues)
+        xs, es, cs = _cast(self._dtype_of(student), x, encoder_hidden_states, cues)
         out = student(xs, es, t, **cs, feature_depths=(self.depth,) if self.aligns else ())
         loss_d = denoising_loss(out.sample[:, pad:], latents[:, pad:], noise[:, pad:], t, self.scheduler)
         if not self.aligns:
@@ -102,7 +109,7 @@ class Same2XObjective:
         if teacher_cues is None:
             raise ValueError("the cross-ID stage needs the teacher's cues (the clip's own)")
         with torch.no_grad():
-            xt, et, ct = _cast(_param_dtype(self.teacher), x, encoder_hidden_states, teacher_cues)
+            xt, et, ct = _cast(self._dtype_of(self.teacher), x, encoder_hidden_states, teacher_cues)
             h_t = self.teacher(xt, et, t, **ct, feature_depths=(self.depth,), features_only=True).features[self.depth]
         h_s = out.features[self.depth]
         if self.projector is not None:
