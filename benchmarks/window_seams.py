@@ -1,7 +1,7 @@
 """Seams between windows, with ground truth: latent window fusion against the pixel cross-fade.
 
     .venv/bin/python benchmarks/window_seams.py [--checkpoint DIR] [--clips 6] [--frames 33]
-        [--steps N] [--scheduler ddim|dpm]
+        [--steps N] [--scheduler ddim|dpm] [--fused-steps N ...] [--window FRAMES]
 
 Each clip: a puppet (identity 901 + k in scene 702 + k) animated by another puppet's motion
 (identity 900 + k, motion 800 + k), so the true answer is the reference puppet performing that
@@ -10,6 +10,10 @@ and face boxes, once per `inference.window_fusion`. Per frame pair t, t+1 the ou
 change d_out(t) is compared with the truth's d_gt(t); a seam is where the output jumps and the truth
 does not: |d_out - d_gt| at the frame pairs where a window starts or ends (the joins), against the
 other frame pairs. Also PSNR against the truth. Medians over the clips' means.
+
+`--window F` runs the model on windows of F frames (1 + 4k) instead of the `model.frames` it was
+trained on, window starts still 4 frames apart (overlap F - 4): longer windows share more latent
+frames between neighbours (the transformer's sin-cos position table is rebuilt for any length).
 """
 
 from __future__ import annotations
@@ -77,12 +81,21 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=33)
     ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
     ap.add_argument("--scheduler", choices=["ddim", "dpm"], default=None)
+    ap.add_argument("--window", type=int, default=None,
+                    help="frames per window at inference (1 + 4k; default: the model's), overlap window - 4")
     ap.add_argument("--fused-steps", type=int, nargs="*", default=[],
                     help="also latent fusion at the first N steps only (inference.fused_steps), one run per N")
     args = ap.parse_args()
     from directanimator.pipeline import DirectAnimatorPipeline
 
     pipe = DirectAnimatorPipeline.from_pretrained(args.checkpoint, scheduler=args.scheduler)
+    if args.window is not None:
+        t = pipe.codec.temporal_factor
+        if args.window < 1 + t or (args.window - 1) % t:
+            sys.exit(f"error: --window must be 1 + {t}k frames, k >= 1; got {args.window}")
+        cfg = pipe.config
+        pipe.config = replace(cfg, model=replace(cfg.model, frames=args.window),
+                              inference=replace(cfg.inference, window_overlap=args.window - t))
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         base = pipe.config
