@@ -335,6 +335,53 @@ def test_classifier_free_guidance_on_the_cues():
     assert not torch.allclose(plain, guided)
 
 
+def test_guidance_formula_and_dpm_steps_follow_diffusers():
+    """The one-step helpers of model/sampling.py: guided v = v_uncond + s (v_cond - v_uncond), the
+    cues all zeroed for v_uncond; and the DPM loop hands each step the previous x0 prediction, as
+    diffusers' CogVideoX pipelines do (an oracle velocity cannot tell: a first-order step is exact then)."""
+    import torch
+
+    from directanimator.model.sampling import guided_velocity, sample_latents
+    from directanimator.pipeline import make_inference_scheduler
+
+    class Stub(torch.nn.Module):
+        config = {"reference_layout": "all_frames", "reference_residual": False}
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x, enc, t, **cues):  # depends on the latents, the timestep and the cues
+            return type("Out", (), {"sample": 0.3 * x[:, :, :24] + 1e-3 * t.float().view(-1, 1, 1, 1, 1)
+                                    + cues["pose_latents"].mean() + 2 * cues["face_mask"].mean()})()
+
+    g = torch.Generator().manual_seed(0)
+    cues = {k: torch.rand(1, 3, c, 16, 16, generator=g) + 0.5 for k, c in
+            (("pose_latents", 24), ("face_latents", 24), ("body_mask", 1), ("face_mask", 1))}
+    ref = torch.randn(1, 1, 24, 16, 16, generator=g)
+    sched = make_inference_scheduler("dpm")
+    sched.set_timesteps(4)
+    lat = torch.randn(1, 3, 24, 16, 16, generator=g)
+    model, t = Stub(), sched.timesteps[1]
+    enc = torch.zeros(1, 8, 32)
+    v_c = guided_velocity(model, lat, t, sched, ref, enc, cues, 1.0)
+    v_u = guided_velocity(model, lat, t, sched, ref, enc, {k: torch.zeros_like(c) for k, c in cues.items()}, 1.0)
+    torch.testing.assert_close(guided_velocity(model, lat, t, sched, ref, enc, cues, 3.0), v_u + 3.0 * (v_c - v_u))
+    assert (v_c - v_u).abs().min() > 0.5  # the cues matter to the stub
+
+    out = sample_latents(model, sched, ref, cues, enc, 4, torch.Generator().manual_seed(5))
+    # diffusers' CogVideoXImageToVideoPipeline's loop, written out
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn((1, 3, 24, 16, 16), generator=gen) * sched.init_noise_sigma
+    sched.set_timesteps(4)
+    old = None
+    for i, t in enumerate(sched.timesteps):
+        inp = torch.cat([sched.scale_model_input(x, t), ref.expand(-1, 3, -1, -1, -1)], dim=2)
+        v = model(inp, enc, t.expand(1), **cues).sample
+        x, old = sched.step(v, old, t, sched.timesteps[i - 1] if i > 0 else None, x, generator=gen, return_dict=False)
+    torch.testing.assert_close(out, x)
+
+
 def test_inference_never_imports_training_code():
     """The brief's rule: model/, cues/, the pipeline and the web page import nothing from train/,
     neither at import time nor while loading and running the embedded model."""

@@ -64,6 +64,40 @@ def from_diffusion_target(transformer, target: torch.Tensor, reference_latent: t
     return target
 
 
+def guided_velocity(transformer, latents: torch.Tensor, t: torch.Tensor, scheduler, reference_latent: torch.Tensor,
+                    encoder_hidden_states: torch.Tensor, cond: dict[str, torch.Tensor], guidance_scale: float = 1.0,
+                    dtype: torch.dtype | None = None) -> torch.Tensor:
+    """One model evaluation of a denoising step: v for `latents` (B, F, C, h, w) at timestep `t`,
+    the reference latent laid in as the model was trained (`reference_layout`), in float32. With
+    `guidance_scale` != 1, classifier-free guidance on the cues (all of `cond` zeroed for the second
+    call). `cond` and `encoder_hidden_states` must already be in the compute dtype."""
+    from .transformer import i2v_hidden_states
+
+    dtype = compute_dtype(transformer) if dtype is None else dtype
+    layout = transformer.config.get("reference_layout", "first_frame")
+    x = i2v_hidden_states(scheduler.scale_model_input(latents, t), reference_latent, layout).to(dtype)
+    tt = t.expand(latents.shape[0])
+    v = transformer(x, encoder_hidden_states, tt, **cond).sample.float()
+    if guidance_scale != 1.0:
+        v_u = transformer(x, encoder_hidden_states, tt, **{k: torch.zeros_like(c) for k, c in cond.items()}).sample.float()
+        v = v_u + guidance_scale * (v - v_u)
+    return v
+
+
+def scheduler_step(scheduler, v: torch.Tensor, i: int, latents: torch.Tensor, old_pred: torch.Tensor | None,
+                   generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Step `i` of `scheduler.timesteps` on v-prediction `v`: (next latents, the x0 prediction the DPM
+    scheduler's next step needs; None for DDIM)."""
+    from diffusers import CogVideoXDPMScheduler
+
+    timesteps = scheduler.timesteps
+    t = timesteps[i]
+    if isinstance(scheduler, CogVideoXDPMScheduler):
+        return scheduler.step(v, old_pred, t, timesteps[i - 1] if i > 0 else None, latents,
+                              generator=generator, return_dict=False)
+    return scheduler.step(v, t, latents, return_dict=False)[0], None
+
+
 @torch.no_grad()
 def sample_latents(transformer, scheduler, reference_latent: torch.Tensor, cues: dict[str, torch.Tensor],
                    encoder_hidden_states: torch.Tensor, steps: int, generator: torch.Generator,
@@ -72,10 +106,9 @@ def sample_latents(transformer, scheduler, reference_latent: torch.Tensor, cues:
     model with `patch_size_t` and an F that does not fit it, `front_padding` extra latent frames are
     sampled in front (their own noise, the reference latent there) and dropped at the end, as
     diffusers' CogVideoX1.5 I2V pipeline does."""
-    from diffusers import CogVideoXDPMScheduler
     from tqdm import tqdm
 
-    from .transformer import front_padding, i2v_hidden_states, pad_front
+    from .transformer import front_padding, pad_front
 
     b, f, *rest = cues["pose_latents"].shape
     pad = front_padding(f, transformer.config.get("patch_size_t"))
@@ -83,28 +116,16 @@ def sample_latents(transformer, scheduler, reference_latent: torch.Tensor, cues:
     device = cues["pose_latents"].device
     latents = (torch.randn(shape, generator=generator, dtype=torch.float32) * scheduler.init_noise_sigma).to(device)
     scheduler.set_timesteps(steps, device=device)
-    layout = transformer.config.get("reference_layout", "first_frame")
     # the transformer runs in its own dtype (bf16 on GPUs), the scheduler's arithmetic in float32
     dtype = compute_dtype(transformer)
     cond = {k: pad_front(cues[k], pad).to(dtype) for k in CUE_KEYS}
-    uncond = {k: torch.zeros_like(cond[k]) for k in CUE_KEYS}
     enc = encoder_hidden_states.to(dtype)
     if enc.shape[0] != shape[0]:
         enc = enc.expand(shape[0], -1, -1)
     old_pred = None
-    timesteps = scheduler.timesteps
-    for i, t in enumerate(tqdm(timesteps, desc="denoise", leave=False, disable=not progress)):
-        x = i2v_hidden_states(scheduler.scale_model_input(latents, t), reference_latent, layout).to(dtype)
-        tt = t.expand(shape[0])
-        v = transformer(x, enc, tt, **cond).sample.float()
-        if guidance_scale != 1.0:
-            v_u = transformer(x, enc, tt, **uncond).sample.float()
-            v = v_u + guidance_scale * (v - v_u)
-        if isinstance(scheduler, CogVideoXDPMScheduler):
-            latents, old_pred = scheduler.step(v, old_pred, t, timesteps[i - 1] if i > 0 else None, latents,
-                                               generator=generator, return_dict=False)
-        else:
-            latents = scheduler.step(v, t, latents, return_dict=False)[0]
+    for i, t in enumerate(tqdm(scheduler.timesteps, desc="denoise", leave=False, disable=not progress)):
+        v = guided_velocity(transformer, latents, t, scheduler, reference_latent, enc, cond, guidance_scale, dtype)
+        latents, old_pred = scheduler_step(scheduler, v, i, latents, old_pred, generator)
     return from_diffusion_target(transformer, latents[:, pad:], reference_latent.float())
 
 
@@ -164,7 +185,7 @@ def sample_fused_latents(transformer, scheduler, reference_latent: torch.Tensor,
     from diffusers import CogVideoXDPMScheduler
     from tqdm import tqdm
 
-    from .transformer import front_padding, i2v_hidden_states, pad_front
+    from .transformer import front_padding, pad_front
 
     c0 = window_cues(0)
     _, n, c, h, w = c0["pose_latents"].shape
@@ -179,7 +200,6 @@ def sample_fused_latents(transformer, scheduler, reference_latent: torch.Tensor,
         layout = padded
     device = c0["pose_latents"].device
     dtype = compute_dtype(transformer)
-    layout_kind = transformer.config.get("reference_layout", "first_frame")
     enc = encoder_hidden_states.to(dtype)
 
     def buffer(name):
@@ -210,28 +230,19 @@ def sample_fused_latents(transformer, scheduler, reference_latent: torch.Tensor,
             cues = window_cues(wi)
             cond = {k: pad_front(cues[k], pad).to(dtype) for k in CUE_KEYS}
             lat = torch.from_numpy(np.stack([x[j] for j in idx]))[None].to(device)
-            inp = i2v_hidden_states(scheduler.scale_model_input(lat, t), reference_latent, layout_kind).to(dtype)
-            tt = t.expand(1)
-            v = transformer(inp, enc, tt, **cond).sample.float()
-            if guidance_scale != 1.0:
-                uncond = {k: torch.zeros_like(cond[k]) for k in CUE_KEYS}
-                v_u = transformer(inp, enc, tt, **uncond).sample.float()
-                v = v_u + guidance_scale * (v - v_u)
+            v = guided_velocity(transformer, lat, t, scheduler, reference_latent, enc, cond, guidance_scale, dtype)
             v = v[0].cpu().numpy()
             for pos, j in enumerate(idx):
                 v_acc[j] += weights[wi][pos] * v[pos]
                 w_acc[j] += weights[wi][pos]
-        prev_t = timesteps[i - 1] if i > 0 else None
         for a in range(0, total, chunk):
             b = min(total, a + chunk)
             vv = torch.from_numpy(v_acc[a:b] / w_acc[a:b, None, None, None])[None]
             xx = torch.from_numpy(np.array(x[a:b]))[None]
+            op = torch.from_numpy(np.array(old[a:b]))[None] if dpm and i > 0 else None
+            xx, op = scheduler_step(scheduler, vv, i, xx, op, generator)
             if dpm:
-                op = None if i == 0 else torch.from_numpy(np.array(old[a:b]))[None]
-                xx, op = scheduler.step(vv, op, t, prev_t, xx, generator=generator, return_dict=False)
                 old[a:b] = op[0].numpy()
-            else:
-                xx = scheduler.step(vv, t, xx, return_dict=False)[0]
             x[a:b] = xx[0].numpy()
         if callback is not None:
             callback(i + 1, len(timesteps))
@@ -249,18 +260,9 @@ def sample_fused_latents(transformer, scheduler, reference_latent: torch.Tensor,
         lat = torch.from_numpy(np.stack([x[j] for j in idx]))[None].to(device)
         op = torch.from_numpy(np.stack([old[j] for j in idx]))[None].to(device) if dpm and fused_until > 0 else None
         for i in range(fused_until, len(timesteps)):
-            t = timesteps[i]
-            inp = i2v_hidden_states(scheduler.scale_model_input(lat, t), reference_latent, layout_kind).to(dtype)
-            v = transformer(inp, enc, t.expand(1), **cond).sample.float()
-            if guidance_scale != 1.0:
-                uncond = {k: torch.zeros_like(cond[k]) for k in CUE_KEYS}
-                v_u = transformer(inp, enc, t.expand(1), **uncond).sample.float()
-                v = v_u + guidance_scale * (v - v_u)
-            prev_t = timesteps[i - 1] if i > 0 else None
-            if dpm:
-                lat, op = scheduler.step(v, op, t, prev_t, lat, generator=generator, return_dict=False)
-            else:
-                lat = scheduler.step(v, t, lat, return_dict=False)[0]
+            v = guided_velocity(transformer, lat, timesteps[i], scheduler, reference_latent, enc, cond,
+                                guidance_scale, dtype)
+            lat, op = scheduler_step(scheduler, v, i, lat, op, generator)
         out[wi * n:(wi + 1) * n] = lat[0, pad:].cpu().numpy()
     if callback is not None:
         callback(len(timesteps), len(timesteps))
