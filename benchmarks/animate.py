@@ -22,6 +22,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import peak_rss_mib_of  # noqa: E402  (before cv2 is imported: it keeps the start environment)
 
 
 def main() -> None:
@@ -65,7 +67,6 @@ def main() -> None:
             "share": {k: round(statistics.median(s[k] for s in shares), 3) for k in shares[0]},
         }
     # peak memory of the whole job in a fresh process, for a driving video and one 4x longer
-    from _util import peak_rss_mib_of
 
     code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from pathlib import Path; "
             "from tests.test_animate import gt_pipeline_run; "

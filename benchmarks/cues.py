@@ -4,6 +4,9 @@ Measures, on a 512x512 H.264 clip made from the bundled real clip (person dancin
 - median ms/frame end to end (decode twice, segment, face, three cues, encode three videos, write
   the safetensors file) and per stage, over --runs runs; the same for `--arrays-only` (no mp4
   previews: what the training cache and `animate` need), alternating with the full job;
+- the arrays-only job as it was before session 7 (pass 1 on one thread: face detection after
+  segmentation, not beside it; the cue file assembled through Python's buffers, not the kernel's
+  copy_file_range), alternating with the others in the same run: the baseline of the ratio;
 - peak resident memory of the whole job for the clip and for the same clip ten times longer.
 The paper's reference is 31 ms/frame (Grounded-SAM + low-pass on an H20 GPU, Table 7).
 
@@ -17,6 +20,7 @@ import json
 import statistics
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,6 +41,24 @@ def make_clip(path: Path, repeats: int, size: int = 512) -> int:
     return len(frames) * repeats
 
 
+@contextmanager
+def previous_way():
+    """The cue job as before session 7: pass 1 on one thread, spool files appended through Python."""
+    import os
+
+    from directanimator.cues import extract
+
+    def refuse(*_a):
+        raise OSError("copy_file_range off for the baseline")
+
+    real = (extract.OVERLAP_FACE_DETECTION, getattr(os, "copy_file_range", None))
+    extract.OVERLAP_FACE_DETECTION, os.copy_file_range = False, refuse
+    try:
+        yield
+    finally:
+        extract.OVERLAP_FACE_DETECTION, os.copy_file_range = real
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
@@ -46,24 +68,40 @@ def main() -> None:
         n = make_clip(tmp / "clip.mp4", 1)
         n10 = make_clip(tmp / "clip10.mp4", 10)
         cfg = CuesConfig(size=512)
-        runs, arrays = [], []
-        for i in range(args.runs):  # the full job and the arrays-only job alternate, in the same run
-            report = write_cues(ASTRONAUT, tmp / "clip.mp4", tmp / f"out{i}", cfg, progress=False)
-            runs.append(report.ms_per_frame)
-            report = write_cues(ASTRONAUT, tmp / "clip.mp4", tmp / f"arrays{i}", cfg, progress=False, videos=False)
-            arrays.append(report.ms_per_frame)
-        stages = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        stages_arrays = {k: statistics.median(r[k] for r in arrays) for k in arrays[0]}
-        # Model start-up (~0.3 s) weighs on a 45-frame clip; the long clip shows the steady state.
-        long_total = write_cues(ASTRONAUT, tmp / "clip10.mp4", tmp / "long", cfg, progress=False).ms_per_frame["total"]
+        # Peak memory first, in fresh processes: measured after this process's timing runs below, the
+        # children's peak came out higher (713-887 MiB) and the same for both clips (not traced).
         code = (f"from directanimator.config import CuesConfig\nfrom directanimator.cues.files import write_cues\n"
                 f"write_cues({str(ASTRONAUT)!r}, {{clip!r}}, {{out!r}}, CuesConfig(size=512), progress=False)")
         mem1 = peak_rss_mib_of(code.format(clip=str(tmp / "clip.mp4"), out=str(tmp / "m1")))
         mem10 = peak_rss_mib_of(code.format(clip=str(tmp / "clip10.mp4"), out=str(tmp / "m10")))
+        runs, arrays, before = [], [], []
+        for i in range(args.runs):  # the jobs alternate, in the same run
+            report = write_cues(ASTRONAUT, tmp / "clip.mp4", tmp / f"out{i}", cfg, progress=False)
+            runs.append(report.ms_per_frame)
+            report = write_cues(ASTRONAUT, tmp / "clip.mp4", tmp / f"arrays{i}", cfg, progress=False, videos=False)
+            arrays.append(report.ms_per_frame)
+            with previous_way():
+                report = write_cues(ASTRONAUT, tmp / "clip.mp4", tmp / f"before{i}", cfg, progress=False,
+                                    videos=False)
+            before.append(report.ms_per_frame)
+        stages = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        stages_arrays = {k: statistics.median(r[k] for r in arrays) for k in arrays[0]}
+        stages_before = {k: statistics.median(r[k] for r in before) for k in before[0]}
+        long_arrays = write_cues(ASTRONAUT, tmp / "clip10.mp4", tmp / "long_arrays", cfg, progress=False,
+                                 videos=False).ms_per_frame["total"]
+        with previous_way():
+            long_before = write_cues(ASTRONAUT, tmp / "clip10.mp4", tmp / "long_before", cfg, progress=False,
+                                     videos=False).ms_per_frame["total"]
+        # Model start-up (~0.3 s) weighs on a 45-frame clip; the long clip shows the steady state.
+        long_total = write_cues(ASTRONAUT, tmp / "clip10.mp4", tmp / "long", cfg, progress=False).ms_per_frame["total"]
     result = {"machine": machine(), "frames": n, "runs": args.runs, "size": 512,
               "median_ms_per_frame": stages, "paper_ms_per_frame_H20": 31.0,
               "median_ms_per_frame_arrays_only": stages_arrays,
               "arrays_only_vs_full": round(stages["total"] / stages_arrays["total"], 3),
+              "median_ms_per_frame_arrays_only_before_session_7": stages_before,
+              "speedup_arrays_only_vs_before": round(stages_before["total"] / stages_arrays["total"], 3),
+              "ms_per_frame_450_frame_clip_arrays_only": {"now": long_arrays, "before_session_7": long_before,
+                                                          "speedup": round(long_before / long_arrays, 3)},
               "ratio_vs_paper": round(31.0 / stages["total"], 3),
               "ms_per_frame_450_frame_clip": long_total, "ratio_vs_paper_450": round(31.0 / long_total, 3),
               "peak_rss_mib": {f"{n} frames": round(mem1, 1), f"{n10} frames": round(mem10, 1)}}

@@ -83,10 +83,31 @@ class StreamingSafetensorsWriter:
                 if isinstance(src, np.ndarray):
                     out.write(src.tobytes())
                 else:
-                    with open(src, "rb") as f:
-                        shutil.copyfileobj(f, out, 1 << 22)
+                    append_file(src, out)
                     os.remove(src)
         os.replace(tmp, self.path)
+
+
+def append_file(src: str | Path, out) -> None:
+    """Append the file `src` to the open binary file `out`, in the kernel (`copy_file_range`: about 10x
+    less time than a copy through Python's buffers on a cold page cache, measured by
+    benchmarks/cues.py), through Python's buffers where the kernel cannot."""
+    with open(src, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        out.flush()
+        done = 0
+        try:
+            while done < size:
+                n = os.copy_file_range(f.fileno(), out.fileno(), size - done)
+                if n == 0:
+                    break
+                done += n
+        except (AttributeError, OSError):  # no copy_file_range here, or not between these files
+            pass
+        out.seek(0, os.SEEK_END)
+        if done < size:
+            f.seek(done)
+            shutil.copyfileobj(f, out, 1 << 22)
 
 
 MARKER = ".directanimator-output"

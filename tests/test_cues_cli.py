@@ -178,6 +178,35 @@ def test_arrays_only_writes_the_same_arrays_without_videos(walk_cues, tmp_path):
     assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def test_face_detection_on_its_own_thread_gives_the_same_cues(walk_cues, tmp_path, monkeypatch):
+    """Pass 1 detects frame i's face on a second thread while it segments frame i + 1: the arrays are
+    the same as with everything on one thread, and the detector did run off the main thread."""
+    import threading
+
+    from directanimator.cues import extract
+    from directanimator.cues.face import SubjectFaceFinder
+
+    threads = []
+    real_call = SubjectFaceFinder.__call__
+
+    def spy(self, *a, **k):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return real_call(self, *a, **k)
+
+    monkeypatch.setattr(SubjectFaceFinder, "__call__", spy)
+    args = ["cues", "--quiet", "--arrays-only", "--reference", str(ASTRONAUT), "--driving", str(WALK_VIDEO),
+            "--size", "256", "--out"]
+    assert main([*args, str(tmp_path / "two")]) == 0
+    assert threads.count(False) >= 40  # the driving frames' faces (the reference's is on the main thread)
+    monkeypatch.setattr(extract, "OVERLAP_FACE_DETECTION", False)
+    threads.clear()
+    assert main([*args, str(tmp_path / "one")]) == 0
+    assert not threads.count(False)
+    a, b = load_cues(tmp_path / "two" / "cues.safetensors"), load_cues(tmp_path / "one" / "cues.safetensors")
+    c = load_cues(walk_cues / "cues.safetensors")
+    assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) and np.array_equal(a[k], c[k]) for k in a)
+
+
 def expect_error(capsys, tmp_path, args, message):
     out = tmp_path / "out"
     code, err = run([*args, "--out", out], capsys)

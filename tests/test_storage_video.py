@@ -32,6 +32,36 @@ def test_streaming_safetensors_loads_with_the_library(tmp_path):
         w2.append("a", np.zeros((3, 2), np.uint8))
 
 
+@pytest.mark.parametrize("kernel", ["copy_file_range", "refused", "partial"])
+def test_streaming_safetensors_assembles_with_and_without_the_kernel_copy(tmp_path, monkeypatch, kernel):
+    """The spool files are appended in the kernel (copy_file_range); where it refuses, or stops part
+    way, the rest goes through Python's buffers: the same file either way."""
+    import os
+
+    real = os.copy_file_range
+    calls = []
+
+    def fake(src, dst, count, *a):
+        calls.append(count)
+        if kernel == "refused":
+            raise OSError(18, "Invalid cross-device link")
+        return real(src, dst, min(count, 1000)) if len(calls) == 1 else 0  # then "end of file"
+
+    if kernel != "copy_file_range":
+        monkeypatch.setattr(os, "copy_file_range", fake)
+    w = StreamingSafetensorsWriter(tmp_path / "x.safetensors", tmp_path)
+    frames = [np.random.default_rng(i).integers(0, 255, (64, 48), dtype=np.uint8) for i in range(7)]
+    for f in frames:
+        w.append("a", f)
+        w.append("c", f.astype(np.float32))
+    w.put("b", np.arange(5, dtype=np.int64))
+    w.close({"k": "v"})
+    data = load_file(str(tmp_path / "x.safetensors"))
+    assert np.array_equal(data["a"], np.stack(frames)) and np.array_equal(data["c"], np.stack(frames).astype(np.float32))
+    assert np.array_equal(data["b"], np.arange(5))
+    assert kernel == "copy_file_range" or calls
+
+
 def test_atomic_output_dir(tmp_path):
     out = tmp_path / "out"
     with atomic_output_dir(out) as tmp:

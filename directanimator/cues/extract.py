@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
@@ -374,6 +375,11 @@ def extract_cues_in_memory(reference: np.ndarray, frames: Iterable[np.ndarray] |
     return sink.cues
 
 
+# Pass 1 detects frame i's face on a second thread while segmenting frame i + 1 (same cues; off: one
+# thread, for comparison in tests and benchmarks/cues.py)
+OVERLAP_FACE_DETECTION = True
+
+
 def _analyse(driving: FrameSource, cfg: CuesConfig, segmenter: Segmenter, face_finder: SubjectFaceFinder,
              spool: Path, timer: _Timer, hint: int | None, progress: bool) -> tuple[_Analysis, Letterbox]:
     stats: list[MaskStats] = []
@@ -385,8 +391,40 @@ def _analyse(driving: FrameSource, cfg: CuesConfig, segmenter: Segmenter, face_f
     tracker = SubjectTracker(segmenter, seg.threshold, 0,
                              roi=seg.roi, roi_expand=seg.roi_expand, rule=SubjectRule(seg.subject),
                              faces=_face_centres(face_finder))
+    # Face detection of frame i (and its mask statistics) runs on a second thread while the main one
+    # segments frame i + 1: both are independent once frame i's subject is known, and the MediaPipe
+    # graphs wait without the GIL. Not when the tracker itself calls the face detector (a --subject
+    # rule other than auto): one MediaPipe graph is never used by two threads.
+    worker_timer = _Timer()
+    overlap = OVERLAP_FACE_DETECTION and (tracker.faces is None or not tracker.rule.needs_people)
+
+    def finish(index, rgb, det, lb, prob_d, subject_d, box_d, roi):
+        t = time.perf_counter()
+        face = face_finder(rgb, subject_d, box_d, roi, index) if box_d is not None else None
+        face = _box_to_working(face, det, lb)
+        t = worker_timer("face_detect", t)
+        if det.size != cfg.size:
+            prob, subject = _to_working(prob_d, det, lb), _to_working(subject_d, det, lb) >= 0.5
+        else:
+            prob, subject = prob_d, subject_d
+        done = face, mask_stats(prob, subject), tight_box(subject), subject.astype(np.uint8).tobytes()
+        worker_timer("segment", t)
+        return done
+
     shape = None
-    with open(spool, "wb") as out, _progress(hint, "cues 1/2 analyse", progress) as bar:
+    pending: deque = deque()
+    with open(spool, "wb") as out, _progress(hint, "cues 1/2 analyse", progress) as bar, \
+            ThreadPoolExecutor(1, thread_name_prefix="cues-faces") as pool:
+
+        def collect(block: bool) -> None:
+            while pending and (block or pending[0].done() or len(pending) > 1):
+                face, stat, box, data = pending.popleft().result()
+                faces.append(face)
+                stats.append(stat)
+                boxes.append(box)
+                out.write(data)
+                bar.update()
+
         t = time.perf_counter()
         for index, (rgb, det) in enumerate(_letterboxed(driving, size_of)):
             d = det.size
@@ -399,18 +437,22 @@ def _analyse(driving: FrameSource, cfg: CuesConfig, segmenter: Segmenter, face_f
             prob_d, subject_d = tracker(rgb, index)
             box_d = tight_box(subject_d)
             t = timer("segment", t)
-            face = face_finder(rgb, subject_d, box_d, tracker.last_roi, index) if box_d is not None else None
-            faces.append(_box_to_working(face, det, lb))
-            t = timer("face_detect", t)
-            if d != cfg.size:
-                prob, subject = _to_working(prob_d, det, lb), _to_working(subject_d, det, lb) >= 0.5
+            args = (index, rgb, det, lb, prob_d, subject_d, box_d, tracker.last_roi)
+            if overlap:
+                pending.append(pool.submit(finish, *args))
+                collect(False)  # at most one frame in flight besides the one just given
             else:
-                prob, subject = prob_d, subject_d
-            stats.append(mask_stats(prob, subject))
-            boxes.append(tight_box(subject))
-            out.write(subject.astype(np.uint8).tobytes())
-            t = timer("segment", t)
-            bar.update()
+                face, stat, box, data = finish(*args)
+                faces.append(face)
+                stats.append(stat)
+                boxes.append(box)
+                out.write(data)
+                bar.update()
+            t = time.perf_counter()
+        collect(True)
+        timer("segment", t)
+    for k, v in worker_timer.total.items():  # stage times of both threads (they overlap: the sum of
+        timer.total[k] += v                  # the stages can exceed the total)
     if shape is None:
         raise InputError("the driving video has no frames")
     return _Analysis(stats, boxes, faces, shape), lb  # type: ignore[return-value]
@@ -437,14 +479,16 @@ def _render(driving: FrameSource, cfg: CuesConfig, an: _Analysis, ref_mask: np.n
     h, w = an.shape[:2]
     skeleton_frames = 0
     colour = cfg.pose.mode in ("rgb", "skeleton")  # the pose cue has 3 channels
-    masks = np.memmap(spool, dtype=np.uint8, mode="r", shape=(n, h, w))
-    with _progress(n, "cues 2/2 render", progress) as bar:
+    # pass 1's masks, read frame by frame in order (a memmap would count every page it touched in the
+    # job's resident memory: measured +110 MiB for a 450-frame clip at 512 px)
+    masks = open(spool, "rb")
+    with masks, _progress(n, "cues 2/2 render", progress) as bar:
         t = time.perf_counter()
         for index, (rgb, _) in enumerate(_letterboxed(driving, cfg.size)):
             if index >= n:
                 break
             t = timer("decode", t)
-            subject = masks[index].astype(bool)
+            subject = np.frombuffer(masks.read(h * w), np.uint8).reshape(h, w).astype(bool)
             pose = None
             if pose_valid[index] and cfg.pose.mode == "skeleton":
                 kps = keypoints(rgb, index) if keypoints is not None else None
@@ -466,7 +510,6 @@ def _render(driving: FrameSource, cfg: CuesConfig, an: _Analysis, ref_mask: np.n
             sink.add(index, rgb, pose, face, body, face_mask, bool(pose_valid[index]), box is not None)
             t = timer("write", t)
             bar.update()
-    del masks
     face_frames = [i for i, b in enumerate(face_boxes) if b is not None]
     report = CueReport(
         num_frames=n, fps=float(fps), size=cfg.size, person_frames=int(person.sum()),
