@@ -52,6 +52,14 @@ def main() -> None:
         "real_45_frames_mediapipe": lambda out: pipe(ASTRONAUT, WALK_VIDEO, out, steps=args.steps, progress=False),
     }
     result = {"steps": args.steps, "runs": args.runs, "window": pipe.config.model.frames}
+    # peak memory of the whole job in a fresh process, for a driving video and one 4x longer; first, before
+    # this process's timing runs (measured after them, the cue job's children peaked higher, equally for
+    # both lengths: benchmarks/cues.py)
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from pathlib import Path; "
+            "from tests.test_animate import gt_pipeline_run; "
+            "from directanimator.pipeline import DirectAnimatorPipeline; "
+            f"gt_pipeline_run(DirectAnimatorPipeline.from_pretrained(None), Path({str(tmp)!r}), {{n}}, steps=2, name='m{{n}}')")
+    result["peak_rss_mib"] = {f"{n}_frames": round(peak_rss_mib_of(code.format(n=n))) for n in (33, 132)}
     for name, job in cases.items():
         per_frame, shares = [], []
         for r in range(args.runs):
@@ -66,13 +74,6 @@ def main() -> None:
             "seconds_per_frame": round(statistics.median(per_frame), 4),
             "share": {k: round(statistics.median(s[k] for s in shares), 3) for k in shares[0]},
         }
-    # peak memory of the whole job in a fresh process, for a driving video and one 4x longer
-
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from pathlib import Path; "
-            "from tests.test_animate import gt_pipeline_run; "
-            "from directanimator.pipeline import DirectAnimatorPipeline; "
-            f"gt_pipeline_run(DirectAnimatorPipeline.from_pretrained(None), Path({str(tmp)!r}), {{n}}, steps=2, name='m{{n}}')")
-    result["peak_rss_mib"] = {f"{n}_frames": round(peak_rss_mib_of(code.format(n=n))) for n in (33, 132)}
     print(json.dumps(result, indent=1))
 
 
