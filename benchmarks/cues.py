@@ -6,7 +6,7 @@ Measures, on a 512x512 H.264 clip made from the bundled real clip (person dancin
   previews: what the training cache and `animate` need), alternating with the full job;
 - the arrays-only job as it was before session 7 (pass 1 on one thread: face detection after
   segmentation, not beside it; the cue file assembled through Python's buffers, not the kernel's
-  copy_file_range), alternating with the others in the same run: the baseline of the ratio;
+  copy_file_range; the reference's person check running the pose model even when a face settles it), alternating with the others in the same run: the baseline of the ratio;
 - peak resident memory of the whole job for the clip and for the same clip ten times longer.
 The paper's reference is 31 ms/frame (Grounded-SAM + low-pass on an H20 GPU, Table 7).
 
@@ -43,20 +43,24 @@ def make_clip(path: Path, repeats: int, size: int = 512) -> int:
 
 @contextmanager
 def previous_way():
-    """The cue job as before session 7: pass 1 on one thread, spool files appended through Python."""
+    """The cue job as before session 7: pass 1 on one thread, spool files appended through Python, the
+    reference's person check always running both detectors."""
     import os
 
-    from directanimator.cues import extract
+    from directanimator.cues import extract, presence
 
     def refuse(*_a):
         raise OSError("copy_file_range off for the baseline")
 
-    real = (extract.OVERLAP_FACE_DETECTION, getattr(os, "copy_file_range", None))
-    extract.OVERLAP_FACE_DETECTION, os.copy_file_range = False, refuse
+    def both_detectors(rgb, enough=None, _real=presence.person_confidence):
+        return _real(rgb)
+
+    real = (extract.OVERLAP_FACE_DETECTION, getattr(os, "copy_file_range", None), presence.person_confidence)
+    extract.OVERLAP_FACE_DETECTION, os.copy_file_range, presence.person_confidence = False, refuse, both_detectors
     try:
         yield
     finally:
-        extract.OVERLAP_FACE_DETECTION, os.copy_file_range = real
+        extract.OVERLAP_FACE_DETECTION, os.copy_file_range, presence.person_confidence = real
 
 
 def main() -> None:

@@ -435,6 +435,24 @@ def test_a_reference_without_a_person_is_refused_at_every_size(tmp_path, capsys,
     path = ASTRONAUT if photo is None else Path(__file__).parent / "data" / photo
     confidence = person_confidence(load_image(path))
     assert (confidence >= 0.8) if person else (confidence < 0.2), confidence
+    # the job asks only whether it reaches the threshold: the pose model is skipped once a face does
+    import mediapipe as mp
+
+    poses = []
+    real_pose = mp.solutions.pose.Pose
+
+    class SpyPose(real_pose):
+        def __init__(self, *a, **k):
+            poses.append(1)
+            super().__init__(*a, **k)
+
+    mp.solutions.pose.Pose = SpyPose
+    try:
+        quick = person_confidence(load_image(path), enough=0.5)
+    finally:
+        mp.solutions.pose.Pose = real_pose
+    assert (quick >= 0.5) == (confidence >= 0.5) and quick <= confidence
+    assert len(poses) == (0 if person else 1)  # the people's faces score 0.87-0.90 here
     code = main(["cues", "--quiet", "--reference", str(path), "--driving", str(WALK_VIDEO), "--out",
                  str(tmp_path / "c"), "--size", str(size)])
     err = capsys.readouterr().err

@@ -279,7 +279,7 @@ def prepare_reference(reference: np.ndarray, cfg: CuesConfig, segmenter: Segment
     if reference_mask is None and cfg.segmentation.min_person_confidence > 0:
         from .presence import person_confidence
 
-        confidence = person_confidence(reference)
+        confidence = person_confidence(reference, enough=cfg.segmentation.min_person_confidence)
         if confidence < cfg.segmentation.min_person_confidence:
             raise InputError(f"no person found in the {name} (person detectors' confidence {confidence:.2f} < "
                              f"{cfg.segmentation.min_person_confidence}); use a photo where the person and the face "

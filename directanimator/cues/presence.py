@@ -20,9 +20,11 @@ import numpy as np
 DETECT_SIDE = 512
 
 
-def person_confidence(rgb: np.ndarray) -> float:
+def person_confidence(rgb: np.ndarray, enough: float | None = None) -> float:
     """max(mean visibility of the 8 most visible pose landmarks, best face-detection score), 0 if
-    neither finds anything."""
+    neither finds anything. With `enough`, the face detector runs first and a face scoring at least
+    `enough` is the answer without the pose model (about 80 ms saved per photo on 2 cores): the
+    decision `>= enough` is the same, the returned score then only a lower bound of the max."""
     import mediapipe as mp
 
     from ._native import quiet_native_stderr
@@ -31,15 +33,17 @@ def person_confidence(rgb: np.ndarray) -> float:
     s = DETECT_SIDE / max(h, w)
     image = np.ascontiguousarray(cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))),
                                             interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC))
+    score = 0.0
     with quiet_native_stderr():
-        with mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, min_detection_confidence=0.3) as pose:
-            res = pose.process(image)
         with mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.3) as faces:
             det = faces.process(image)
-    score = 0.0
+        for d in det.detections or []:
+            score = max(score, float(d.score[0]))
+        if enough is not None and score >= enough:
+            return score
+        with mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, min_detection_confidence=0.3) as pose:
+            res = pose.process(image)
     if res.pose_landmarks is not None:
         vis = np.sort([lm.visibility for lm in res.pose_landmarks.landmark])
-        score = float(vis[-8:].mean())
-    for d in det.detections or []:
-        score = max(score, float(d.score[0]))
+        score = max(score, float(vis[-8:].mean()))
     return score
