@@ -62,7 +62,9 @@ class CueFileSink:
             if self._error is not None:
                 continue
             try:
-                pose, face, loc, body8, face8, pv, fv = item
+                pose, face, body, face_mask, pv, fv = item
+                body8, face8 = mask_to_uint8(body), mask_to_uint8(face_mask)
+                loc = np.stack([body8, face8, np.zeros_like(body8)], axis=2) if self.videos else None
                 if self.videos:
                     self._writers["pose_cue"].write(pose)
                     self._writers["face_cue"].write(face)
@@ -79,11 +81,11 @@ class CueFileSink:
     def add(self, index, rgb, pose, face, body, face_mask, pose_valid, face_valid) -> None:
         if self._error is not None:
             raise self._error
-        body8, face8 = mask_to_uint8(body), mask_to_uint8(face_mask)
-        loc = np.stack([body8, face8, np.zeros_like(body8)], axis=2) if self.videos else None
         if self.videos and index in self._preview_at:
-            self._preview.append((rgb, pose, face, loc))
-        self._queue.put((pose, face, loc, body8, face8, pose_valid, face_valid))
+            body8, face8 = mask_to_uint8(body), mask_to_uint8(face_mask)
+            self._preview.append((rgb, pose, face, np.stack([body8, face8, np.zeros_like(body8)], axis=2)))
+        # the masks go to uint8 on the writer thread
+        self._queue.put((pose, face, body, face_mask, pose_valid, face_valid))
 
     def close(self, report: CueReport) -> None:
         self._queue.put(None)
