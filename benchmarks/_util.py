@@ -9,7 +9,7 @@ import sys
 
 # The environment as the benchmark started, for child processes: importing cv2 sets LD_LIBRARY_PATH
 # (and Qt paths) in this process, and a child inheriting them measured a different peak memory
-# (887 MiB instead of about 545 for the same cue job).
+# (much higher for the same cue job).
 _START_ENV = dict(os.environ)
 
 

@@ -73,7 +73,7 @@ def main() -> None:
         n10 = make_clip(tmp / "clip10.mp4", 10)
         cfg = CuesConfig(size=512)
         # Peak memory first, in fresh processes: measured after this process's timing runs below, the
-        # children's peak came out higher (713-887 MiB) and the same for both clips (not traced).
+        # children's peak came out higher and the same for both clips (not traced).
         code = (f"from directanimator.config import CuesConfig\nfrom directanimator.cues.files import write_cues\n"
                 f"write_cues({str(ASTRONAUT)!r}, {{clip!r}}, {{out!r}}, CuesConfig(size=512), progress=False)")
         mem1 = peak_rss_mib_of(code.format(clip=str(tmp / "clip.mp4"), out=str(tmp / "m1")))

@@ -416,14 +416,17 @@ def _analyse(driving: FrameSource, cfg: CuesConfig, segmenter: Segmenter, face_f
     with open(spool, "wb") as out, _progress(hint, "cues 1/2 analyse", progress) as bar, \
             ThreadPoolExecutor(1, thread_name_prefix="cues-faces") as pool:
 
+        def keep(result) -> None:  # one frame's finished analysis, in frame order
+            face, stat, box, data = result
+            faces.append(face)
+            stats.append(stat)
+            boxes.append(box)
+            out.write(data)
+            bar.update()
+
         def collect(block: bool) -> None:
             while pending and (block or pending[0].done() or len(pending) > 1):
-                face, stat, box, data = pending.popleft().result()
-                faces.append(face)
-                stats.append(stat)
-                boxes.append(box)
-                out.write(data)
-                bar.update()
+                keep(pending.popleft().result())
 
         t = time.perf_counter()
         for index, (rgb, det) in enumerate(_letterboxed(driving, size_of)):
@@ -442,12 +445,7 @@ def _analyse(driving: FrameSource, cfg: CuesConfig, segmenter: Segmenter, face_f
                 pending.append(pool.submit(finish, *args))
                 collect(False)  # at most one frame in flight besides the one just given
             else:
-                face, stat, box, data = finish(*args)
-                faces.append(face)
-                stats.append(stat)
-                boxes.append(box)
-                out.write(data)
-                bar.update()
+                keep(finish(*args))
             t = time.perf_counter()
         collect(True)
         timer("segment", t)

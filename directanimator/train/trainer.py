@@ -338,7 +338,10 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     bar = tqdm(total=tc.max_steps, initial=state["step"], desc=f"train {tc.stage}", unit="step",
                disable=not (progress and main), leave=False)
     last_log: dict = {}
-    last_gathered: tuple[int, dict | None] = (-1, None)  # (step, weights gathered from a sharded run's processes)
+    # a sharded run's weights gathered for its final checkpoint, reused for the final digest; held only
+    # from the last step on (kept at every checkpoint it would pin a full copy, 24 GB at 5B, in between);
+    # set on every process alike (step-based), so no process skips a collective the others enter
+    final_gathered: tuple[dict | None] | None = None
     t_start = time.perf_counter()
     while state["step"] < tc.max_steps:
         step = state["step"]
@@ -435,7 +438,8 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
             sharded = backend is not None
             # collective under DeepSpeed/FSDP: every process takes part in gathering the weights
             gathered = accelerator.get_state_dict(model_p) if sharded else None
-            last_gathered = (state["step"], gathered)
+            if state["step"] == tc.max_steps:
+                final_gathered = (gathered,)
             if sharded:  # every process writes its partition of the optimizer state into the partial folder
                 if main:
                     start_partial(out, state["step"])
@@ -456,10 +460,8 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     # Under DeepSpeed ZeRO/FSDP a rank's module holds a shard (FSDP) or the rank's copy is not what
     # was saved: the digest is of the weights gathered to the main process (a collective), and there
     # is no per-rank copy to compare.
-    if backend is not None:  # the last checkpoint's gathered weights, when it was written at this step
-        step_of, gathered = last_gathered
-        if step_of != state["step"]:
-            gathered = accelerator.get_state_dict(model_p)
+    if backend is not None:  # the final checkpoint's gathered weights (none when resumed at the end)
+        gathered = final_gathered[0] if final_gathered is not None else accelerator.get_state_dict(model_p)
         digest = weights_digest(gathered) if main else ""
         in_sync = None
     else:
