@@ -183,11 +183,28 @@ def test_page_in_a_real_browser(tmp_path):
             page.locator("#driving input[type=file]").set_input_files(str(drv))
             page.locator("#driving video").first.wait_for(timeout=60_000)
             page.get_by_text("settings").first.click()
-            page.locator("#size input").fill("96")  # another size: another preview (same inputs, same file)
+            # another size: another preview (same inputs, same file). The accordion mounts its fields when
+            # it opens and a value typed in that instant can be reset to the initial one (seen in CI: the
+            # run went at size 0 and the preview did not change), so type until the value holds.
+            size_input = page.locator("#size input")
+            for _ in range(10):
+                size_input.fill("96")
+                page.wait_for_timeout(300)
+                if size_input.input_value() == "96":
+                    break
+            assert size_input.input_value() == "96", "the size field does not keep a typed value"
+            count_errors = "document.body.innerText.split('error:').length - 1"
+            errors_before = page.evaluate(count_errors)
             page.locator("#cues-button").click()
-            page.wait_for_function("old => document.querySelector('#preview img') && "
-                                   "document.querySelector('#preview img').src !== old", arg=first_preview,
-                                   timeout=120_000)
+            try:  # a new preview, or a new error line (then the assertion below shows it)
+                page.wait_for_function(
+                    f"([old, n]) => (document.querySelector('#preview img') && "
+                    f"document.querySelector('#preview img').src !== old) || {count_errors} > n",
+                    arg=[first_preview, errors_before], timeout=120_000)
+            except sync_api.TimeoutError:
+                pass
+            new_preview = page.evaluate("document.querySelector('#preview img').src")
+            assert new_preview != first_preview, f"no new preview; the page ends: {page.inner_text('body')[-600:]}"
             browser.close()
     finally:
         page_app.close()
