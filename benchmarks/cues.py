@@ -4,9 +4,9 @@ Measures, on a 512x512 H.264 clip made from the bundled real clip (person dancin
 - median ms/frame end to end (decode twice, segment, face, three cues, encode three videos, write
   the safetensors file) and per stage, over --runs runs; the same for `--arrays-only` (no mp4
   previews: what the training cache and `animate` need), alternating with the full job;
-- the arrays-only job as it was before session 7 (pass 1 on one thread: face detection after
-  segmentation, not beside it; the cue file assembled through Python's buffers, not the kernel's
-  copy_file_range; the reference's person check running the pose model even when a face settles it), alternating with the others in the same run: the baseline of the ratio;
+- the arrays-only job as it was before session 8 (`previous_way`: the cue arrays spooled and copied at
+  the end, subject selection and mask statistics on the whole frame, FFmpeg's scaler on automatic
+  threads), alternating with the others in the same run: the baseline of the ratio;
 - peak resident memory of the whole job for the clip and for the same clip ten times longer.
 The paper's reference is 31 ms/frame (Grounded-SAM + low-pass on an H20 GPU, Table 7).
 
@@ -41,26 +41,54 @@ def make_clip(path: Path, repeats: int, size: int = 512) -> int:
     return len(frames) * repeats
 
 
+def _mask_stats_whole_frame(prob, subject, box=None):
+    """mask_stats as it was before session 8: on the whole frame, whatever the subject's box."""
+    import cv2
+    import numpy as np
+
+    from directanimator.cues.quality import MaskStats
+
+    area = int(subject.sum())
+    if area == 0:
+        return MaskStats(0, 0.0, 0.0)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(subject.astype(np.uint8), connectivity=8)
+    largest = int(stats[1:, cv2.CC_STAT_AREA].max()) if count > 1 else area
+    ys, xs = np.nonzero(subject)
+    region = prob[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    near = region[region > 0.1]
+    return MaskStats(area, largest / area, float(np.abs(2.0 * near - 1.0).mean()) if near.size else 0.0)
+
+
 @contextmanager
 def previous_way():
-    """The cue job as before session 7: pass 1 on one thread, spool files appended through Python, the
-    reference's person check always running both detectors."""
-    import os
+    """The cue job as before session 8 (session 7's): the cue arrays spooled to one file per tensor and
+    copied behind the header at the end (no `begin`), the subject chosen and the mask statistics taken
+    on the whole frame instead of the ROI / the subject's box, and FFmpeg's scaler on its automatic
+    threads (two started and joined per frame)."""
+    import numpy as np
 
-    from directanimator.cues import extract, presence
+    from directanimator import video
+    from directanimator.cues import extract, files, segment
 
-    def refuse(*_a):
-        raise OSError("copy_file_range off for the baseline")
+    def whole_frame(self, prob, roi, previous, centres):
+        return segment.select_subject(prob >= self.threshold, previous, self.min_area, self.rule, centres,
+                                      self.map_point)
 
-    def both_detectors(rgb, enough=None, _real=presence.person_confidence):
-        return _real(rgb)
+    def upright_auto_threads(frame):
+        rgb = frame.to_ndarray(format="rgb24")
+        k = video._rotation(frame) // 90
+        return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
 
-    real = (extract.OVERLAP_FACE_DETECTION, getattr(os, "copy_file_range", None), presence.person_confidence)
-    extract.OVERLAP_FACE_DETECTION, os.copy_file_range, presence.person_confidence = False, refuse, both_detectors
+    saved = (files.CueFileSink.begin, segment.SubjectTracker._select_in_roi, extract.mask_stats, video._upright)
+    files.CueFileSink.begin = lambda self, n: None
+    segment.SubjectTracker._select_in_roi = whole_frame
+    extract.mask_stats = _mask_stats_whole_frame
+    video._upright = upright_auto_threads
     try:
         yield
     finally:
-        extract.OVERLAP_FACE_DETECTION, os.copy_file_range, presence.person_confidence = real
+        (files.CueFileSink.begin, segment.SubjectTracker._select_in_roi, extract.mask_stats,
+         video._upright) = saved
 
 
 def main() -> None:
@@ -105,9 +133,9 @@ def main() -> None:
               "median_ms_per_frame": stages, "paper_ms_per_frame_H20": 31.0,
               "median_ms_per_frame_arrays_only": stages_arrays,
               "arrays_only_vs_full": round(stages["total"] / stages_arrays["total"], 3),
-              "median_ms_per_frame_arrays_only_before_session_7": stages_before,
+              "median_ms_per_frame_arrays_only_before_session_8": stages_before,
               "speedup_arrays_only_vs_before": round(stages_before["total"] / stages_arrays["total"], 3),
-              "ms_per_frame_450_frame_clip_arrays_only": {"now": long_arrays, "before_session_7": long_before,
+              "ms_per_frame_450_frame_clip_arrays_only": {"now": long_arrays, "before_session_8": long_before,
                                                           "speedup": round(long_before / long_arrays, 3)},
               "ratio_vs_paper": round(31.0 / stages["total"], 3),
               "ms_per_frame_450_frame_clip": long_total, "ratio_vs_paper_450": round(31.0 / long_total, 3),

@@ -3,8 +3,11 @@
 `safetensors.numpy.save_file` needs every array in memory at once; a cue file for a long video
 does not fit that. The format is simple (8-byte little-endian header length, a JSON header with
 dtype/shape/offsets, then the raw bytes), so `StreamingSafetensorsWriter` appends frames of each
-tensor to its own spool file and writes header + data at the end. Files it writes load with the
-safetensors library (tests check this). Everything here writes under a temporary name and renames.
+tensor to its own spool file and writes header + data at the end; when the number of frames is known
+before the first one (`preallocate`: the cue job's second pass, after the first pass counted them),
+each frame goes straight to its place in the final file instead, and no spool is copied. Files it
+writes load with the safetensors library (tests check this). Everything here writes under a temporary
+name and renames.
 """
 
 from __future__ import annotations
@@ -26,7 +29,17 @@ _DTYPES = {np.dtype(np.uint8): "U8", np.dtype(np.float32): "F32", np.dtype(np.fl
 
 
 class StreamingSafetensorsWriter:
-    """Append along the first axis of named tensors; `close()` assembles one .safetensors file."""
+    """Append along the first axis of named tensors; `close()` assembles one .safetensors file.
+
+    Two ways: by default each streamed tensor is spooled to its own file and `close()` copies the
+    spools behind the header. After `preallocate(count, examples)` (every streamed tensor's frame known,
+    and how many frames will come) the layout is fixed at once: the final `.partial` file is sized,
+    each frame is written at its own offset, and `close()` only writes the header into the room kept
+    for it (`HEADER_ROOM` bytes more than the header without metadata) and renames. With fewer frames
+    than announced, or metadata too long for that room, `close()` falls back to copying the used parts
+    into a new file: the result is the same file either way."""
+
+    HEADER_ROOM = 16384
 
     def __init__(self, path: str | Path, spool_dir: str | Path):
         self.path = Path(path)
@@ -34,9 +47,49 @@ class StreamingSafetensorsWriter:
         self._files: dict[str, object] = {}
         self._meta: dict[str, tuple[np.dtype, tuple[int, ...], int]] = {}
         self._whole: dict[str, np.ndarray] = {}
+        self._fd: int | None = None  # the preallocated .partial file
+        self._reserved = 0  # frames announced to preallocate
+        self._offsets: dict[str, int] = {}  # name -> absolute offset of its first byte in the file
+        self._data_start = 0
+
+    @property
+    def _partial(self) -> Path:
+        return self.path.with_name(self.path.name + ".partial")
+
+    def preallocate(self, count: int, examples: dict[str, np.ndarray]) -> None:
+        """Fix the layout before the first `append`: `count` frames of each tensor in `examples` (one
+        frame each, giving dtype and shape); `put` tensors must be given before this."""
+        if self._meta or self._fd is not None:
+            raise RuntimeError("preallocate must come before the first append")
+        for name, frame in examples.items():
+            frame = np.asarray(frame)
+            if frame.dtype not in _DTYPES:
+                raise TypeError(f"dtype {frame.dtype} not supported")
+            self._meta[name] = (frame.dtype, frame.shape, 0)
+        self._reserved = int(count)
+        header, nbytes = self._header(self._reserved)
+        self._data_start = 8 + len(self._encode(header)) + self.HEADER_ROOM
+        fd = os.open(self._partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._fd = fd
+        os.ftruncate(fd, self._data_start + nbytes)
+        for name, entry in header.items():
+            self._offsets[name] = self._data_start + entry["data_offsets"][0]
+            if name in self._whole:
+                os.pwrite(fd, memoryview(self._whole[name]).cast("B"), self._offsets[name])
 
     def append(self, name: str, frame: np.ndarray) -> None:
         frame = np.ascontiguousarray(frame)
+        if self._fd is not None:
+            if name not in self._meta:
+                raise ValueError(f"{name}: not in the preallocated layout")
+            dtype, shape, count = self._meta[name]
+            if frame.dtype != dtype or frame.shape != shape:
+                raise ValueError(f"{name}: frame {frame.dtype}{frame.shape} differs from {dtype}{shape}")
+            if count >= self._reserved:
+                raise ValueError(f"{name}: more than the {self._reserved} frames preallocated")
+            os.pwrite(self._fd, memoryview(frame).cast("B"), self._offsets[name] + count * frame.nbytes)
+            self._meta[name] = (dtype, shape, count + 1)
+            return
         if name not in self._files:
             if frame.dtype not in _DTYPES:
                 raise TypeError(f"dtype {frame.dtype} not supported")
@@ -50,42 +103,91 @@ class StreamingSafetensorsWriter:
 
     def put(self, name: str, array: np.ndarray) -> None:
         """A small tensor written whole (e.g. the reference image)."""
+        if self._fd is not None:
+            raise RuntimeError("put must come before preallocate")
         self._whole[name] = np.ascontiguousarray(array)
 
-    def close(self, metadata: dict[str, str] | None = None) -> None:
-        for f in self._files.values():
-            f.close()  # type: ignore[attr-defined]
-        header: dict[str, object] = {}
+    def _header(self, frames: int | None = None) -> tuple[dict, int]:
+        """The header's tensor entries (sorted by name) and the data's size; `frames` replaces every
+        streamed tensor's own count."""
+        header: dict[str, dict] = {}
         offset = 0
-        order: list[tuple[str, Path | np.ndarray]] = []
         for name in sorted(set(self._meta) | set(self._whole)):
             if name in self._whole:
                 arr = self._whole[name]
                 dtype, shape, nbytes = arr.dtype, list(arr.shape), arr.nbytes
-                order.append((name, arr))
             else:
                 dtype, frame_shape, count = self._meta[name]
+                count = count if frames is None else frames
                 shape = [count, *frame_shape]
                 nbytes = count * int(np.prod(frame_shape, dtype=np.int64)) * dtype.itemsize
-                order.append((name, self._spool / f"{name}.raw"))
             header[name] = {"dtype": _DTYPES[np.dtype(dtype)], "shape": shape,
                             "data_offsets": [offset, offset + nbytes]}
             offset += nbytes
+        return header, offset
+
+    @staticmethod
+    def _encode(header: dict, metadata: dict[str, str] | None = None, room: int = 0) -> bytes:
+        """The JSON header, padded with spaces (as the format allows) to a multiple of 8, or to
+        exactly `room` bytes when given."""
         if metadata:
-            header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
+            header = dict(header, __metadata__={k: str(v) for k, v in metadata.items()})
         blob = json.dumps(header, separators=(",", ":")).encode()
-        blob += b" " * (-len(blob) % 8)
-        tmp = self.path.with_name(self.path.name + ".partial")
+        return blob + b" " * ((room - len(blob)) if room else (-len(blob) % 8))
+
+    def close(self, metadata: dict[str, str] | None = None) -> None:
+        if self._fd is not None:
+            self._close_preallocated(metadata)
+            return
+        for f in self._files.values():
+            f.close()  # type: ignore[attr-defined]
+        header, _ = self._header()
+        blob = self._encode(header, metadata)
+        tmp = self._partial
         with open(tmp, "wb") as out:
             out.write(len(blob).to_bytes(8, "little"))
             out.write(blob)
-            for _, src in order:
-                if isinstance(src, np.ndarray):
-                    out.write(src.tobytes())
+            for name in header:
+                if name in self._whole:
+                    out.write(self._whole[name].tobytes())
                 else:
+                    src = self._spool / f"{name}.raw"
                     append_file(src, out)
                     os.remove(src)
         os.replace(tmp, self.path)
+
+    def _close_preallocated(self, metadata: dict[str, str] | None) -> None:
+        fd, self._fd = self._fd, None
+        assert fd is not None
+        try:
+            header, _ = self._header()
+            room = self._data_start - 8
+            blob = self._encode(header, metadata)
+            complete = all(c == self._reserved for name, (_, _, c) in self._meta.items())
+            if complete and len(blob) <= room:
+                blob = self._encode(header, metadata, room)
+                os.pwrite(fd, len(blob).to_bytes(8, "little") + blob, 0)
+                os.close(fd)
+                fd = None
+                os.replace(self._partial, self.path)
+                return
+            # fewer frames than announced, or long metadata: the used parts into a new file
+            compact = self.path.with_name(self.path.name + ".compact.partial")
+            with open(compact, "wb") as out:
+                out.write(len(blob).to_bytes(8, "little"))
+                out.write(blob)
+                out.flush()
+                for name, entry in header.items():
+                    size = entry["data_offsets"][1] - entry["data_offsets"][0]
+                    for at in range(0, size, 1 << 24):  # in chunks, not all in memory
+                        out.write(os.pread(fd, min(1 << 24, size - at), self._offsets[name] + at))
+            os.close(fd)
+            fd = None
+            os.remove(self._partial)
+            os.replace(compact, self.path)
+        finally:
+            if fd is not None:
+                os.close(fd)
 
 
 def append_file(src: str | Path, out) -> None:

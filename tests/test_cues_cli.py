@@ -178,6 +178,34 @@ def test_arrays_only_writes_the_same_arrays_without_videos(walk_cues, tmp_path):
     assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def test_the_cue_file_is_written_in_place_with_the_arrays_of_the_memory_sink(tmp_path, monkeypatch):
+    """The job's second pass knows the frame count, so cues.safetensors is laid out at once and each
+    frame written in place (no spool copied at the end); its arrays are those the in-memory sink
+    collects from the same extraction."""
+    from directanimator.config import CuesConfig
+    from directanimator.cues import extract_cues_in_memory
+    from directanimator.cues.files import mask_to_uint8, write_cues
+    from directanimator.storage import StreamingSafetensorsWriter
+    from directanimator.video import iter_frames, load_image
+
+    calls, copies = [], []
+    real = StreamingSafetensorsWriter.preallocate
+    monkeypatch.setattr(StreamingSafetensorsWriter, "preallocate",
+                        lambda self, count, examples: calls.append(count) or real(self, count, examples))
+    import directanimator.storage as storage
+
+    monkeypatch.setattr(storage, "append_file", lambda *a: copies.append(a))
+    cfg = CuesConfig(size=128)
+    report = write_cues(ASTRONAUT, WALK_VIDEO, tmp_path / "out", cfg, progress=False, videos=False)
+    assert calls == [report.num_frames] and not copies
+    on_disk = load_cues(tmp_path / "out" / "cues.safetensors")
+    mem = extract_cues_in_memory(load_image(ASTRONAUT), list(iter_frames(WALK_VIDEO)), cfg)
+    for key in ("pose_cue", "face_cue", "pose_valid", "face_valid"):
+        assert np.array_equal(on_disk[key], getattr(mem, key)), key
+    for key in ("body_mask", "face_mask"):
+        assert np.array_equal(mask_to_uint8(on_disk[key]), mask_to_uint8(getattr(mem, key))), key
+
+
 def test_face_detection_on_its_own_thread_gives_the_same_cues(walk_cues, tmp_path, monkeypatch):
     """Pass 1 detects frame i's face on a second thread while it segments frame i + 1: the arrays are
     the same as with everything on one thread, and the detector did run off the main thread."""

@@ -173,3 +173,83 @@ def test_location_cue_masks_sit_on_the_reference_person():
     # eq 11 maps the mean driving box onto the reference box: scale 32/40, the drift scaled too
     assert np.abs(got.mean(0) - want).max() <= 1.0
     assert np.abs(got[:, 0] - got[0, 0] - 0.8 * np.arange(5)).max() <= 1.0
+
+
+class _ScriptedSegmenter:
+    """Returns prepared probability maps, whatever it is shown (a crop or the frame)."""
+
+    name, supports_roi = "scripted", True
+
+    def __init__(self, maps):
+        self.maps = maps
+
+    def segment(self, rgb, index):
+        import cv2
+
+        return cv2.resize(self.maps[index], rgb.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+
+
+def test_subject_selection_inside_the_roi_matches_the_whole_frame():
+    """The tracker selects the subject on the ROI's part of the frame only (its probability map is zero
+    outside): the same mask as on the whole frame, also where the previous subject grows into the ROI
+    from outside it (a blob at the ROI's edge touched only by that growth)."""
+    from directanimator.cues.segment import SubjectTracker, _grow, select_subject
+
+    rng = np.random.default_rng(3)
+    h = w = 96
+    for trial in range(60):
+        prob = np.zeros((h, w), np.float32)
+        for _ in range(rng.integers(1, 5)):  # blobs, some at the window's border
+            y, x = rng.integers(0, h - 8), rng.integers(0, w - 8)
+            prob[y:y + rng.integers(2, 20), x:x + rng.integers(2, 20)] = 0.9
+        previous = np.zeros((h, w), bool)
+        y, x = rng.integers(0, h - 10), rng.integers(0, w - 10)
+        previous[y:y + rng.integers(3, 30), x:x + rng.integers(3, 30)] = True
+        x0, y0 = int(rng.integers(-10, 40)), int(rng.integers(-10, 40))
+        roi = (x0, y0, x0 + int(rng.integers(20, 70)), y0 + int(rng.integers(20, 70)))
+        inside = np.zeros((h, w), bool)
+        inside[max(0, roi[1]):roi[3], max(0, roi[0]):roi[2]] = True
+        prob *= inside  # what a pasted ROI answer looks like
+        tracker = SubjectTracker(_ScriptedSegmenter([prob]), 0.5, 4)
+        whole = select_subject(prob >= 0.5, previous, 4)
+        assert np.array_equal(tracker._select_in_roi(prob, roi, previous, None), whole), trial
+    # the growth from outside the ROI counts: a blob just inside its left edge, the previous mask just outside
+    prob = np.zeros((h, w), np.float32)
+    prob[40:50, 30:34] = 0.9  # blob A at the ROI's left edge (x = 30)
+    prob[40:60, 60:80] = 0.9  # blob B, larger, inside
+    previous = np.zeros((h, w), bool)
+    previous[40:50, 24:28] = True  # left of the ROI; grown by 4 px it reaches A
+    roi = (30, 20, 90, 80)
+    assert select_subject(prob >= 0.5, previous, 4)[45, 31]  # A follows the previous subject
+    tracker = SubjectTracker(_ScriptedSegmenter([prob]), 0.5, 4)
+    assert np.array_equal(tracker._select_in_roi(prob, roi, previous, None), select_subject(prob >= 0.5, previous, 4))
+    assert _grow(previous)[45, 30] and not _grow(previous[:, 30:])[45, 0]
+
+
+def _mask_stats_whole_frame(prob, subject):
+    """mask_stats as it was computed on the whole frame (the reference)."""
+    import cv2
+
+    area = int(subject.sum())
+    count, _, stats, _ = cv2.connectedComponentsWithStats(subject.astype(np.uint8), connectivity=8)
+    largest = int(stats[1:, cv2.CC_STAT_AREA].max()) if count > 1 else area
+    ys, xs = np.nonzero(subject)
+    box = prob[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    near = box[box > 0.1]
+    return area, largest / area, float(np.abs(2.0 * near - 1.0).mean()) if near.size else 0.0
+
+
+def test_mask_stats_on_the_subject_box_match_the_whole_frame():
+    from directanimator.cues.location import tight_box
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        prob = rng.random((64, 80)).astype(np.float32)
+        subject = np.zeros((64, 80), bool)
+        for _ in range(rng.integers(1, 4)):
+            y, x = rng.integers(0, 56), rng.integers(0, 72)
+            subject[y:y + rng.integers(1, 9), x:x + rng.integers(1, 9)] = True
+        ref = _mask_stats_whole_frame(prob, subject)
+        for got in (mask_stats(prob, subject, tight_box(subject)), mask_stats(prob, subject)):
+            assert (got.area, got.compactness) == ref[:2] and got.confidence == pytest.approx(ref[2], rel=1e-6)
+    assert mask_stats(prob, np.zeros((64, 80), bool)).area == 0

@@ -62,6 +62,63 @@ def test_streaming_safetensors_assembles_with_and_without_the_kernel_copy(tmp_pa
     assert kernel == "copy_file_range" or calls
 
 
+@pytest.mark.parametrize("case", ["complete", "fewer_frames", "long_metadata"])
+def test_preallocated_safetensors_writes_in_place_and_the_same_file(tmp_path, monkeypatch, case):
+    """With the frame count known first (`preallocate`), frames go straight to their place in the final
+    file: no spool file, no copy at close; fewer frames than announced, or metadata longer than the room
+    kept for the header, fall back to a compacted copy. Loaded, the same tensors and metadata as the
+    spooled way."""
+    import os
+
+    from safetensors import safe_open
+
+    frames = [np.random.default_rng(i).integers(0, 255, (16, 12, 3), dtype=np.uint8) for i in range(6)]
+    kept = frames[:4] if case == "fewer_frames" else frames
+    meta = {"fps": "30", "alignment": "x" * (40000 if case == "long_metadata" else 10)}
+    copies = []
+    real = os.copy_file_range
+    monkeypatch.setattr(os, "copy_file_range", lambda *a: copies.append(a) or real(*a))
+
+    def write(folder, preallocate):
+        folder.mkdir()
+        w = StreamingSafetensorsWriter(folder / "x.safetensors", folder)
+        w.put("ref", np.arange(10, dtype=np.int64))
+        if preallocate:
+            w.preallocate(len(frames), {"img": frames[0], "valid": np.array([1], np.uint8),
+                                        "mask": frames[0][:, :, 0].astype(np.float32)})
+            assert (folder / "x.safetensors.partial").exists()
+        for i, f in enumerate(kept):
+            w.append("img", f)
+            w.append("valid", np.array([i % 2], np.uint8))
+            w.append("mask", f[:, :, 0].astype(np.float32) / 7)
+        w.close(meta)
+        assert sorted(p.name for p in folder.iterdir()) == ["x.safetensors"]
+        with safe_open(str(folder / "x.safetensors"), framework="numpy") as g:
+            return {k: g.get_tensor(k) for k in g.keys()}, g.metadata()
+
+    spooled, spooled_meta = write(tmp_path / "spool", False)
+    copies.clear()
+    direct, direct_meta = write(tmp_path / "direct", True)
+    assert sorted(direct) == sorted(spooled) == ["img", "mask", "ref", "valid"]
+    for k in spooled:
+        assert direct[k].dtype == spooled[k].dtype and np.array_equal(direct[k], spooled[k]), k
+    assert direct["img"].shape[0] == len(kept) and direct_meta == spooled_meta == meta
+    assert not copies  # never through the spool's kernel copy
+    w = StreamingSafetensorsWriter(tmp_path / "late.safetensors", tmp_path)
+    w.append("a", np.zeros(3, np.uint8))
+    with pytest.raises(RuntimeError, match="before the first append"):
+        w.preallocate(2, {"a": np.zeros(3, np.uint8)})
+    w = StreamingSafetensorsWriter(tmp_path / "over.safetensors", tmp_path)
+    w.preallocate(1, {"a": np.zeros(3, np.uint8)})
+    w.append("a", np.zeros(3, np.uint8))
+    with pytest.raises(ValueError, match="more than the 1 frames"):
+        w.append("a", np.zeros(3, np.uint8))
+    with pytest.raises(ValueError, match="differs"):
+        w2 = StreamingSafetensorsWriter(tmp_path / "shape.safetensors", tmp_path)
+        w2.preallocate(2, {"a": np.zeros(3, np.uint8)})
+        w2.append("a", np.zeros(4, np.uint8))
+
+
 def test_atomic_output_dir(tmp_path):
     out = tmp_path / "out"
     with atomic_output_dir(out) as tmp:

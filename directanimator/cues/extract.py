@@ -102,6 +102,8 @@ class CueSink(Protocol):
 
     def close(self, report: CueReport) -> None: ...
 
+    # optional: `begin(num_frames)` before the first `add`, with the exact number of frames to come
+
 
 class MemorySink:
     """Collects the cues into a `DrivingCues` (for short clips: training data, tests)."""
@@ -407,7 +409,8 @@ def _analyse(driving: FrameSource, cfg: CuesConfig, segmenter: Segmenter, face_f
             prob, subject = _to_working(prob_d, det, lb), _to_working(subject_d, det, lb) >= 0.5
         else:
             prob, subject = prob_d, subject_d
-        done = face, mask_stats(prob, subject), tight_box(subject), subject.astype(np.uint8).tobytes()
+        box = tight_box(subject)
+        done = face, mask_stats(prob, subject, box), box, subject.astype(np.uint8).tobytes()
         worker_timer("segment", t)
         return done
 
@@ -480,6 +483,9 @@ def _render(driving: FrameSource, cfg: CuesConfig, an: _Analysis, ref_mask: np.n
     # pass 1's masks, read frame by frame in order (a memmap would count every page it touched in the
     # job's resident memory: measured +110 MiB for a 450-frame clip at 512 px)
     masks = open(spool, "rb")
+    begin = getattr(sink, "begin", None)
+    if begin is not None:  # the sink may lay out its arrays now that the frame count is known
+        begin(n)
     with masks, _progress(n, "cues 2/2 render", progress) as bar:
         t = time.perf_counter()
         for index, (rgb, _) in enumerate(_letterboxed(driving, cfg.size)):

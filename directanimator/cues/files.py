@@ -49,6 +49,7 @@ class CueFileSink:
         n = max(1, num_frames_hint)
         self._preview_at = sorted({int(round(i * (n - 1) / (PREVIEW_POINTS - 1))) for i in range(PREVIEW_POINTS)})
         self._preview: list[tuple[np.ndarray, ...]] = []
+        self._frames: int | None = None  # exact count, from begin(): the arrays are written in place
         self._queue: queue.Queue = queue.Queue(maxsize=8)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, daemon=True)
@@ -65,18 +66,25 @@ class CueFileSink:
                 pose, face, body, face_mask, pv, fv = item
                 body8, face8 = mask_to_uint8(body), mask_to_uint8(face_mask)
                 loc = np.stack([body8, face8, np.zeros_like(body8)], axis=2) if self.videos else None
+                arrays = {"pose_cue": pose, "face_cue": face, "body_mask": body8, "face_mask": face8,
+                          "pose_valid": np.array([pv], np.uint8), "face_valid": np.array([fv], np.uint8)}
+                if self._frames is not None:  # the first frame: each tensor's place in the file is fixed
+                    self._tensors.preallocate(self._frames, arrays)
+                    self._frames = None
                 if self.videos:
                     self._writers["pose_cue"].write(pose)
                     self._writers["face_cue"].write(face)
                     self._writers["location_cue"].write(loc)
-                self._tensors.append("pose_cue", pose)
-                self._tensors.append("face_cue", face)
-                self._tensors.append("body_mask", body8)
-                self._tensors.append("face_mask", face8)
-                self._tensors.append("pose_valid", np.array([pv], np.uint8))
-                self._tensors.append("face_valid", np.array([fv], np.uint8))
+                for name, array in arrays.items():
+                    self._tensors.append(name, array)
             except BaseException as exc:  # re-raised in close()
                 self._error = exc
+
+    def begin(self, num_frames: int) -> None:
+        """The exact number of frames that will come (the cue job knows it after its first pass): the
+        arrays are then written straight into place in cues.safetensors, with no spool to copy at the
+        end (BENCHMARKS.md). Without it, or with fewer frames, the file is the same."""
+        self._frames = int(num_frames)
 
     def add(self, index, rgb, pose, face, body, face_mask, pose_valid, face_valid) -> None:
         if self._error is not None:

@@ -29,16 +29,25 @@ class MaskStats:
     confidence: float
 
 
-def mask_stats(prob: np.ndarray, subject: np.ndarray) -> MaskStats:
-    """Statistics of one frame: probability map (H, W) float and binary subject mask (H, W)."""
-    area = int(subject.sum())
+def mask_stats(prob: np.ndarray, subject: np.ndarray, box: np.ndarray | None = None) -> MaskStats:
+    """Statistics of one frame: probability map (H, W) float and binary subject mask (H, W); `box`,
+    when given, is the subject's tight box [x_min, x_max, y_min, y_max] (`tight_box`): the work is
+    then done on that part of the frame only (the same numbers)."""
+    if box is None:
+        from .location import tight_box
+
+        box = tight_box(subject)
+    if box is None:
+        return MaskStats(0, 0.0, 0.0)
+    x0, x1, y0, y1 = (int(v) for v in box)
+    inside = subject[y0:y1, x0:x1]
+    area = int(np.count_nonzero(inside))
     if area == 0:
         return MaskStats(0, 0.0, 0.0)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(subject.astype(np.uint8), connectivity=8)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(inside.astype(np.uint8), connectivity=8)
     largest = int(stats[1:, cv2.CC_STAT_AREA].max()) if count > 1 else area
-    ys, xs = np.nonzero(subject)
-    box = prob[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    near = box[box > 0.1]
+    region = prob[y0:y1, x0:x1]
+    near = region[region > 0.1]
     confidence = float(np.abs(2.0 * near - 1.0).mean()) if near.size else 0.0
     return MaskStats(area, largest / area, confidence)
 

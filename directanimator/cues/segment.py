@@ -207,17 +207,27 @@ def people_masks(foreground: np.ndarray, min_area: int,
     return people, labels, stats
 
 
+GROW = 9  # side of the square the previous subject mask is grown by, to allow for motion
+
+
+def _grow(mask: np.ndarray) -> np.ndarray:
+    return cv2.dilate(mask.astype(np.uint8), np.ones((GROW, GROW), np.uint8)).astype(bool)
+
+
 def select_subject(foreground: np.ndarray, previous: np.ndarray | None, min_area: int,
                    rule: SubjectRule | None = None, face_centres: list[tuple[float, float]] | None = None,
-                   map_point=None) -> np.ndarray:
+                   map_point=None, grown: np.ndarray | None = None) -> np.ndarray:
     """Binary (H, W) foreground -> binary mask of the main subject (rule in the module docstring).
-    `face_centres` (working pixels) split blobs that hold several people."""
+    `face_centres` (working pixels) split blobs that hold several people. `grown`, when given, is the
+    previous subject already grown (`_grow`) and says there was one, even where this part of the
+    frame does not show it (`previous` is then not read)."""
+    if grown is None and previous is not None and previous.any():
+        grown = _grow(previous)
     if face_centres:
         people, labels, stats = people_masks(foreground, min_area, face_centres)
         if not people:
             return np.zeros_like(foreground, dtype=bool)
-        if previous is not None and previous.any():
-            grown = cv2.dilate(previous.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+        if grown is not None:
             overlaps = [int((p & grown).sum()) for p in people]
             if max(overlaps) > 0:
                 return people[int(np.argmax(overlaps))]
@@ -232,14 +242,13 @@ def select_subject(foreground: np.ndarray, previous: np.ndarray | None, min_area
     if not candidates:
         return np.zeros_like(foreground, dtype=bool)
     chosen = None
-    if previous is not None and previous.any():
-        grown = cv2.dilate(previous.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    if grown is not None:
         overlap = np.bincount(labels[grown].ravel(), minlength=count)
         best = max(candidates, key=lambda i: overlap[i])
         if overlap[best] > 0:
             chosen = best
     if chosen is None and rule is not None and rule.needs_people:
-        if previous is not None and previous.any():
+        if grown is not None:
             return np.zeros_like(foreground, dtype=bool)  # lost: the caller looks at the whole frame
         pick = rule.choose([labels == i for i in candidates], foreground.shape, map_point)
         if pick is None:
@@ -322,6 +331,28 @@ class SubjectTracker:
         prob = cv2.resize(self.segmenter.segment(small, index), (side, side), interpolation=cv2.INTER_LINEAR)
         return paste_square(prob, roi, rgb.shape[:2])
 
+    def _select_in_roi(self, prob: np.ndarray, roi: tuple[int, int, int, int], previous: np.ndarray | None,
+                       centres) -> np.ndarray:
+        """`select_subject` on the part of the frame the ROI covers: `prob` is zero outside it, so every
+        component lies inside and the choice is the one made on the whole frame (the same mask;
+        components are numbered in the same scan order), at the cost of the ROI's pixels only."""
+        h, w = prob.shape
+        x0, y0, x1, y1 = max(0, roi[0]), max(0, roi[1]), min(w, roi[2]), min(h, roi[3])
+        if centres is not None or previous is None or not previous.any() or x1 <= x0 or y1 <= y0:
+            # a choice by the rule (whole-frame coordinates) or among faces: on the whole frame
+            return select_subject(prob >= self.threshold, previous, self.min_area, self.rule, centres,
+                                  self.map_point)
+        # with a previous subject the rule's coordinates are never used; its grown mask is taken from
+        # a window wider by the dilation's reach, so what grows in from outside the ROI counts too
+        r = GROW // 2
+        gx0, gy0, gx1, gy1 = max(0, x0 - r), max(0, y0 - r), min(w, x1 + r), min(h, y1 + r)
+        grown = _grow(previous[gy0:gy1, gx0:gx1])[y0 - gy0:y1 - gy0, x0 - gx0:x1 - gx0]
+        window = (slice(y0, y1), slice(x0, x1))
+        part = select_subject(prob[window] >= self.threshold, None, self.min_area, self.rule, grown=grown)
+        subject = np.zeros((h, w), bool)
+        subject[window] = part
+        return subject
+
     def __call__(self, rgb: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame -> (probability map, subject mask), both (H, W)."""
         from .location import tight_box
@@ -333,8 +364,7 @@ class SubjectTracker:
         if box is not None:
             roi = roi_square(box, self.roi_expand, self.roi_input // 2)
             prob = self._segment_roi(rgb, index, roi)
-            subject = select_subject(prob >= self.threshold, self.previous, self.min_area, self.rule, centres,
-                                     self.map_point)
+            subject = self._select_in_roi(prob, roi, self.previous, centres)
             self.last_roi = roi
         if subject is None or not subject.any():
             prob = self.segmenter.segment(rgb, index)
@@ -346,8 +376,7 @@ class SubjectTracker:
                 for _ in range(2):
                     roi = roi_square(box, self.roi_expand, self.roi_input // 2)
                     p = self._segment_roi(rgb, index, roi)
-                    s = select_subject(p >= self.threshold, subject, self.min_area, self.rule, centres,
-                                       self.map_point)
+                    s = self._select_in_roi(p, roi, subject, centres)
                     if not s.any():
                         break
                     prob, subject, box, self.last_roi = p, s, tight_box(s), roi
