@@ -47,7 +47,9 @@ class StreamingSafetensorsWriter:
         self._files: dict[str, object] = {}
         self._meta: dict[str, tuple[np.dtype, tuple[int, ...], int]] = {}
         self._whole: dict[str, np.ndarray] = {}
-        self._fd: int | None = None  # the preallocated .partial file
+        # the preallocated .partial file (a file object, so that a writer dropped half way is closed
+        # like the spool files are)
+        self._file = None
         self._reserved = 0  # frames announced to preallocate
         self._offsets: dict[str, int] = {}  # name -> absolute offset of its first byte in the file
         self._data_start = 0
@@ -59,7 +61,7 @@ class StreamingSafetensorsWriter:
     def preallocate(self, count: int, examples: dict[str, np.ndarray]) -> None:
         """Fix the layout before the first `append`: `count` frames of each tensor in `examples` (one
         frame each, giving dtype and shape); `put` tensors must be given before this."""
-        if self._meta or self._fd is not None:
+        if self._meta or self._file is not None:
             raise RuntimeError("preallocate must come before the first append")
         for name, frame in examples.items():
             frame = np.asarray(frame)
@@ -69,8 +71,8 @@ class StreamingSafetensorsWriter:
         self._reserved = int(count)
         header, nbytes = self._header(self._reserved)
         self._data_start = 8 + len(self._encode(header)) + self.HEADER_ROOM
-        fd = os.open(self._partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        self._fd = fd
+        self._file = open(self._partial, "w+b", buffering=0)
+        fd = self._file.fileno()
         os.ftruncate(fd, self._data_start + nbytes)
         for name, entry in header.items():
             self._offsets[name] = self._data_start + entry["data_offsets"][0]
@@ -79,7 +81,7 @@ class StreamingSafetensorsWriter:
 
     def append(self, name: str, frame: np.ndarray) -> None:
         frame = np.ascontiguousarray(frame)
-        if self._fd is not None:
+        if self._file is not None:
             if name not in self._meta:
                 raise ValueError(f"{name}: not in the preallocated layout")
             dtype, shape, count = self._meta[name]
@@ -87,7 +89,7 @@ class StreamingSafetensorsWriter:
                 raise ValueError(f"{name}: frame {frame.dtype}{frame.shape} differs from {dtype}{shape}")
             if count >= self._reserved:
                 raise ValueError(f"{name}: more than the {self._reserved} frames preallocated")
-            os.pwrite(self._fd, memoryview(frame).cast("B"), self._offsets[name] + count * frame.nbytes)
+            os.pwrite(self._file.fileno(), memoryview(frame).cast("B"), self._offsets[name] + count * frame.nbytes)
             self._meta[name] = (dtype, shape, count + 1)
             return
         if name not in self._files:
@@ -103,7 +105,7 @@ class StreamingSafetensorsWriter:
 
     def put(self, name: str, array: np.ndarray) -> None:
         """A small tensor written whole (e.g. the reference image)."""
-        if self._fd is not None:
+        if self._file is not None:
             raise RuntimeError("put must come before preallocate")
         self._whole[name] = np.ascontiguousarray(array)
 
@@ -136,7 +138,7 @@ class StreamingSafetensorsWriter:
         return blob + b" " * ((room - len(blob)) if room else (-len(blob) % 8))
 
     def close(self, metadata: dict[str, str] | None = None) -> None:
-        if self._fd is not None:
+        if self._file is not None:
             self._close_preallocated(metadata)
             return
         for f in self._files.values():
@@ -157,37 +159,32 @@ class StreamingSafetensorsWriter:
         os.replace(tmp, self.path)
 
     def _close_preallocated(self, metadata: dict[str, str] | None) -> None:
-        fd, self._fd = self._fd, None
-        assert fd is not None
-        try:
+        file, self._file = self._file, None
+        assert file is not None
+        with file:
+            fd = file.fileno()
             header, _ = self._header()
             room = self._data_start - 8
             blob = self._encode(header, metadata)
-            complete = all(c == self._reserved for name, (_, _, c) in self._meta.items())
+            complete = all(c == self._reserved for _, _, c in self._meta.values())
             if complete and len(blob) <= room:
                 blob = self._encode(header, metadata, room)
                 os.pwrite(fd, len(blob).to_bytes(8, "little") + blob, 0)
-                os.close(fd)
-                fd = None
-                os.replace(self._partial, self.path)
-                return
-            # fewer frames than announced, or long metadata: the used parts into a new file
-            compact = self.path.with_name(self.path.name + ".compact.partial")
-            with open(compact, "wb") as out:
-                out.write(len(blob).to_bytes(8, "little"))
-                out.write(blob)
-                out.flush()
-                for name, entry in header.items():
-                    size = entry["data_offsets"][1] - entry["data_offsets"][0]
-                    for at in range(0, size, 1 << 24):  # in chunks, not all in memory
-                        out.write(os.pread(fd, min(1 << 24, size - at), self._offsets[name] + at))
-            os.close(fd)
-            fd = None
+                compact = None
+            else:  # fewer frames than announced, or long metadata: the used parts into a new file
+                compact = self.path.with_name(self.path.name + ".compact.partial")
+                with open(compact, "wb") as out:
+                    out.write(len(blob).to_bytes(8, "little"))
+                    out.write(blob)
+                    for name, entry in header.items():
+                        size = entry["data_offsets"][1] - entry["data_offsets"][0]
+                        for at in range(0, size, 1 << 24):  # in chunks, not all in memory
+                            out.write(os.pread(fd, min(1 << 24, size - at), self._offsets[name] + at))
+        if compact is None:
+            os.replace(self._partial, self.path)
+        else:
             os.remove(self._partial)
             os.replace(compact, self.path)
-        finally:
-            if fd is not None:
-                os.close(fd)
 
 
 def append_file(src: str | Path, out) -> None:
