@@ -138,11 +138,28 @@ def _rotation(frame) -> int:
     return int(round(float(getattr(frame, "rotation", 0) or 0) / 90.0)) * 90 % 360
 
 
+def _scaler_threads_option() -> dict:
+    """{"threads": 1} where PyAV's reformatter takes it (PyAV 17 made the scaler multithreaded: it then
+    starts and joins two threads for every frame, seen with strace as 2 clone3 calls a frame; one thread
+    gives the same pixels in less time, BENCHMARKS.md); {} for older PyAV, single-threaded anyway."""
+    import inspect
+
+    from av.video.reformatter import VideoReformatter
+
+    doc = VideoReformatter.reformat.__doc__ or ""
+    try:
+        params = inspect.signature(VideoReformatter.reformat).parameters
+    except (TypeError, ValueError):  # a Cython method without a signature: its docstring has it
+        params = doc.split("\n", 1)[0]
+    return {"threads": 1} if "threads" in params else {}
+
+
+_ONE_SCALER_THREAD = _scaler_threads_option()
+
+
 def _upright(frame) -> np.ndarray:
     """A decoded frame as (H, W, 3) RGB, turned as its display matrix says (phones store sideways)."""
-    # threads=1: FFmpeg's scaler otherwise starts and joins two threads for every frame (seen with
-    # strace: 2 clone3 calls a frame); one thread gives the same pixels in less time (BENCHMARKS.md)
-    rgb = frame.to_ndarray(format="rgb24", threads=1)
+    rgb = frame.to_ndarray(format="rgb24", **_ONE_SCALER_THREAD)
     k = _rotation(frame) // 90
     return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
 

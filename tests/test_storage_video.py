@@ -353,3 +353,21 @@ def test_prefetched_keeps_order_bounds_memory_raises_and_stops_early():
             break
     time.sleep(0.3)
     assert closed == [True] and threading.active_count() <= before
+
+
+def test_frames_are_converted_on_one_scaler_thread_with_the_same_pixels(tmp_path):
+    """PyAV >= 17's reformatter is multithreaded and, on automatic threads, starts and joins two threads
+    for every frame (strace: 2 clone3 a frame); iter_frames asks for one thread where PyAV takes the
+    option: the same pixels as the automatic conversion, frame by frame."""
+    from directanimator import video
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(6)]
+    path = tmp_path / "c.mp4"
+    write_clip(path, frames)
+    major = int(av.__version__.split(".")[0])
+    assert video._ONE_SCALER_THREAD == ({"threads": 1} if major >= 17 else {})
+    with av.open(str(path)) as c:
+        auto = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    ours = list(iter_frames(path))
+    assert len(ours) == len(auto) == 6 and all(np.array_equal(a, b) for a, b in zip(ours, auto))
