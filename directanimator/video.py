@@ -139,19 +139,15 @@ def _rotation(frame) -> int:
 
 
 def _scaler_threads_option() -> dict:
-    """{"threads": 1} where PyAV's reformatter takes it (PyAV 17 made the scaler multithreaded: it then
-    starts and joins two threads for every frame, seen with strace as 2 clone3 calls a frame; one thread
-    gives the same pixels in less time, BENCHMARKS.md); {} for older PyAV, single-threaded anyway."""
-    import inspect
-
-    from av.video.reformatter import VideoReformatter
-
-    doc = VideoReformatter.reformat.__doc__ or ""
+    """{"threads": 1} where PyAV's conversion takes it (PyAV 17 made the scaler multithreaded: it then
+    starts and joins two threads for every frame, seen with strace; one thread gives the same pixels in
+    less time, BENCHMARKS.md); {} for older PyAV, single-threaded anyway. Asked of PyAV itself, on a
+    tiny frame, since its Cython methods carry no signature to inspect."""
     try:
-        params = inspect.signature(VideoReformatter.reformat).parameters
-    except (TypeError, ValueError):  # a Cython method without a signature: its docstring has it
-        params = doc.split("\n", 1)[0]
-    return {"threads": 1} if "threads" in params else {}
+        av.VideoFrame(16, 16, "yuv420p").to_ndarray(format="rgb24", threads=1)
+    except TypeError:
+        return {}
+    return {"threads": 1}
 
 
 _ONE_SCALER_THREAD = _scaler_threads_option()

@@ -407,9 +407,9 @@ def _analyse(driving: FrameSource, cfg: CuesConfig, segmenter: Segmenter, face_f
         t = worker_timer("face_detect", t)
         if det.size != cfg.size:
             prob, subject = _to_working(prob_d, det, lb), _to_working(subject_d, det, lb) >= 0.5
+            box = tight_box(subject)
         else:
-            prob, subject = prob_d, subject_d
-        box = tight_box(subject)
+            prob, subject, box = prob_d, subject_d, box_d
         done = face, mask_stats(prob, subject, box), box, subject.astype(np.uint8).tobytes()
         worker_timer("segment", t)
         return done
@@ -441,7 +441,7 @@ def _analyse(driving: FrameSource, cfg: CuesConfig, segmenter: Segmenter, face_f
             shape = (cfg.size, cfg.size, 3)
             t = timer("decode", t)
             prob_d, subject_d = tracker(rgb, index)
-            box_d = tight_box(subject_d)
+            box_d = tracker.last_box
             t = timer("segment", t)
             args = (index, rgb, det, lb, prob_d, subject_d, box_d, tracker.last_roi)
             if overlap:

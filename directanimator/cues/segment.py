@@ -321,7 +321,9 @@ class SubjectTracker:
         self.roi = roi and segmenter.supports_roi
         self.roi_expand, self.roi_input = roi_expand, roi_input
         self.previous: np.ndarray | None = None
+        self._previous_box: np.ndarray | None = None  # tight_box(previous), kept with it
         self.last_roi: tuple[int, int, int, int] | None = None
+        self.last_box: np.ndarray | None = None  # tight_box of the subject the last call returned
 
     def _segment_roi(self, rgb: np.ndarray, index: int, roi: tuple[int, int, int, int]) -> np.ndarray:
         crop = crop_square(rgb, roi)
@@ -354,13 +356,14 @@ class SubjectTracker:
         return subject
 
     def __call__(self, rgb: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Frame -> (probability map, subject mask), both (H, W)."""
+        """Frame -> (probability map, subject mask), both (H, W); the subject's tight box is left in
+        `last_box` (None when there is no subject)."""
         from .location import tight_box
 
         self.last_roi = None
         prob = subject = None
         centres = self.faces(rgb) if (self.faces is not None and self.rule.needs_people) else None
-        box = tight_box(self.previous) if (self.roi and self.previous is not None) else None
+        box = self._previous_box if (self.roi and self.previous is not None) else None
         if box is not None:
             roi = roi_square(box, self.roi_expand, self.roi_input // 2)
             prob = self._segment_roi(rgb, index, roi)
@@ -380,6 +383,7 @@ class SubjectTracker:
                     if not s.any():
                         break
                     prob, subject, box, self.last_roi = p, s, tight_box(s), roi
-        if subject.any():
-            self.previous = subject
+        self.last_box = tight_box(subject)
+        if self.last_box is not None:
+            self.previous, self._previous_box = subject, self.last_box
         return prob, subject
