@@ -9,7 +9,10 @@ motion in its own scene, rendered directly. The pipeline runs with the world's g
 and face boxes, once per `inference.window_fusion`. Per frame pair t, t+1 the output's mean absolute
 change d_out(t) is compared with the truth's d_gt(t); a seam is where the output jumps and the truth
 does not: |d_out - d_gt| at the frame pairs where a window starts or ends (the joins), against the
-other frame pairs. Also PSNR against the truth. Medians over the clips' means.
+other frame pairs. Also PSNR against the truth, and two ratios to the truth (1 = as much as the
+truth has): `motion`, the mean frame-to-frame change, and `detail`, the mean difference between
+neighbouring pixels in a frame; blending unlike samples of a window lowers both. Medians over the
+clips' means.
 
 `--window F` runs the model on windows of F frames (1 + 4k) instead of the `model.frames` it was
 trained on, window starts still 4 frames apart (overlap F - 4): longer windows share more latent
@@ -71,7 +74,13 @@ def run_clip(pipe, k: int, frames: int, tmp: Path, fusion: str, steps: int | Non
     inside = [t for t in range(frames - 1) if t not in joins]
     return {"join_excess": float(excess[sorted(joins)].mean()), "inside_excess": float(excess[inside].mean()),
             "join_max": float(excess[sorted(joins)].max()), "psnr": psnr(video.astype(np.uint8), truth.astype(np.uint8)),
-            "seconds": seconds}
+            "motion": float(d_out.mean() / d_gt.mean()), "detail": detail(video) / detail(truth), "seconds": seconds}
+
+
+def detail(video: np.ndarray) -> float:
+    """Mean absolute difference between horizontally and vertically neighbouring pixels: how much
+    fine spatial detail the frames hold (averaging unlike samples lowers it)."""
+    return float(np.abs(np.diff(video, axis=2)).mean() + np.abs(np.diff(video, axis=1)).mean())
 
 
 def main() -> None:
@@ -106,11 +115,12 @@ def main() -> None:
             pipe.config = base
             rows[name] = {key: float(np.median([p[key] for p in per])) for key in per[0]}
             print(name, json.dumps({k: round(v, 3) for k, v in rows[name].items()}), flush=True)
-    print("| window fusion | temporal-change error at joins | elsewhere | worst join | PSNR (dB) | s/clip |")
-    print("|---|---|---|---|---|---|")
+    print("| window fusion | temporal-change error at joins | elsewhere | worst join | PSNR (dB) | motion | detail "
+          "| s/clip |")
+    print("|---|---|---|---|---|---|---|---|")
     for fusion, r in rows.items():
         print(f"| {fusion} | {r['join_excess']:.2f} | {r['inside_excess']:.2f} | {r['join_max']:.2f} | "
-              f"{r['psnr']:.2f} | {r['seconds']:.1f} |")
+              f"{r['psnr']:.2f} | {r['motion']:.3f} | {r['detail']:.3f} | {r['seconds']:.1f} |")
     print("joins / elsewhere: " + ", ".join(f"{name} {r['join_excess'] / r['inside_excess']:.2f}x"
                                            for name, r in rows.items()))
 
