@@ -11,6 +11,28 @@ def rng():
     return np.random.default_rng(0)
 
 
+@pytest.fixture
+def cli_here(capfd, monkeypatch):
+    """The command line run in this process, from the repository root: `cli_here(*args)` gives what
+    `subprocess.run` would (returncode, stdout, stderr) without a new interpreter importing torch,
+    diffusers and MediaPipe for every call (~8 s a call on the 2-core machine). The tests that must
+    see a real process (exit status, signals, no traceback) keep a subprocess."""
+    import subprocess
+    from pathlib import Path
+
+    from directanimator.cli import main
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+
+    def run(*args):
+        capfd.readouterr()
+        code = main([str(a) for a in args])
+        out, err = capfd.readouterr()
+        return subprocess.CompletedProcess(list(args), code, out, err)
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def tiny_cfg():
     """configs/tiny.yaml with quick training settings for tests."""

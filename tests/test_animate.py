@@ -265,16 +265,17 @@ def test_pipeline_save_and_load(same_id_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_animate_bad_inputs(same_id_run, tmp_path):
+def test_animate_bad_inputs(same_id_run, tmp_path, cli_here):
     drv, _ = puppet_driving(tmp_path, frames=9, audio=False)
     ref, _ = puppet_reference(tmp_path)
     base = ["animate", "--reference", str(ref), "--driving", str(drv), "--steps", "2", "--quiet"]
 
-    def run(*extra, out="o.mp4"):
-        return cli(*base, "--out", str(tmp_path / out), *extra)
+    def run(*extra, out="o.mp4"):  # in this process; the first case as a real process
+        return cli_here(*base, "--out", str(tmp_path / out), *extra)
 
-    r = run("--checkpoint", str(tmp_path / "missing"))
+    r = cli(*base, "--out", str(tmp_path / "o.mp4"), "--checkpoint", str(tmp_path / "missing"))
     assert r.returncode == 2 and "checkpoint not found" in r.stderr and str(tmp_path / "missing") in r.stderr
+    assert r.stderr.startswith("error:") and len(r.stderr.strip().splitlines()) == 1
     broken = tmp_path / "broken"
     shutil.copytree(same_id_run, broken)
     weights = next((broken / "checkpoints").glob("step_*/model/diffusion_pytorch_model.safetensors"))
@@ -287,13 +288,13 @@ def test_animate_bad_inputs(same_id_run, tmp_path):
     cfg.write_text(cfg.read_text().replace("num_layers: 4", "num_layers: 2"))
     r = run("--checkpoint", str(other))
     assert r.returncode == 2 and "another config" in r.stderr
-    r = cli("animate", "--reference", str(tmp_path / "nope.png"), "--driving", str(drv), "--out",
-            str(tmp_path / "o.mp4"), "--checkpoint", str(same_id_run))
+    r = cli_here("animate", "--reference", str(tmp_path / "nope.png"), "--driving", str(drv), "--out",
+                 str(tmp_path / "o.mp4"), "--checkpoint", str(same_id_run))
     assert r.returncode == 2 and "reference image not found" in r.stderr
     bad_video = tmp_path / "bad.mp4"
     bad_video.write_bytes(b"\x00" * 500)
-    r = cli("animate", "--reference", str(ref), "--driving", str(bad_video), "--out", str(tmp_path / "o.mp4"),
-            "--checkpoint", str(same_id_run))
+    r = cli_here("animate", "--reference", str(ref), "--driving", str(bad_video), "--out", str(tmp_path / "o.mp4"),
+                 "--checkpoint", str(same_id_run))
     assert r.returncode == 2 and r.stderr.startswith("error:")
     r = run("--checkpoint", str(same_id_run), "--size", "70")
     assert r.returncode == 0 and "rounded to 72" in r.stdout, r.stderr

@@ -358,31 +358,32 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(puppet_dataset, tiny_cfg
 
 
 @pytest.mark.slow
-def test_train_cli_bad_inputs(same_id_run, puppet_dataset, tmp_path):
+def test_train_cli_bad_inputs(same_id_run, puppet_dataset, tmp_path, cli_here):
     base = ["train", "--config", "configs/tiny.yaml", "--dataset", str(puppet_dataset), "--quiet"]
-    r = cli(*base, "--stage", "cross_id", "--out", str(tmp_path / "a"))
+    r = cli(*base, "--stage", "cross_id", "--out", str(tmp_path / "a"))  # a real process; the rest in this one
     assert r.returncode == 2 and r.stderr.startswith("error:") and "--teacher" in r.stderr
-    r = cli(*base, "--out", str(same_id_run))
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = cli_here(*base, "--out", str(same_id_run))
     assert r.returncode == 2 and "--resume" in r.stderr
-    r = cli(*base, "--stage", "cross_id", "--teacher", str(tmp_path / "nope"), "--out", str(tmp_path / "b"))
+    r = cli_here(*base, "--stage", "cross_id", "--teacher", str(tmp_path / "nope"), "--out", str(tmp_path / "b"))
     assert r.returncode == 2 and "checkpoint not found" in r.stderr
     bad_cfg = tmp_path / "wide.yaml"
     bad_cfg.write_text((ROOT / "configs/tiny.yaml").read_text().replace("num_layers: 4", "num_layers: 3"))
-    r = cli("train", "--config", str(bad_cfg), "--dataset", str(puppet_dataset), "--stage", "cross_id",
-            "--teacher", str(same_id_run), "--out", str(tmp_path / "c"), "--quiet")
+    r = cli_here("train", "--config", str(bad_cfg), "--dataset", str(puppet_dataset), "--stage", "cross_id",
+                 "--teacher", str(same_id_run), "--out", str(tmp_path / "c"), "--quiet")
     assert r.returncode == 2 and "another config" in r.stderr and "num_layers" in r.stderr
-    r = cli("train", "--config", "configs/tiny.yaml", "--out", str(tmp_path / "d"))
+    r = cli_here("train", "--config", "configs/tiny.yaml", "--out", str(tmp_path / "d"))
     assert r.returncode == 2 and "dataset" in r.stderr
-    r = cli("train", "--config", "configs/tiny.yaml", "--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "e"))
+    r = cli_here("train", "--config", "configs/tiny.yaml", "--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "e"))
     assert r.returncode == 2 and r.stderr.strip() == f"error: dataset not found: {tmp_path / 'nowhere'}"
-    r = cli(*base, "--max-steps", "0", "--out", str(tmp_path / "f"))
+    r = cli_here(*base, "--max-steps", "0", "--out", str(tmp_path / "f"))
     assert r.returncode == 2 and "--max-steps) must be at least 1, got 0" in r.stderr and not (tmp_path / "f").exists()
     import torch
 
     if not torch.cuda.is_available():
-        r = cli("preprocess", "--dataset", str(puppet_dataset), "--config", "configs/tiny.yaml", "--device", "cuda")
+        r = cli_here("preprocess", "--dataset", str(puppet_dataset), "--config", "configs/tiny.yaml", "--device", "cuda")
         assert r.returncode == 2 and r.stderr.strip() == "error: --device cuda: no CUDA GPU is visible to torch on this machine"
-    r = cli("preprocess", "--dataset", str(puppet_dataset), "--config", "configs/tiny.yaml", "--device", "cpu", "--quiet")
+    r = cli_here("preprocess", "--dataset", str(puppet_dataset), "--config", "configs/tiny.yaml", "--device", "cpu", "--quiet")
     assert r.returncode == 0 and '"built": 0' in r.stdout  # the cache is complete: nothing rebuilt
 
 
