@@ -11,8 +11,8 @@ change d_out(t) is compared with the truth's d_gt(t); a seam is where the output
 does not: |d_out - d_gt| at the frame pairs where a window starts or ends (the joins), against the
 other frame pairs. Also PSNR against the truth, and two ratios to the truth (1 = as much as the
 truth has): `motion`, the mean frame-to-frame change, and `detail`, the mean difference between
-neighbouring pixels in a frame; blending unlike samples of a window lowers both. Medians over the
-clips' means.
+neighbouring pixels in a frame; averaging unlike samples, of decoded windows (the cross-fade) or of
+the windows' predictions at each step (fusion), lowers both. Medians over the clips' means.
 
 `--window F` runs the model on windows of F frames (1 + 4k) instead of the `model.frames` it was
 trained on, window starts still 4 frames apart (overlap F - 4): longer windows share more latent
