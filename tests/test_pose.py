@@ -77,3 +77,55 @@ def test_pose_cue_blur_is_relative_to_the_frame():
     blurred = np.stack([cv2.GaussianBlur(f, (0, 0), 4.0) for f in cues[64]])  # what an absolute 4 px sigma gives
     assert err < 0.5 * np.abs(small - blurred).mean()
     assert err < 6.0
+
+
+def test_fast_length_is_the_next_5_smooth_number():
+    from directanimator.cues.pose import _fast_length
+
+    def smooth(n):
+        for p in (2, 3, 5):
+            while n % p == 0:
+                n //= p
+        return n == 1
+
+    for n in range(1, 700):
+        assert _fast_length(n) == next(m for m in range(n, 2 * n + 2) if smooth(m))
+
+
+@pytest.mark.parametrize("box", [(40, 90, 30, 100),     # inside the frame
+                                 (0, 30, 100, 160),     # touches the left border: columns wrap
+                                 (170, 200, 0, 20),     # top-right corner: rows and columns wrap
+                                 (60, 120, 130, 160),   # bottom border
+                                 (0, 200, 10, 60),      # every column: the whole axis
+                                 (0, 200, 0, 160)])     # the whole frame
+def test_filter_on_the_subjects_window_equals_the_whole_frame_filter(box):
+    """The Pose Cue is zero outside the subject, so the low-pass runs on a window around its box;
+    the result must be the whole frame's filter, wrap-around across the borders included."""
+    rng = np.random.default_rng(sum(box))
+    h, w = 160, 200
+    lp = GaussianLowpass(0.08)  # sigma 2 px: a window of the box plus 12 px each side
+    x0, x1, y0, y1 = box
+    image = np.zeros((h, w), np.float32)
+    image[y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) * 255
+    whole = lp(image)
+    window = lp.on_support(image[y0:y1, x0:x1], box, (h, w))
+    assert window.shape == (h, w) and window.dtype == np.float32
+    assert np.abs(window - whole).max() < 1e-3
+    assert np.abs(whole[whole > 1]).sum() > 0  # not trivially zero
+
+
+def test_pose_cue_on_the_window_matches_the_whole_frame_cue():
+    """Real silhouettes, near a border and in a corner: the same cue as filtering the whole frame
+    (a pixel may round the other way: one level at most)."""
+    rng = np.random.default_rng(3)
+    rgb = (rng.random((256, 256, 3)) * 255).astype(np.uint8)
+    yy, xx = np.mgrid[:256, :256]
+    lp = GaussianLowpass(20.48 / 256)
+    for cx, cy, r in [(128, 128, 60), (20, 200, 40), (240, 10, 30), (128, 250, 50), (5, 5, 4)]:
+        mask = (xx - cx) ** 2 + ((yy - cy) / 2) ** 2 < r**2
+        gray = (rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)) * mask
+        expected = np.clip(lp(gray) + 0.5, 0, 255).astype(np.uint8)
+        got = pose_cue(rgb, mask, "gray_lowpass", lp)
+        diff = np.abs(got.astype(int) - expected)
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+    assert not pose_cue(rgb, np.zeros((256, 256), bool), "gray_lowpass", lp).any()

@@ -3,6 +3,11 @@
 The filter is a Gaussian frequency response H(f) = exp(-|f|^2 / (2 fc^2)) applied with a real FFT
 (torch.fft). It is the same operator as a spatial Gaussian blur of sigma = 1 / (2 pi fc) with
 wrap-around borders; away from the border it equals OpenCV's GaussianBlur (tests check both).
+
+The cue is zero outside the subject, so the filter runs on the subject's box widened by 6 sigma on
+each side (`GaussianLowpass.on_support`) instead of the whole frame, and the result goes back where
+the whole frame's filter would put it, wrap-around included: what lies further than 6 sigma weighs
+less than 1e-8 of the kernel, so both give the same cue (to a rounding, one level at most).
 """
 
 from __future__ import annotations
@@ -13,6 +18,24 @@ import numpy as np
 import torch
 
 POSE_MODES = ("gray_lowpass", "gray", "rgb", "skeleton")
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601, as cv2.COLOR_RGB2GRAY
+SUPPORT_SIGMAS = 6.0  # the margin around the subject's box the filter runs on
+
+
+def _fast_length(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n (lengths the FFT is quick at)."""
+    best = 1 << max(0, (n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
 
 
 class GaussianLowpass:
@@ -45,6 +68,41 @@ class GaussianLowpass:
         out = torch.fft.irfft2(spectrum * self.response(*x.shape), s=x.shape)
         return out.numpy()
 
+    def _span(self, lo: int, hi: int, n: int) -> tuple[int, int]:
+        """Axis [lo, hi) of a frame of n pixels -> (start, length) of the window the filter runs on:
+        the span widened by the margin and rounded up to a quick FFT length, or the whole axis
+        (start 0) when that would not be shorter."""
+        margin = int(math.ceil(SUPPORT_SIGMAS * self.sigma))
+        length = _fast_length(hi - lo + 2 * margin)
+        return (0, n) if length >= n else (lo - margin, length)
+
+    def on_support(self, patch: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
+        """The whole-frame filter of an (H, W) = `shape` image that is zero outside `box` = (x0, x1,
+        y0, y1) (exclusive ends) and `patch` inside it, computed on a window around the box.
+        Returns the (H, W) float32 result; wrap-around as the whole-frame filter does."""
+        x0, x1, y0, y1 = box
+        h, w = shape
+        (sy, ly), (sx, lx) = self._span(y0, y1, h), self._span(x0, x1, w)
+        window = np.zeros((ly, lx), np.float32)
+        window[y0 - sy:y1 - sy, x0 - sx:x1 - sx] = patch
+        x = torch.from_numpy(window)
+        filtered = torch.fft.irfft2(torch.fft.rfft2(x) * self.response(ly, lx), s=(ly, lx)).numpy()
+        if (sy, ly, sx, lx) == (0, h, 0, w):
+            return filtered
+        out = np.zeros((h, w), np.float32)
+        if 0 <= sy and sy + ly <= h and 0 <= sx and sx + lx <= w:
+            out[sy:sy + ly, sx:sx + lx] = filtered
+        else:  # the window leaves the frame: its rows and columns wrap around, as the FFT's do
+            out[np.ix_(np.arange(sy, sy + ly) % h, np.arange(sx, sx + lx) % w)] = filtered
+        return out
+
+
+def _box_of(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return None
+    return int(cols[0]), int(cols[-1]) + 1, int(rows[0]), int(rows[-1]) + 1
+
 
 def pose_cue(rgb: np.ndarray, mask: np.ndarray, mode: str, lowpass: GaussianLowpass | None) -> np.ndarray:
     """One frame's Pose Cue.
@@ -55,12 +113,21 @@ def pose_cue(rgb: np.ndarray, mask: np.ndarray, mode: str, lowpass: GaussianLowp
     """
     if mode == "rgb":
         return rgb * mask[:, :, None].astype(np.uint8)
-    # ITU-R BT.601 luma, as cv2.COLOR_RGB2GRAY.
-    gray = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    gray *= mask
-    if mode == "gray":
-        return np.clip(gray + 0.5, 0, 255).astype(np.uint8)
-    if mode != "gray_lowpass":
+    if mode not in ("gray", "gray_lowpass"):
         raise ValueError(f"unknown pose cue mode {mode!r}; choose one of {POSE_MODES}")
+    h, w = mask.shape
+    box = _box_of(mask)
+    if box is None:
+        return np.zeros((h, w), np.uint8)
+    x0, x1, y0, y1 = box
+    gray = rgb[y0:y1, x0:x1].astype(np.float32) @ _LUMA
+    gray *= mask[y0:y1, x0:x1]
+    if mode == "gray":
+        out = np.zeros((h, w), np.uint8)
+        out[y0:y1, x0:x1] = np.clip(gray + 0.5, 0, 255).astype(np.uint8)
+        return out
     assert lowpass is not None
-    return np.clip(lowpass(gray) + 0.5, 0, 255).astype(np.uint8)
+    filtered = lowpass.on_support(gray, box, (h, w))
+    filtered += 0.5
+    np.clip(filtered, 0, 255, out=filtered)
+    return filtered.astype(np.uint8)
