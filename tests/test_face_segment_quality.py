@@ -253,3 +253,56 @@ def test_mask_stats_on_the_subject_box_match_the_whole_frame():
         for got in (mask_stats(prob, subject, tight_box(subject)), mask_stats(prob, subject)):
             assert (got.area, got.compactness) == ref[:2] and got.confidence == pytest.approx(ref[2], rel=1e-6)
     assert mask_stats(prob, np.zeros((64, 80), bool)).area == 0
+
+
+class _ScriptedDetector:
+    """A face detector that finds the face at the frame centre only on the calls `finds(call)` says."""
+
+    name = "scripted"
+
+    def __init__(self, finds):
+        self.finds, self.calls = finds, 0
+
+    def detect(self, rgb):
+        self.calls += 1
+        h, w = rgb.shape[:2]
+        box = np.array([0.4 * w, 0.2 * h, 0.6 * w, 0.4 * h])
+        return [(box, 0.9)] if self.finds(self.calls - 1) else []
+
+
+def test_full_range_fallback_backs_off_while_it_fails_and_comes_back_at_once():
+    """Where the short-range detector misses, the full-range one is asked; while it fails too it sits
+    out min(k, FALLBACK_MAX_SKIP) frames after its k-th failure in a row, and after one success it is
+    asked on every frame again. A reference photo (index None) is always asked and leaves the
+    back-off alone."""
+    from directanimator.config import CuesConfig
+    from directanimator.cues import face as F
+
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    subject = np.zeros((64, 64), bool)
+    subject[8:60, 16:48] = True
+    box = np.array([16, 48, 8, 60])
+    head = _ScriptedDetector(lambda call: False)
+    asked = []
+    wide = _ScriptedDetector(lambda call: asked[call] >= 13)  # the face becomes findable at frame 13
+    finder = F.SubjectFaceFinder(head, wide)
+    real_detect = wide.detect
+
+    found = []
+    for index in range(20):
+        wide.detect = lambda img, index=index: (asked.append(index), real_detect(img))[1]
+        found.append(finder(rgb, subject, box, None, index) is not None)
+    assert asked == [0, 2, 5, 9, 13, 14, 15, 16, 17, 18, 19]
+    assert found == [i >= 13 for i in range(20)]
+    assert finder.wide_calls == len(asked) and head.calls == 20
+    # the longest run of frames sat out stays under what the Face Cue's gap filling bridges
+    assert F.FALLBACK_MAX_SKIP < CuesConfig().face.max_gap
+
+    failing = F.SubjectFaceFinder(_ScriptedDetector(lambda c: False), _ScriptedDetector(lambda c: False))
+    for index in range(3):
+        failing(rgb, subject, box, None, index)
+    skip_before = failing._wide_skip
+    calls = failing.wide.calls
+    for _ in range(3):  # a photo: asked every time, the video's back-off untouched
+        failing(rgb, subject, box, None, None)
+    assert failing.wide.calls == calls + 3 and failing._wide_skip == skip_before

@@ -100,14 +100,26 @@ class GivenFaceBoxes:
         return [(box.copy(), 1.0)]
 
 
+# The full-range fallback costs about three short-range tries and, where the short range fails
+# (the face turned away or hidden), mostly fails too. In a video, after it has failed k times in a
+# row it sits out the next min(k, FALLBACK_MAX_SKIP) frames that need it (0: asked every time); one
+# success and it is asked every time again. The frames it sits out are fewer than the Face Cue's
+# gap filling bridges (cues.face.max_gap, 8), so a face it would have found there is interpolated.
+FALLBACK_MAX_SKIP = 3
+
+
 class SubjectFaceFinder:
     """Finds the main subject's face. Full-body frames make faces tiny, so the short-range detector
     first looks at an upscaled crop around the head (top of the subject mask); failing that, the
-    full-range detector looks at the subject's crop, or the whole frame. Without a `wide`
-    detector, `head` is asked once with the whole frame."""
+    full-range detector looks at the subject's crop, or the whole frame (with the back-off of
+    `FALLBACK_MAX_SKIP` over a video's frames, in order). Without a `wide` detector, `head` is
+    asked once with the whole frame."""
 
     def __init__(self, head: FaceDetector, wide: FaceDetector | None = None):
         self.head, self.wide = head, wide
+        self._wide_failures = 0  # the fallback's failures in a row over the video's frames
+        self._wide_skip = 0  # frames needing it that it still sits out
+        self.wide_calls = 0  # how often the fallback ran (frames of a video)
 
     @property
     def name(self) -> str:
@@ -120,9 +132,17 @@ class SubjectFaceFinder:
         if self.wide is None or subject_box is None:
             return pick_face(self.head.detect(rgb), subject)
         found = pick_face(detect_in_roi(self.head, rgb, head_roi(subject, subject_box), 192), subject)
-        if found is None:
-            wide = detect_in_roi(self.wide, rgb, roi, 256) if roi is not None else self.wide.detect(rgb)
-            found = pick_face(wide, subject)
+        if found is not None:
+            return found
+        if index is not None and self._wide_skip > 0:  # backing off (frames of a video only)
+            self._wide_skip -= 1
+            return None
+        wide = detect_in_roi(self.wide, rgb, roi, 256) if roi is not None else self.wide.detect(rgb)
+        found = pick_face(wide, subject)
+        if index is not None:
+            self.wide_calls += 1
+            self._wide_failures = 0 if found is not None else self._wide_failures + 1
+            self._wide_skip = min(self._wide_failures, FALLBACK_MAX_SKIP)
         return found
 
     def close(self) -> None:

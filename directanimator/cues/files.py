@@ -113,7 +113,10 @@ CUE_ARRAYS = "cues.safetensors"
 
 def mask_to_uint8(mask: np.ndarray) -> np.ndarray:
     """A mask in [0, 1] as stored: uint8, rounded."""
-    return np.clip(np.asarray(mask, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    x = np.multiply(mask, np.float32(255.0), dtype=np.float32)  # one temporary, the same bytes
+    x += np.float32(0.5)
+    np.clip(x, 0, 255, out=x)
+    return x.astype(np.uint8)
 
 
 def mask_from_uint8(mask: np.ndarray) -> np.ndarray:
