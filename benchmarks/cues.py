@@ -4,13 +4,16 @@ Measures, on a 512x512 H.264 clip made from the bundled real clip (person dancin
 - median ms/frame end to end (decode twice, segment, face, three cues, encode three videos, write
   the safetensors file) and per stage, over --runs runs; the same for `--arrays-only` (no mp4
   previews: what the training cache and `animate` need), alternating with the full job;
-- the arrays-only job as it was before session 8 (`previous_way`: the cue arrays spooled and copied at
-  the end, subject selection and mask statistics on the whole frame, FFmpeg's scaler on automatic
-  threads), alternating with the others in the same run: the baseline of the ratio;
+- the arrays-only job as it was before session 10 (`previous_way(10)`: the Pose Cue's low-pass on the
+  whole frame, the full-range face fallback asked on every frame the short range misses, the masks'
+  uint8 conversion with three temporaries), alternating with the others in the same run: the baseline
+  of the ratio; and as it was before session 8 (`previous_way(8)`: also the cue arrays spooled and
+  copied at the end, subject selection and mask statistics on the whole frame, FFmpeg's scaler on
+  automatic threads), the baseline of session 8's ratio;
 - peak resident memory of the whole job for the clip and for the same clip ten times longer.
 The paper's reference is 31 ms/frame (Grounded-SAM + low-pass on an H20 GPU, Table 7).
 
-    .venv/bin/python benchmarks/cues.py [--runs 5] [--frames 45]
+    .venv/bin/python benchmarks/cues.py [--runs 5] [--long-runs 5]
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import resource
 import statistics
 import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -60,16 +63,37 @@ def _mask_stats_whole_frame(prob, subject, box=None):
     return MaskStats(area, largest / area, float(np.abs(2.0 * near - 1.0).mean()) if near.size else 0.0)
 
 
+def _pose_cue_whole_frame(rgb, mask, mode, lowpass):
+    """pose_cue as it was before session 10: gray and low-pass on the whole frame."""
+    import numpy as np
+
+    from directanimator.cues.pose import pose_cue
+
+    if mode != "gray_lowpass":
+        return pose_cue(rgb, mask, mode, lowpass)
+    gray = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    gray *= mask
+    return np.clip(lowpass(gray) + 0.5, 0, 255).astype(np.uint8)
+
+
+def _mask_to_uint8_temporaries(mask):
+    import numpy as np
+
+    return np.clip(np.asarray(mask, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 @contextmanager
-def previous_way():
-    """The cue job as before session 8 (session 7's): the cue arrays spooled to one file per tensor and
-    copied behind the header at the end (no `begin`), the subject chosen and the mask statistics taken
-    on the whole frame instead of the ROI / the subject's box, and FFmpeg's scaler on its automatic
-    threads (two started and joined per frame)."""
+def previous_way(before_session: int):
+    """The cue job as it was before session 10 (`before_session=10`: the Pose Cue's gray and low-pass
+    on the whole frame, the face search's full-range fallback on every frame the short range misses,
+    the masks' uint8 conversion through three temporaries) or before session 8 (`8`: also session 7's
+    cue arrays spooled to one file per tensor and copied behind the header at the end (no `begin`),
+    the subject chosen and the mask statistics taken on the whole frame instead of the ROI / the
+    subject's box, and FFmpeg's scaler on its automatic threads, two started and joined per frame)."""
     import numpy as np
 
     from directanimator import video
-    from directanimator.cues import extract, files, segment
+    from directanimator.cues import extract, face, files, segment
 
     def whole_frame(self, prob, roi, previous, centres):
         return segment.select_subject(prob >= self.threshold, previous, self.min_area, self.rule, centres,
@@ -80,21 +104,25 @@ def previous_way():
         k = video._rotation(frame) // 90
         return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
 
-    saved = (files.CueFileSink.begin, segment.SubjectTracker._select_in_roi, extract.mask_stats, video._upright)
-    files.CueFileSink.begin = lambda self, n: None
-    segment.SubjectTracker._select_in_roi = whole_frame
-    extract.mask_stats = _mask_stats_whole_frame
-    video._upright = upright_auto_threads
+    saved = (files.CueFileSink.begin, segment.SubjectTracker._select_in_roi, extract.mask_stats, video._upright,
+             extract.pose_cue, face.FALLBACK_MAX_SKIP, files.mask_to_uint8)
+    extract.pose_cue, face.FALLBACK_MAX_SKIP, files.mask_to_uint8 = _pose_cue_whole_frame, 0, _mask_to_uint8_temporaries
+    if before_session <= 8:
+        files.CueFileSink.begin = lambda self, n: None
+        segment.SubjectTracker._select_in_roi = whole_frame
+        extract.mask_stats = _mask_stats_whole_frame
+        video._upright = upright_auto_threads
     try:
         yield
     finally:
-        (files.CueFileSink.begin, segment.SubjectTracker._select_in_roi, extract.mask_stats,
-         video._upright) = saved
+        (files.CueFileSink.begin, segment.SubjectTracker._select_in_roi, extract.mask_stats, video._upright,
+         extract.pose_cue, face.FALLBACK_MAX_SKIP, files.mask_to_uint8) = saved
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--long-runs", type=int, default=5, help="runs of each job on the 450-frame clip")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -107,20 +135,23 @@ def main() -> None:
                 f"write_cues({str(ASTRONAUT)!r}, {{clip!r}}, {{out!r}}, CuesConfig(size=512), progress=False)")
         mem1 = peak_rss_mib_of(code.format(clip=str(tmp / "clip.mp4"), out=str(tmp / "m1")))
         mem10 = peak_rss_mib_of(code.format(clip=str(tmp / "clip10.mp4"), out=str(tmp / "m10")))
-        runs, arrays, before = [], [], []
+        runs, arrays, before10, before8 = [], [], [], []
         for i in range(args.runs):  # the jobs alternate, in the same run
             report = write_cues(ASTRONAUT, tmp / "clip.mp4", tmp / f"out{i}", cfg, progress=False)
             runs.append(report.ms_per_frame)
             report = write_cues(ASTRONAUT, tmp / "clip.mp4", tmp / f"arrays{i}", cfg, progress=False, videos=False)
             arrays.append(report.ms_per_frame)
-            with previous_way():
-                report = write_cues(ASTRONAUT, tmp / "clip.mp4", tmp / f"before{i}", cfg, progress=False,
-                                    videos=False)
-            before.append(report.ms_per_frame)
-        stages = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        stages_arrays = {k: statistics.median(r[k] for r in arrays) for k in arrays[0]}
-        stages_before = {k: statistics.median(r[k] for r in before) for k in before[0]}
-        long_now, long_then, cpu_now, cpu_then = [], [], [], []
+            for session, into in ((10, before10), (8, before8)):
+                with previous_way(session):
+                    report = write_cues(ASTRONAUT, tmp / "clip.mp4", tmp / f"before{session}_{i}", cfg,
+                                        progress=False, videos=False)
+                into.append(report.ms_per_frame)
+
+        def median_stages(rows):
+            return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+
+        stages, stages_arrays = median_stages(runs), median_stages(arrays)
+        stages_before10, stages_before8 = median_stages(before10), median_stages(before8)
 
         def timed(out: str) -> tuple[float, float]:
             """The job's wall ms/frame and its CPU ms/frame (user + system, every thread of this process):
@@ -131,27 +162,33 @@ def main() -> None:
             cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
             return report.ms_per_frame["total"], 1000 * cpu / report.num_frames
 
-        for i in range(max(1, min(3, args.runs))):  # the 450-frame clip: 3 alternating runs each
-            wall, cpu = timed(f"long_arrays{i}")
-            long_now.append(wall)
-            cpu_now.append(cpu)
-            with previous_way():
-                wall, cpu = timed(f"long_before{i}")
-            long_then.append(wall)
-            cpu_then.append(cpu)
-        long_arrays, long_before = statistics.median(long_now), statistics.median(long_then)
+        long_runs: dict[str, list[tuple[float, float]]] = {"now": [], "before_session_10": [], "before_session_8": []}
+        for i in range(max(1, args.long_runs)):  # the 450-frame clip, the order alternating run to run
+            for session in ((None, 10, 8) if i % 2 == 0 else (8, 10, None)):
+                with previous_way(session) if session else nullcontext():
+                    name = "now" if session is None else f"before_session_{session}"
+                    long_runs[name].append(timed(f"long_{name}_{i}"))
+        long = {k: {"ms_per_frame": statistics.median(w for w, _ in v), "fastest_run": min(w for w, _ in v),
+                    "cpu_ms_per_frame": round(statistics.median(c for _, c in v), 2),
+                    "runs_ms_per_frame": [round(w, 2) for w, _ in v]} for k, v in long_runs.items()}
+        # paired: each "now" run against the session-9 run next to it
+        paired = [round(b[0] / a[0], 3) for a, b in zip(long_runs["now"], long_runs["before_session_10"])]
         # Model start-up (~0.3 s) weighs on a 45-frame clip; the long clip shows the steady state.
         long_total = write_cues(ASTRONAUT, tmp / "clip10.mp4", tmp / "long", cfg, progress=False).ms_per_frame["total"]
     result = {"machine": machine(), "frames": n, "runs": args.runs, "size": 512,
               "median_ms_per_frame": stages, "paper_ms_per_frame_H20": 31.0,
               "median_ms_per_frame_arrays_only": stages_arrays,
               "arrays_only_vs_full": round(stages["total"] / stages_arrays["total"], 3),
-              "median_ms_per_frame_arrays_only_before_session_8": stages_before,
-              "speedup_arrays_only_vs_before": round(stages_before["total"] / stages_arrays["total"], 3),
-              "ms_per_frame_450_frame_clip_arrays_only": {"now": long_arrays, "before_session_8": long_before,
-                                                          "speedup": round(long_before / long_arrays, 3),
-                                                          "cpu_ms_per_frame_now": round(statistics.median(cpu_now), 2),
-                                                          "cpu_ms_per_frame_before": round(statistics.median(cpu_then), 2)},
+              "median_ms_per_frame_arrays_only_before_session_10": stages_before10,
+              "median_ms_per_frame_arrays_only_before_session_8": stages_before8,
+              "speedup_arrays_only_vs_before_session_10": round(stages_before10["total"] / stages_arrays["total"], 3),
+              "speedup_arrays_only_vs_before_session_8": round(stages_before8["total"] / stages_arrays["total"], 3),
+              "450_frame_clip_arrays_only": long,
+              "450_frame_speedup_vs_before_session_10": round(long["before_session_10"]["ms_per_frame"]
+                                                              / long["now"]["ms_per_frame"], 3),
+              "450_frame_paired_speedups_vs_before_session_10": paired,
+              "450_frame_speedup_vs_before_session_8": round(long["before_session_8"]["ms_per_frame"]
+                                                             / long["now"]["ms_per_frame"], 3),
               "ratio_vs_paper": round(31.0 / stages["total"], 3),
               "ms_per_frame_450_frame_clip": long_total, "ratio_vs_paper_450": round(31.0 / long_total, 3),
               "peak_rss_mib": {f"{n} frames": round(mem1, 1), f"{n10} frames": round(mem10, 1)}}
