@@ -104,9 +104,14 @@ def previous_way(before_session: int):
         k = video._rotation(frame) // 90
         return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
 
+    class AskedEveryTime(face.SubjectFaceFinder):
+        def __init__(self, head, wide=None, max_skip=0):
+            super().__init__(head, wide, 0)
+
     saved = (files.CueFileSink.begin, segment.SubjectTracker._select_in_roi, extract.mask_stats, video._upright,
-             extract.pose_cue, face.FALLBACK_MAX_SKIP, files.mask_to_uint8)
-    extract.pose_cue, face.FALLBACK_MAX_SKIP, files.mask_to_uint8 = _pose_cue_whole_frame, 0, _mask_to_uint8_temporaries
+             extract.pose_cue, extract.SubjectFaceFinder, files.mask_to_uint8)
+    extract.pose_cue, extract.SubjectFaceFinder, files.mask_to_uint8 = (_pose_cue_whole_frame, AskedEveryTime,
+                                                                        _mask_to_uint8_temporaries)
     if before_session <= 8:
         files.CueFileSink.begin = lambda self, n: None
         segment.SubjectTracker._select_in_roi = whole_frame
@@ -116,7 +121,48 @@ def previous_way(before_session: int):
         yield
     finally:
         (files.CueFileSink.begin, segment.SubjectTracker._select_in_roi, extract.mask_stats, video._upright,
-         extract.pose_cue, face.FALLBACK_MAX_SKIP, files.mask_to_uint8) = saved
+         extract.pose_cue, extract.SubjectFaceFinder, files.mask_to_uint8) = saved
+
+
+def fallback_tally(clip: Path, out: Path, cfg: CuesConfig, before_session: int | None) -> dict:
+    """How often one job asks the face search's full-range fallback, and how often that finds a face."""
+    from directanimator.cues import face
+
+    tally = {"asked": 0, "found": 0}
+    real = face.SubjectFaceFinder.__call__
+
+    def counting(self, *args, **kwargs):
+        asked = self.wide_calls
+        found = real(self, *args, **kwargs)
+        if self.wide_calls > asked:
+            tally["asked"] += 1
+            tally["found"] += found is not None
+        return found
+
+    face.SubjectFaceFinder.__call__ = counting
+    try:
+        with previous_way(before_session) if before_session else nullcontext():
+            write_cues(ASTRONAUT, clip, out, cfg, progress=False, videos=False)
+    finally:
+        face.SubjectFaceFinder.__call__ = real
+    return tally
+
+
+def cue_differences(now: Path, before: Path) -> dict:
+    """Where two jobs' cue arrays differ: per tensor, the frames and pixels that differ, the largest
+    difference (levels of 255)."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from directanimator.cues.files import CUE_ARRAYS
+
+    a, b = load_file(str(now / CUE_ARRAYS)), load_file(str(before / CUE_ARRAYS))
+    out = {}
+    for k in sorted(a):
+        d = np.abs(a[k].astype(np.int64) - b[k].astype(np.int64))
+        frames = int(np.any(d.reshape(len(d), -1) > 0, axis=1).sum()) if d.ndim > 1 else int((d > 0).sum())
+        out[k] = {"frames": frames, "pixels": int((d > 0).sum()), "max": int(d.max()) if d.size else 0}
+    return out
 
 
 def main() -> None:
@@ -173,6 +219,9 @@ def main() -> None:
                     "runs_ms_per_frame": [round(w, 2) for w, _ in v]} for k, v in long_runs.items()}
         # paired: each "now" run against the session-9 run next to it
         paired = [round(b[0] / a[0], 3) for a, b in zip(long_runs["now"], long_runs["before_session_10"])]
+        differences = cue_differences(tmp / "long_now_0", tmp / "long_before_session_10_0")
+        fallback = {"now": fallback_tally(tmp / "clip10.mp4", tmp / "tally_now", cfg, None),
+                    "before_session_10": fallback_tally(tmp / "clip10.mp4", tmp / "tally_before", cfg, 10)}
         # Model start-up (~0.3 s) weighs on a 45-frame clip; the long clip shows the steady state.
         long_total = write_cues(ASTRONAUT, tmp / "clip10.mp4", tmp / "long", cfg, progress=False).ms_per_frame["total"]
     result = {"machine": machine(), "frames": n, "runs": args.runs, "size": 512,
@@ -189,6 +238,8 @@ def main() -> None:
               "450_frame_paired_speedups_vs_before_session_10": paired,
               "450_frame_speedup_vs_before_session_8": round(long["before_session_8"]["ms_per_frame"]
                                                              / long["now"]["ms_per_frame"], 3),
+              "450_frame_cues_differing_from_before_session_10": differences,
+              "450_frame_full_range_face_fallback": fallback,
               "ratio_vs_paper": round(31.0 / stages["total"], 3),
               "ms_per_frame_450_frame_clip": long_total, "ratio_vs_paper_450": round(31.0 / long_total, 3),
               "peak_rss_mib": {f"{n} frames": round(mem1, 1), f"{n10} frames": round(mem10, 1)}}

@@ -116,6 +116,10 @@ class FaceCueConfig:
     margin: float = 0.6
     # Gaps without a detection up to this many frames are linearly interpolated.
     max_gap: int = 8
+    # In a video the full-range fallback backs off while it keeps failing: after k failures in a row
+    # it sits out the next min(k, fallback_max_skip) frames that need it (0: asked on every frame the
+    # short range misses). Below max_gap, a face it would have found there is interpolated.
+    fallback_max_skip: int = 3
     # Half-width in frames of the moving average that smooths box centre and size over time.
     smooth_radius: int = 2
     # Ablation S2 of Table 3: False keeps the face pixels where they are instead of enlarging and
@@ -126,6 +130,7 @@ class FaceCueConfig:
         _check_range("cues.face.min_confidence", self.min_confidence, 0.0, 1.0)
         _check_range("cues.face.margin", self.margin, 0.0, 10.0)
         _check_range("cues.face.max_gap", self.max_gap, 0, 10_000)
+        _check_range("cues.face.fallback_max_skip", self.fallback_max_skip, 0, 10_000)
         _check_range("cues.face.smooth_radius", self.smooth_radius, 0, 10_000)
 
 

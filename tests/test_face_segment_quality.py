@@ -272,9 +272,8 @@ class _ScriptedDetector:
 
 def test_full_range_fallback_backs_off_while_it_fails_and_comes_back_at_once():
     """Where the short-range detector misses, the full-range one is asked; while it fails too it sits
-    out min(k, FALLBACK_MAX_SKIP) frames after its k-th failure in a row, and after one success it is
-    asked on every frame again. A reference photo (index None) is always asked and leaves the
-    back-off alone."""
+    out min(k, max_skip) frames after its k-th failure in a row, and after one success it is asked on
+    every frame again. A reference photo (index None) is always asked and leaves the back-off alone."""
     from directanimator.config import CuesConfig
     from directanimator.cues import face as F
 
@@ -285,7 +284,7 @@ def test_full_range_fallback_backs_off_while_it_fails_and_comes_back_at_once():
     head = _ScriptedDetector(lambda call: False)
     asked = []
     wide = _ScriptedDetector(lambda call: asked[call] >= 13)  # the face becomes findable at frame 13
-    finder = F.SubjectFaceFinder(head, wide)
+    finder = F.SubjectFaceFinder(head, wide, CuesConfig().face.fallback_max_skip)
     real_detect = wide.detect
 
     found = []
@@ -296,7 +295,12 @@ def test_full_range_fallback_backs_off_while_it_fails_and_comes_back_at_once():
     assert found == [i >= 13 for i in range(20)]
     assert finder.wide_calls == len(asked) and head.calls == 20
     # the longest run of frames sat out stays under what the Face Cue's gap filling bridges
-    assert F.FALLBACK_MAX_SKIP < CuesConfig().face.max_gap
+    assert CuesConfig().face.fallback_max_skip == 3 < CuesConfig().face.max_gap
+
+    never = F.SubjectFaceFinder(_ScriptedDetector(lambda c: False), _ScriptedDetector(lambda c: False), 0)
+    for index in range(5):  # max_skip 0: asked on every frame the short range misses
+        never(rgb, subject, box, None, index)
+    assert never.wide.calls == 5
 
     failing = F.SubjectFaceFinder(_ScriptedDetector(lambda c: False), _ScriptedDetector(lambda c: False))
     for index in range(3):
@@ -306,3 +310,25 @@ def test_full_range_fallback_backs_off_while_it_fails_and_comes_back_at_once():
     for _ in range(3):  # a photo: asked every time, the video's back-off untouched
         failing(rgb, subject, box, None, None)
     assert failing.wide.calls == calls + 3 and failing._wide_skip == skip_before
+
+
+def test_the_configured_fallback_back_off_reaches_the_face_search(monkeypatch):
+    """cues.face.fallback_max_skip is what the job's face search uses."""
+    from directanimator.assets import ASTRONAUT, WALK_VIDEO
+    from directanimator.config import CuesConfig, FaceCueConfig
+    from directanimator.cues import extract
+    from directanimator.video import iter_frames, load_image
+
+    made = []
+
+    class Recorded(extract.SubjectFaceFinder):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(extract, "SubjectFaceFinder", Recorded)
+    frames = list(iter_frames(WALK_VIDEO))[:6]
+    for skip in (0, 5):
+        extract.extract_cues_in_memory(load_image(ASTRONAUT), frames,
+                                       CuesConfig(size=64, face=FaceCueConfig(fallback_max_skip=skip)))
+        assert made[-1].max_skip == skip and made[-1].wide is not None

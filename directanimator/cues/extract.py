@@ -337,7 +337,7 @@ def extract_cues(reference: np.ndarray, driving: FrameSource, cfg: CuesConfig,
         own_models.append(segmenter)
     if face_detector is None:
         face_finder = SubjectFaceFinder(MediaPipeFaceDetector(0, cfg.face.min_confidence),
-                                        MediaPipeFaceDetector(1, cfg.face.min_confidence))
+                                        MediaPipeFaceDetector(1, cfg.face.min_confidence), cfg.face.fallback_max_skip)
         own_models.append(face_finder)
     else:
         face_finder = SubjectFaceFinder(face_detector)

@@ -100,23 +100,21 @@ class GivenFaceBoxes:
         return [(box.copy(), 1.0)]
 
 
-# The full-range fallback costs about three short-range tries and, where the short range fails
-# (the face turned away or hidden), mostly fails too. In a video, after it has failed k times in a
-# row it sits out the next min(k, FALLBACK_MAX_SKIP) frames that need it (0: asked every time); one
-# success and it is asked every time again. The frames it sits out are fewer than the Face Cue's
-# gap filling bridges (cues.face.max_gap, 8), so a face it would have found there is interpolated.
-FALLBACK_MAX_SKIP = 3
-
-
 class SubjectFaceFinder:
     """Finds the main subject's face. Full-body frames make faces tiny, so the short-range detector
     first looks at an upscaled crop around the head (top of the subject mask); failing that, the
-    full-range detector looks at the subject's crop, or the whole frame (with the back-off of
-    `FALLBACK_MAX_SKIP` over a video's frames, in order). Without a `wide` detector, `head` is
-    asked once with the whole frame."""
+    full-range detector looks at the subject's crop, or the whole frame. Without a `wide`
+    detector, `head` is asked once with the whole frame.
 
-    def __init__(self, head: FaceDetector, wide: FaceDetector | None = None):
-        self.head, self.wide = head, wide
+    The full-range try costs about three short-range ones and, where the short range fails (the face
+    turned away or hidden), mostly fails too. So over a video's frames (calls with an `index`, in
+    order) it backs off: after k failures in a row it sits out the next min(k, `max_skip`) frames
+    that need it (0: asked every time), and after one success it is asked every time again. With
+    `max_skip` below the Face Cue's gap filling (cues.face.max_gap), a face it would have found on a
+    frame it sat out is interpolated from its neighbours. A photo (no index) is always searched."""
+
+    def __init__(self, head: FaceDetector, wide: FaceDetector | None = None, max_skip: int = 3):
+        self.head, self.wide, self.max_skip = head, wide, max_skip
         self._wide_failures = 0  # the fallback's failures in a row over the video's frames
         self._wide_skip = 0  # frames needing it that it still sits out
         self.wide_calls = 0  # how often the fallback ran (frames of a video)
@@ -142,7 +140,7 @@ class SubjectFaceFinder:
         if index is not None:
             self.wide_calls += 1
             self._wide_failures = 0 if found is not None else self._wide_failures + 1
-            self._wide_skip = min(self._wide_failures, FALLBACK_MAX_SKIP)
+            self._wide_skip = min(self._wide_failures, self.max_skip)
         return found
 
     def close(self) -> None:
