@@ -87,9 +87,10 @@ def previous_way(before_session: int):
     """The cue job as it was before session 10 (`before_session=10`: the Pose Cue's gray and low-pass
     on the whole frame, the face search's full-range fallback on every frame the short range misses,
     the masks' uint8 conversion through three temporaries, pass 2's cues on the calling thread) or
-    before session 8 (`8`: also session 7's cue arrays spooled to one file per tensor and copied behind the header at the end (no `begin`),
-    the subject chosen and the mask statistics taken on the whole frame instead of the ROI / the
-    subject's box, and FFmpeg's scaler on its automatic threads, two started and joined per frame)."""
+    before session 8 (`8`: also session 7's cue arrays spooled to one file per tensor and copied
+    behind the header at the end (no `begin`), the subject chosen and the mask statistics taken on the
+    whole frame instead of the ROI / the subject's box, and FFmpeg's scaler on its automatic threads,
+    two started and joined per frame)."""
     import numpy as np
 
     from directanimator import video
