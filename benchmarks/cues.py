@@ -6,10 +6,10 @@ Measures, on a 512x512 H.264 clip made from the bundled real clip (person dancin
   previews: what the training cache and `animate` need), alternating with the full job;
 - the arrays-only job as it was before session 10 (`previous_way(10)`: the Pose Cue's low-pass on the
   whole frame, the full-range face fallback asked on every frame the short range misses, the masks'
-  uint8 conversion with three temporaries, pass 2's cues made one frame after another), alternating
-  with the others in the same run: the baseline of the ratio; and as it was before session 8 (`previous_way(8)`: also the cue arrays spooled and
-  copied at the end, subject selection and mask statistics on the whole frame, FFmpeg's scaler on
-  automatic threads), the baseline of session 8's ratio;
+  uint8 conversion with three temporaries), alternating with the others in the same run: the
+  baseline of the ratio; and as it was before session 8 (`previous_way(8)`: also the cue arrays
+  spooled and copied at the end, subject selection and mask statistics on the whole frame, FFmpeg's
+  scaler on automatic threads), the baseline of session 8's ratio;
 - peak resident memory of the whole job for the clip and for the same clip ten times longer.
 The paper's reference is 31 ms/frame (Grounded-SAM + low-pass on an H20 GPU, Table 7).
 
@@ -86,11 +86,10 @@ def _mask_to_uint8_temporaries(mask):
 def previous_way(before_session: int):
     """The cue job as it was before session 10 (`before_session=10`: the Pose Cue's gray and low-pass
     on the whole frame, the face search's full-range fallback on every frame the short range misses,
-    the masks' uint8 conversion through three temporaries, pass 2's cues on the calling thread) or
-    before session 8 (`8`: also session 7's cue arrays spooled to one file per tensor and copied
-    behind the header at the end (no `begin`), the subject chosen and the mask statistics taken on the
-    whole frame instead of the ROI / the subject's box, and FFmpeg's scaler on its automatic threads,
-    two started and joined per frame)."""
+    the masks' uint8 conversion through three temporaries) or before session 8 (`8`: also session 7's
+    cue arrays spooled to one file per tensor and copied behind the header at the end (no `begin`),
+    the subject chosen and the mask statistics taken on the whole frame instead of the ROI / the
+    subject's box, and FFmpeg's scaler on its automatic threads, two started and joined per frame)."""
     import numpy as np
 
     from directanimator import video
@@ -110,10 +109,9 @@ def previous_way(before_session: int):
             super().__init__(head, wide, 0)
 
     saved = (files.CueFileSink.begin, segment.SubjectTracker._select_in_roi, extract.mask_stats, video._upright,
-             extract.pose_cue, extract.SubjectFaceFinder, files.mask_to_uint8, extract.RENDER_THREADS)
+             extract.pose_cue, extract.SubjectFaceFinder, files.mask_to_uint8)
     extract.pose_cue, extract.SubjectFaceFinder, files.mask_to_uint8 = (_pose_cue_whole_frame, AskedEveryTime,
                                                                         _mask_to_uint8_temporaries)
-    extract.RENDER_THREADS = 0
     if before_session <= 8:
         files.CueFileSink.begin = lambda self, n: None
         segment.SubjectTracker._select_in_roi = whole_frame
@@ -123,7 +121,7 @@ def previous_way(before_session: int):
         yield
     finally:
         (files.CueFileSink.begin, segment.SubjectTracker._select_in_roi, extract.mask_stats, video._upright,
-         extract.pose_cue, extract.SubjectFaceFinder, files.mask_to_uint8, extract.RENDER_THREADS) = saved
+         extract.pose_cue, extract.SubjectFaceFinder, files.mask_to_uint8) = saved
 
 
 def fallback_tally(clip: Path, out: Path, cfg: CuesConfig, before_session: int | None) -> dict:

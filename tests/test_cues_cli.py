@@ -235,42 +235,6 @@ def test_face_detection_on_its_own_thread_gives_the_same_cues(walk_cues, tmp_pat
     assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) and np.array_equal(a[k], c[k]) for k in a)
 
 
-def test_pass_two_cues_on_worker_threads_are_the_same_and_in_order(walk_cues, tmp_path, monkeypatch):
-    """Pass 2 makes the three cues of several frames at once on RENDER_THREADS workers: the same arrays
-    as made one frame after another on the calling thread, handed to the sink in frame order, and
-    the work did run off the main thread."""
-    import threading
-
-    from directanimator.cues import extract
-    from directanimator.cues.files import CueFileSink
-
-    on_main, order = [], []
-    real_pose, real_add = extract.pose_cue, CueFileSink.add
-
-    def spy_pose(*a, **k):
-        on_main.append(threading.current_thread() is threading.main_thread())
-        return real_pose(*a, **k)
-
-    def spy_add(self, index, *a, **k):
-        order.append(index)
-        return real_add(self, index, *a, **k)
-
-    monkeypatch.setattr(extract, "pose_cue", spy_pose)
-    monkeypatch.setattr(CueFileSink, "add", spy_add)
-    args = ["cues", "--quiet", "--arrays-only", "--reference", str(ASTRONAUT), "--driving", str(WALK_VIDEO),
-            "--size", "256", "--out"]
-    for threads in (2, 0):
-        monkeypatch.setattr(extract, "RENDER_THREADS", threads)
-        on_main.clear()
-        order.clear()
-        assert main([*args, str(tmp_path / f"threads{threads}")]) == 0
-        assert order == list(range(len(order))) and len(order) >= 40
-        assert on_main and all(on_main) == (threads == 0) and not any(on_main) == (threads > 0)
-    a, b = load_cues(tmp_path / "threads2" / "cues.safetensors"), load_cues(tmp_path / "threads0" / "cues.safetensors")
-    c = load_cues(walk_cues / "cues.safetensors")
-    assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) and np.array_equal(a[k], c[k]) for k in a)
-
-
 def expect_error(capsys, tmp_path, args, message):
     out = tmp_path / "out"
     code, err = run([*args, "--out", out], capsys)

@@ -15,10 +15,9 @@ The cues go to a `CueSink`: `MemorySink` gives a `DrivingCues` of arrays (traini
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 from collections import defaultdict, deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
@@ -127,16 +126,12 @@ class MemorySink:
 
 
 class _Timer:
-    """Seconds per stage; threads may share one (the additions hold a lock)."""
-
     def __init__(self) -> None:
         self.total: dict[str, float] = defaultdict(float)
-        self._lock = threading.Lock()
 
     def __call__(self, name: str, t0: float) -> float:
         t1 = time.perf_counter()
-        with self._lock:
-            self.total[name] += t1 - t0
+        self.total[name] += t1 - t0
         return t1
 
 
@@ -175,6 +170,7 @@ def prefetched(items: Iterator, depth: int = 4) -> Iterator:
     producer is raised in the consumer; a consumer that stops early (or is interrupted) stops the
     producer at its next item."""
     import queue
+    import threading
 
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -381,10 +377,6 @@ def extract_cues_in_memory(reference: np.ndarray, frames: Iterable[np.ndarray] |
     return sink.cues
 
 
-# Pass 2's cues (pose, face, location) are made by this many threads for several frames at once, in
-# frame order to the sink (the same cues; 0: on the calling thread, one frame after another)
-RENDER_THREADS = 2
-
 # Pass 1 detects frame i's face on a second thread while segmenting frame i + 1 (same cues; off: one
 # thread, for comparison in tests and benchmarks/cues.py)
 OVERLAP_FACE_DETECTION = True
@@ -494,72 +486,34 @@ def _render(driving: FrameSource, cfg: CuesConfig, an: _Analysis, ref_mask: np.n
     begin = getattr(sink, "begin", None)
     if begin is not None:  # the sink may lay out its arrays now that the frame count is known
         begin(n)
-    skeleton = cfg.pose.mode == "skeleton"
-    stage_timer = _Timer()  # the workers' stage times (they overlap: the sum can exceed the total)
-
-    def cues_of(index: int, rgb: np.ndarray, subject: np.ndarray):
-        t = time.perf_counter()
-        pose = pose_cue(rgb, subject, cfg.pose.mode, lowpass) if pose_valid[index] and not skeleton else None
-        t = stage_timer("pose_cue", t)
-        box = face_boxes[index]
-        face = face_cue(rgb, box, cfg.face.margin, cfg.size, cfg.face.enlarge_and_center)
-        t = stage_timer("face_cue", t)
-        body, face_mask = location_masks(subject if pose_valid[index] else np.zeros_like(subject),
-                                         box, alignment, cfg.location.mode, cfg.location.grid_cell)
-        stage_timer("location_cue", t)
-        return pose, face, body, face_mask
-
-    # The three cues of a frame depend on that frame alone once pass 1 is done: RENDER_THREADS
-    # workers make them for several frames at once (OpenCV, numpy and torch's FFT release the GIL),
-    # and they reach the sink in frame order. The skeleton's keypoint model is one MediaPipe graph,
-    # asked from this thread only.
-    workers = max(0, RENDER_THREADS)
-    pending: deque = deque()
-
-    def submit(*args) -> Future:
-        if workers:
-            return pool.submit(cues_of, *args)
-        done: Future = Future()  # 0 threads: made here, in the order they come
-        done.set_result(cues_of(*args))
-        return done
-
-    with masks, _progress(n, "cues 2/2 render", progress) as bar, \
-            ThreadPoolExecutor(max(1, workers), thread_name_prefix="cues-render") as pool:
-
-        def deliver(item) -> None:
-            index, rgb, future, skeleton_pose = item
-            pose, face, body, face_mask = future.result()
-            if skeleton_pose is not None:
-                pose = skeleton_pose
-            if pose is None:
-                pose = np.zeros(rgb.shape if colour else rgb.shape[:2], np.uint8)
-            t = time.perf_counter()
-            sink.add(index, rgb, pose, face, body, face_mask, bool(pose_valid[index]), face_boxes[index] is not None)
-            timer("write", t)
-            bar.update()
-
+    with masks, _progress(n, "cues 2/2 render", progress) as bar:
         t = time.perf_counter()
         for index, (rgb, _) in enumerate(_letterboxed(driving, cfg.size)):
             if index >= n:
                 break
             t = timer("decode", t)
             subject = np.frombuffer(masks.read(h * w), np.uint8).reshape(h, w).astype(bool)
-            skeleton_pose = None
-            if pose_valid[index] and skeleton:
+            pose = None
+            if pose_valid[index] and cfg.pose.mode == "skeleton":
                 kps = keypoints(rgb, index) if keypoints is not None else None
                 if kps is not None:  # moved onto the reference person like the Location Cue
                     kps = np.concatenate([alignment.apply(kps[:, :2]), kps[:, 2:3]], axis=1)
-                    skeleton_pose = draw_skeleton(kps, cfg.size)
+                    pose = draw_skeleton(kps, cfg.size)
                     skeleton_frames += 1
-                t = timer("pose_cue", t)
-            pending.append((index, rgb, submit(index, rgb, subject), skeleton_pose))
-            while pending and (len(pending) > 2 * workers or pending[0][2].done()):
-                deliver(pending.popleft())
-            t = time.perf_counter()
-        while pending:
-            deliver(pending.popleft())
-    for k, v in stage_timer.total.items():
-        timer.total[k] += v
+            elif pose_valid[index]:
+                pose = pose_cue(rgb, subject, cfg.pose.mode, lowpass)
+            if pose is None:
+                pose = np.zeros(rgb.shape if colour else rgb.shape[:2], np.uint8)
+            t = timer("pose_cue", t)
+            box = face_boxes[index]
+            face = face_cue(rgb, box, cfg.face.margin, cfg.size, cfg.face.enlarge_and_center)
+            t = timer("face_cue", t)
+            body, face_mask = location_masks(subject if pose_valid[index] else np.zeros_like(subject),
+                                             box, alignment, cfg.location.mode, cfg.location.grid_cell)
+            t = timer("location_cue", t)
+            sink.add(index, rgb, pose, face, body, face_mask, bool(pose_valid[index]), box is not None)
+            t = timer("write", t)
+            bar.update()
     face_frames = [i for i, b in enumerate(face_boxes) if b is not None]
     report = CueReport(
         num_frames=n, fps=float(fps), size=cfg.size, person_frames=int(person.sum()),
