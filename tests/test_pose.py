@@ -129,3 +129,21 @@ def test_pose_cue_on_the_window_matches_the_whole_frame_cue():
         diff = np.abs(got.astype(int) - expected)
         assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
     assert not pose_cue(rgb, np.zeros((256, 256), bool), "gray_lowpass", lp).any()
+
+
+def test_window_filter_keeps_one_small_response_per_length_and_takes_the_given_box():
+    """Windows of ever-changing shapes (a moving subject) must not pile up one 2-D response each: the
+    filter keeps one 1-D response per window length. A box handed in (the cue job's, from pass 1)
+    gives the same cue as the one computed from the mask."""
+    from directanimator.cues.location import tight_box
+
+    rng = np.random.default_rng(5)
+    lp = GaussianLowpass(20.48 / 256)
+    rgb = (rng.random((256, 256, 3)) * 255).astype(np.uint8)
+    for side in range(30, 150, 7):  # 18 window shapes
+        mask = np.zeros((256, 256), bool)
+        mask[20:20 + side, 40:40 + side // 2] = True
+        cue = pose_cue(rgb, mask, "gray_lowpass", lp)
+        assert np.array_equal(cue, pose_cue(rgb, mask, "gray_lowpass", lp, tight_box(mask)))
+    assert not lp._response  # no 2-D response was built
+    assert all(r.ndim == 1 and r.numel() <= 256 for r in lp._axis.values()) and len(lp._axis) <= 2 * 18

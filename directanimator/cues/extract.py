@@ -501,7 +501,7 @@ def _render(driving: FrameSource, cfg: CuesConfig, an: _Analysis, ref_mask: np.n
                     pose = draw_skeleton(kps, cfg.size)
                     skeleton_frames += 1
             elif pose_valid[index]:
-                pose = pose_cue(rgb, subject, cfg.pose.mode, lowpass)
+                pose = pose_cue(rgb, subject, cfg.pose.mode, lowpass, an.boxes[index])  # pass 1's box of it
             if pose is None:
                 pose = np.zeros(rgb.shape if colour else rgb.shape[:2], np.uint8)
             t = timer("pose_cue", t)

@@ -17,6 +17,8 @@ import math
 import numpy as np
 import torch
 
+from .location import tight_box
+
 POSE_MODES = ("gray_lowpass", "gray", "rgb", "skeleton")
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601, as cv2.COLOR_RGB2GRAY
 SUPPORT_SIGMAS = 6.0  # the margin around the subject's box the filter runs on
@@ -46,6 +48,7 @@ class GaussianLowpass:
             raise ValueError(f"low-pass cutoff must be > 0 cycles/pixel, got {cutoff}")
         self.cutoff = cutoff
         self._response: dict[tuple[int, int], torch.Tensor] = {}
+        self._axis: dict[tuple[int, bool], torch.Tensor] = {}  # 1-D responses, by (length, half)
 
     @property
     def sigma(self) -> float:
@@ -68,6 +71,14 @@ class GaussianLowpass:
         out = torch.fft.irfft2(spectrum * self.response(*x.shape), s=x.shape)
         return out.numpy()
 
+    def _axis_response(self, n: int, half: bool) -> torch.Tensor:
+        """exp(-f^2 / (2 fc^2)) along one axis of n pixels (rfft's half spectrum when `half`)."""
+        key = (n, half)
+        if key not in self._axis:
+            f = (torch.fft.rfftfreq if half else torch.fft.fftfreq)(n, dtype=torch.float64)
+            self._axis[key] = torch.exp(-(f**2) / (2.0 * self.cutoff**2)).to(torch.float32)
+        return self._axis[key]
+
     def _span(self, lo: int, hi: int, n: int) -> tuple[int, int]:
         """Axis [lo, hi) of a frame of n pixels -> (start, length) of the window the filter runs on:
         the span widened by the margin and rounded up to a quick FFT length, or the whole axis
@@ -85,8 +96,13 @@ class GaussianLowpass:
         (sy, ly), (sx, lx) = self._span(y0, y1, h), self._span(x0, x1, w)
         window = np.zeros((ly, lx), np.float32)
         window[y0 - sy:y1 - sy, x0 - sx:x1 - sx] = patch
-        x = torch.from_numpy(window)
-        filtered = torch.fft.irfft2(torch.fft.rfft2(x) * self.response(ly, lx), s=(ly, lx)).numpy()
+        # The response is separable, H = Hy(fy) Hx(fx): applied axis by axis, so only one 1-D response
+        # per window length is kept (the windows' shapes vary from frame to frame; one 2-D response
+        # per shape would pile up, 94 shapes and 20 MB on a 450-frame clip)
+        spectrum = torch.fft.rfft2(torch.from_numpy(window))
+        spectrum *= self._axis_response(ly, False)[:, None]
+        spectrum *= self._axis_response(lx, True)[None, :]
+        filtered = torch.fft.irfft2(spectrum, s=(ly, lx)).numpy()
         if (sy, ly, sx, lx) == (0, h, 0, w):
             return filtered
         out = np.zeros((h, w), np.float32)
@@ -97,29 +113,25 @@ class GaussianLowpass:
         return out
 
 
-def _box_of(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if not len(rows):
-        return None
-    return int(cols[0]), int(cols[-1]) + 1, int(rows[0]), int(rows[-1]) + 1
-
-
-def pose_cue(rgb: np.ndarray, mask: np.ndarray, mode: str, lowpass: GaussianLowpass | None) -> np.ndarray:
+def pose_cue(rgb: np.ndarray, mask: np.ndarray, mode: str, lowpass: GaussianLowpass | None,
+             box: np.ndarray | None = None) -> np.ndarray:
     """One frame's Pose Cue.
 
     rgb (H, W, 3) uint8, mask (H, W) bool -> (H, W) uint8 for the gray modes, (H, W, 3) for `rgb`.
     The foreground is cut out before filtering, so the background is black and the silhouette edge
-    is softened by the same filter as the texture inside it.
+    is softened by the same filter as the texture inside it. `box`, when given, is the mask's
+    `tight_box` (the cue job has it from its first pass); else it is computed here.
     """
     if mode == "rgb":
         return rgb * mask[:, :, None].astype(np.uint8)
     if mode not in ("gray", "gray_lowpass"):
         raise ValueError(f"unknown pose cue mode {mode!r}; choose one of {POSE_MODES}")
     h, w = mask.shape
-    box = _box_of(mask)
+    if box is None:
+        box = tight_box(mask)
     if box is None:
         return np.zeros((h, w), np.uint8)
-    x0, x1, y0, y1 = box
+    x0, x1, y0, y1 = (int(v) for v in box)
     gray = rgb[y0:y1, x0:x1].astype(np.float32) @ _LUMA
     gray *= mask[y0:y1, x0:x1]
     if mode == "gray":
@@ -127,7 +139,7 @@ def pose_cue(rgb: np.ndarray, mask: np.ndarray, mode: str, lowpass: GaussianLowp
         out[y0:y1, x0:x1] = np.clip(gray + 0.5, 0, 255).astype(np.uint8)
         return out
     assert lowpass is not None
-    filtered = lowpass.on_support(gray, box, (h, w))
+    filtered = lowpass.on_support(gray, (x0, x1, y0, y1), (h, w))
     filtered += 0.5
     np.clip(filtered, 0, 255, out=filtered)
     return filtered.astype(np.uint8)
