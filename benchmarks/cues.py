@@ -63,14 +63,14 @@ def _mask_stats_whole_frame(prob, subject, box=None):
     return MaskStats(area, largest / area, float(np.abs(2.0 * near - 1.0).mean()) if near.size else 0.0)
 
 
-def _pose_cue_whole_frame(rgb, mask, mode, lowpass):
-    """pose_cue as it was before session 10: gray and low-pass on the whole frame."""
+def _pose_cue_whole_frame(rgb, mask, mode, lowpass, box=None):
+    """pose_cue as it was before session 10: gray and low-pass on the whole frame (the box unused)."""
     import numpy as np
 
     from directanimator.cues.pose import pose_cue
 
     if mode != "gray_lowpass":
-        return pose_cue(rgb, mask, mode, lowpass)
+        return pose_cue(rgb, mask, mode, lowpass, box)
     gray = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     gray *= mask
     return np.clip(lowpass(gray) + 0.5, 0, 255).astype(np.uint8)
