@@ -14,6 +14,11 @@ truth has): `motion`, the mean frame-to-frame change, and `detail`, the mean dif
 neighbouring pixels in a frame; averaging unlike samples, of decoded windows (the cross-fade) or of
 the windows' predictions at each step (fusion), lowers both. Medians over the clips' means.
 
+A number means nothing without the trivial answers next to it: the same metrics, at the same frame
+pairs, for the three of `directanimator.eval.puppet.trivial_answers` on the same clips (the reference
+photo held still: its error at every pair is the truth's own motion; the driving video pasted as it
+is; the silhouette fill). They have no windows, so for them "joins" are only the same frame pairs.
+
 `--window F` runs the model on windows of F frames (1 + 4k) instead of the `model.frames` it was
 trained on, window starts still 4 frames apart (overlap F - 4): longer windows share more latent
 frames between neighbours (the transformer's sin-cos position table is rebuilt for any length).
@@ -41,16 +46,53 @@ def join_pairs(starts: list[int], window: int, n: int) -> set[int]:
     return {t for t in pairs if 0 <= t < n - 1}
 
 
-def run_clip(pipe, k: int, frames: int, tmp: Path, fusion: str, steps: int | None = None) -> dict:
-    from directanimator.cues.detectors import Detectors
-    from directanimator.eval.pixel import psnr
-    from directanimator.pipeline import window_starts
+def puppet_clip(k: int, frames: int):
+    """Clip k: (driving, reference, truth float32) rendered from the puppet world."""
     from directanimator.synth.render import render_clip
-    from directanimator.video import VideoWriter, iter_frames
 
     driving = render_clip(900 + k, 800 + k, 700 + k, frames, 64)
     reference = render_clip(901 + k, 801 + k, 702 + k, 1, 64)
     truth = render_clip(901 + k, 800 + k, 702 + k, frames, 64).frames.astype(np.float32)
+    return driving, reference, truth
+
+
+def scores(video: np.ndarray, truth: np.ndarray, joins: set[int]) -> dict:
+    """The table's metrics of a (T, H, W, 3) float32 video against the truth; `joins` by frame pair."""
+    from directanimator.eval.pixel import psnr
+
+    n = len(truth)
+    d_out = np.abs(np.diff(video, axis=0)).mean(axis=(1, 2, 3))
+    d_gt = np.abs(np.diff(truth, axis=0)).mean(axis=(1, 2, 3))
+    excess = np.abs(d_out - d_gt)
+    inside = [t for t in range(n - 1) if t not in joins]
+    return {"join_excess": float(excess[sorted(joins)].mean()), "inside_excess": float(excess[inside].mean()),
+            "join_max": float(excess[sorted(joins)].max()), "psnr": psnr(video.astype(np.uint8), truth.astype(np.uint8)),
+            "motion": float(d_out.mean() / d_gt.mean()), "detail": detail(video) / detail(truth)}
+
+
+def clip_joins(pipe, frames: int) -> set[int]:
+    from directanimator.pipeline import window_starts
+
+    cfg = pipe.config
+    starts = window_starts(frames, cfg.model.frames, cfg.inference.window_overlap, pipe.codec.temporal_factor)
+    return join_pairs(starts, cfg.model.frames, frames)
+
+
+def trivial_rows(pipe, k: int, frames: int) -> dict[str, dict]:
+    """The trivial answers' scores on clip k (no model run), by name."""
+    from directanimator.eval.puppet import trivial_answers
+
+    driving, reference, truth = puppet_clip(k, frames)
+    answers = trivial_answers(reference.frames[0], reference.masks[0], driving.frames, driving.masks)
+    joins = clip_joins(pipe, frames)
+    return {name: {**scores(video.astype(np.float32), truth, joins), "seconds": 0.0} for name, video in answers.items()}
+
+
+def run_clip(pipe, k: int, frames: int, tmp: Path, fusion: str, steps: int | None = None) -> dict:
+    from directanimator.cues.detectors import Detectors
+    from directanimator.video import VideoWriter, iter_frames
+
+    driving, reference, truth = puppet_clip(k, frames)
     drv = tmp / f"driving_{k}.mp4"
     if not drv.exists():
         writer = VideoWriter(drv, 15, 64, 64, crf=18)
@@ -66,15 +108,7 @@ def run_clip(pipe, k: int, frames: int, tmp: Path, fusion: str, steps: int | Non
     seconds = time.perf_counter() - t0
     pipe.config = cfg
     video = np.stack(list(iter_frames(out))).astype(np.float32)
-    d_out = np.abs(np.diff(video, axis=0)).mean(axis=(1, 2, 3))
-    d_gt = np.abs(np.diff(truth, axis=0)).mean(axis=(1, 2, 3))
-    excess = np.abs(d_out - d_gt)
-    starts = window_starts(frames, cfg.model.frames, cfg.inference.window_overlap, pipe.codec.temporal_factor)
-    joins = join_pairs(starts, cfg.model.frames, frames)
-    inside = [t for t in range(frames - 1) if t not in joins]
-    return {"join_excess": float(excess[sorted(joins)].mean()), "inside_excess": float(excess[inside].mean()),
-            "join_max": float(excess[sorted(joins)].max()), "psnr": psnr(video.astype(np.uint8), truth.astype(np.uint8)),
-            "motion": float(d_out.mean() / d_gt.mean()), "detail": detail(video) / detail(truth), "seconds": seconds}
+    return {**scores(video, truth, clip_joins(pipe, frames)), "seconds": seconds}
 
 
 def detail(video: np.ndarray) -> float:
@@ -115,6 +149,13 @@ def main() -> None:
             pipe.config = base
             rows[name] = {key: float(np.median([p[key] for p in per])) for key in per[0]}
             print(name, json.dumps({k: round(v, 3) for k, v in rows[name].items()}), flush=True)
+        from directanimator.eval.puppet import TRIVIAL_NAMES
+
+        trivial = [trivial_rows(pipe, k, args.frames) for k in range(args.clips)]
+        for key, name in TRIVIAL_NAMES.items():
+            rows[f"trivial: {name}"] = {m: float(np.median([t[key][m] for t in trivial])) for m in trivial[0][key]}
+            print(f"trivial: {name}", json.dumps({m: round(v, 3) for m, v in rows[f"trivial: {name}"].items()}),
+                  flush=True)
     print("| window fusion | temporal-change error at joins | elsewhere | worst join | PSNR (dB) | motion | detail "
           "| s/clip |")
     print("|---|---|---|---|---|---|---|---|")
