@@ -50,8 +50,9 @@ def real_size_model(device="meta", dtype=torch.float32, layers: int | None = Non
     from directanimator.model import CueFusionTransformer3D, transformer_kwargs
 
     cfg = load_config(ROOT / "configs" / "cogvideox1.5-5b-i2v.yaml")
-    if layers is not None:  # --smoke: the real block, fewer of them
-        cfg.model.transformer.num_layers = layers
+    if layers is not None:  # --smoke: the real block's layout, fewer of them and 2 of its 48 heads (at the
+        cfg.model.transformer.num_layers = layers  # real width, 3072, a CPU without AVX-512 multiplies bf16
+        cfg.model.transformer.num_attention_heads = 2  # matrices so slowly that the smoke run took over 10 min)
     with torch.device(device):
         model = CueFusionTransformer3D(**transformer_kwargs(cfg.model, 16))
     return model.to(dtype) if device != "meta" else model, cfg
@@ -131,7 +132,8 @@ def markdown(est: dict) -> str:
 
 def measure(runs: int, smoke: bool = False) -> list[dict]:
     """bf16 forward and training-step time and peak memory on the GPU, per mode / option. `smoke`: the
-    same code on the CPU with one real-width block at 9 x 64 x 64 (a check of this script, no figures)."""
+    same code on the CPU with one block of the real layout, 2 heads wide, at 9 x 64 x 64 (a check of this
+    script, no figures)."""
     from directanimator.config import LoraConfig
     from directanimator.model.adapters import set_trainable
 

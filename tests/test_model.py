@@ -525,8 +525,8 @@ def test_gpu_memory_estimate_follows_the_parameter_counts():
 @pytest.mark.slow
 def test_gpu_measure_script_runs_its_rows_on_cpu():
     """benchmarks/gpu.py --measure --smoke: the GPU measurement's own code, every row, on the CPU with one
-    real-width block (GPU sessions are rare: a broken script would waste one; this caught the 13 latent
-    frames of 49 that the padded model refuses)."""
+    block of the real layout, 2 heads wide (GPU sessions are rare: a broken script would waste one; this
+    caught the 13 latent frames of 49 that the padded model refuses)."""
     import subprocess
     import sys
     from pathlib import Path
