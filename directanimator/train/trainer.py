@@ -104,6 +104,17 @@ def lr_factor(tc, step: int) -> float:
     return tc.lr_min_ratio + (1 - tc.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def _no_deepspeed_shared_memory_kernel() -> None:
+    """DeepSpeed without CUDA (its CPU accelerator) compiles its shared-memory all-reduce kernel with gcc
+    at its first use in every fresh install (2.4 minutes on the 2-core machine), and that kernel's bf16
+    path needs AVX-512 (DeepSpeed's own note: without it the kernel faults and its peers hang). Marked
+    incompatible, the all-reduce goes through the gloo process group instead. (DeepSpeed keeps its
+    compatibility table as one module-level dict on purpose, so that edits to it hold.)"""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 def _tell_deepspeed_the_batch(accelerator, batch_size: int) -> None:
     """Under DeepSpeed, fill `train_micro_batch_size_per_gpu` (and the total) when the config says
     "auto": accelerate takes them from a DataLoader passed to prepare(), which this trainer does not pass."""
@@ -170,6 +181,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
 
         cpu = False
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
+        _no_deepspeed_shared_memory_kernel()
     accelerator = Accelerator(
         cpu=cpu, gradient_accumulation_steps=tc.grad_accum, mixed_precision=_mixed_precision(tc.mixed_precision),
         kwargs_handlers=handlers,
