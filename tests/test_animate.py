@@ -85,7 +85,7 @@ def test_window_layout():
 
 
 @pytest.mark.slow
-def test_animate_end_to_end_keeps_frames_fps_audio_and_is_reproducible(same_id_run, tmp_path):
+def test_animate_end_to_end_keeps_frames_fps_audio_and_is_reproducible(same_id_run, tmp_path, cli_here):
     drv, _ = puppet_driving(tmp_path, frames=17, audio=True)
     ref, _ = puppet_reference(tmp_path)
     outs = []
@@ -101,8 +101,8 @@ def test_animate_end_to_end_keeps_frames_fps_audio_and_is_reproducible(same_id_r
     assert np.array_equal(frames[0], frames[1])  # same seed, same video
     side = tmp_path / "a_side_by_side.mp4"
     assert probe_video(side).width == 4 * 64 and len(list(iter_frames(side))) == 17
-    r = cli("animate", "--reference", str(ref), "--driving", str(drv), "--out", str(tmp_path / "c.mp4"),
-            "--checkpoint", str(same_id_run), "--steps", "3", "--seed", "12", "--quiet")
+    r = cli_here("animate", "--reference", str(ref), "--driving", str(drv), "--out", str(tmp_path / "c.mp4"),
+                 "--checkpoint", str(same_id_run), "--steps", "3", "--seed", "12", "--quiet")  # two processes above
     assert not np.array_equal(np.stack(list(iter_frames(tmp_path / "c.mp4"))), frames[0])
 
 
@@ -403,9 +403,9 @@ def test_inference_never_imports_training_code():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_animate_device_and_dtype(tmp_path):
+def test_animate_device_and_dtype(tmp_path, cli_here):
     """--device/--dtype: bfloat16 on the CPU runs end to end and stays close to float32; a CUDA
-    device where there is none is one error line."""
+    device where there is none is one error line (the command line in this process)."""
     import torch
 
     drv, _ = puppet_driving(tmp_path, frames=9, audio=False)
@@ -413,8 +413,8 @@ def test_animate_device_and_dtype(tmp_path):
     outs = {}
     for dtype in ("float32", "bfloat16"):
         out = tmp_path / f"{dtype}.mp4"
-        r = cli("animate", "--reference", str(ref), "--driving", str(drv), "--out", str(out), "--steps", "2",
-                "--device", "cpu", "--dtype", dtype, "--quiet")
+        r = cli_here("animate", "--reference", str(ref), "--driving", str(drv), "--out", str(out), "--steps", "2",
+                     "--device", "cpu", "--dtype", dtype, "--quiet")
         assert r.returncode == 0, r.stderr
         outs[dtype] = np.stack(list(iter_frames(out))).astype(np.float32)
     assert outs["bfloat16"].shape == outs["float32"].shape
@@ -422,8 +422,8 @@ def test_animate_device_and_dtype(tmp_path):
     pipe = DirectAnimatorPipeline.from_pretrained(None, dtype="bfloat16")
     assert next(pipe.transformer.parameters()).dtype == torch.bfloat16
     if not torch.cuda.is_available():
-        r = cli("animate", "--reference", str(ref), "--driving", str(drv), "--out", str(tmp_path / "g.mp4"),
-                "--device", "cuda", "--quiet")
+        r = cli_here("animate", "--reference", str(ref), "--driving", str(drv), "--out", str(tmp_path / "g.mp4"),
+                     "--device", "cuda", "--quiet")
         assert r.returncode == 2 and r.stderr.strip() == "error: --device cuda: no CUDA GPU is visible to torch on this machine"
 
 
