@@ -805,7 +805,7 @@ def test_8bit_adamw_refuses_sharded_runs_and_a_missing_install(monkeypatch):
 
 
 @pytest.mark.slow
-def test_lora_run_with_a_bf16_frozen_backbone_trains_resumes_and_animates(puppet_dataset, tmp_path):
+def test_lora_run_with_a_bf16_frozen_backbone_trains_resumes_and_animates(puppet_dataset, tmp_path, cli_here):
     """train.frozen_dtype: bfloat16: the frozen backbone in bf16 (half its memory), LoRA and cue
     modules trained in fp32 under bf16 autocast; resumes on the same loss curve; animate loads it."""
     import shutil
@@ -838,5 +838,5 @@ def test_lora_run_with_a_bf16_frozen_backbone_trains_resumes_and_animates(puppet
     assert all(torch.isfinite(p).all() for p in model.parameters())
     wrong = cfg.read_text().replace("mixed_precision: bf16", "mixed_precision: 'no'")
     cfg.write_text(wrong)
-    refused = cli(*base[:-4], "--out", str(tmp_path / "r2"), "--max-steps", "2")
+    refused = cli_here(*base[:-4], "--out", str(tmp_path / "r2"), "--max-steps", "2")  # refused before training
     assert refused.returncode == 2 and "needs train.mixed_precision: bf16" in refused.stderr
