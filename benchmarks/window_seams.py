@@ -1,7 +1,7 @@
 """Seams between windows, with ground truth: latent window fusion against the pixel cross-fade.
 
     .venv/bin/python benchmarks/window_seams.py [--checkpoint DIR] [--clips 6] [--frames 33]
-        [--steps N] [--scheduler ddim|dpm] [--fused-steps N ...] [--window FRAMES]
+        [--steps N] [--scheduler ddim|dpm] [--fused-steps N ...] [--window FRAMES] [--overlap FRAMES]
 
 Each clip: a puppet (identity 901 + k in scene 702 + k) animated by another puppet's motion
 (identity 900 + k, motion 800 + k), so the true answer is the reference puppet performing that
@@ -22,6 +22,8 @@ is; the silhouette fill). They have no windows, so for them "joins" are only the
 `--window F` runs the model on windows of F frames (1 + 4k) instead of the `model.frames` it was
 trained on, window starts still 4 frames apart (overlap F - 4): longer windows share more latent
 frames between neighbours (the transformer's sin-cos position table is rebuilt for any length).
+`--overlap F` sets the frames shared by neighbours instead (starts window - F apart, a multiple of 4):
+the configs' default is 5, one shared latent frame (CogVideoX's 49-frame windows every 44 frames).
 """
 
 from __future__ import annotations
@@ -129,19 +131,27 @@ def main() -> None:
     ap.add_argument("--scheduler", choices=["ddim", "dpm"], default=None)
     ap.add_argument("--window", type=int, default=None,
                     help="frames per window at inference (1 + 4k; default: the model's), overlap window - 4")
+    ap.add_argument("--overlap", type=int, default=None,
+                    help="frames shared by neighbouring windows (default: window - 4 with --window, else the "
+                         "config's inference.window_overlap)")
     ap.add_argument("--fused-steps", type=int, nargs="*", default=[],
                     help="also latent fusion at the first N steps only (inference.fused_steps), one run per N")
     args = ap.parse_args()
     from directanimator.pipeline import DirectAnimatorPipeline
 
     pipe = DirectAnimatorPipeline.from_pretrained(args.checkpoint, scheduler=args.scheduler)
-    if args.window is not None:
-        t = pipe.codec.temporal_factor
-        if args.window < 1 + t or (args.window - 1) % t:
-            sys.exit(f"error: --window must be 1 + {t}k frames, k >= 1; got {args.window}")
-        cfg = pipe.config
-        pipe.config = replace(cfg, model=replace(cfg.model, frames=args.window),
-                              inference=replace(cfg.inference, window_overlap=args.window - t))
+    t, cfg = pipe.codec.temporal_factor, pipe.config
+    window = cfg.model.frames if args.window is None else args.window
+    if window < 1 + t or (window - 1) % t:
+        sys.exit(f"error: --window must be 1 + {t}k frames, k >= 1; got {window}")
+    overlap = args.overlap if args.overlap is not None else (
+        window - t if args.window is not None else cfg.inference.window_overlap)
+    if not 0 < overlap < window or (window - overlap) % t:
+        sys.exit(f"error: --overlap must leave windows starting a multiple of {t} frames apart, "
+                 f"between 1 and {window - 1}; got {overlap}")
+    pipe.config = replace(cfg, model=replace(cfg.model, frames=window),
+                          inference=replace(cfg.inference, window_overlap=overlap))
+    print(f"windows of {window} frames overlapping by {overlap} (starts {window - overlap} frames apart)", flush=True)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         base = pipe.config
