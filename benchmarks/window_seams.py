@@ -151,7 +151,12 @@ def main() -> None:
                  f"between 1 and {window - 1}; got {overlap}")
     pipe.config = replace(cfg, model=replace(cfg.model, frames=window),
                           inference=replace(cfg.inference, window_overlap=overlap))
-    print(f"windows of {window} frames overlapping by {overlap} (starts {window - overlap} frames apart)", flush=True)
+    from directanimator.pipeline import window_starts
+
+    c = pipe.config  # what every run below uses
+    print(f"windows of {c.model.frames} frames overlapping by {c.inference.window_overlap}: starts "
+          f"{window_starts(args.frames, c.model.frames, c.inference.window_overlap, t)} on {args.frames} frames",
+          flush=True)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         base = pipe.config

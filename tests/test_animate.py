@@ -142,6 +142,24 @@ def test_windows_join_without_seams(tmp_path):
     assert max(d[t] for t in borders) <= np.max(inside)
 
 
+def test_window_seams_benchmark_runs_the_windows_it_is_given():
+    """benchmarks/window_seams.py --window/--overlap: the runs use that geometry (the starts printed come
+    from the pipeline's config the runs use), every way of joining and the trivial answers are scored,
+    and a geometry off the 4-frame latent grid is refused with one error line."""
+    script = str(ROOT / "benchmarks" / "window_seams.py")
+    r = subprocess.run([PY, script, "--clips", "1", "--frames", "17", "--window", "13", "--overlap", "1"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-1500:]
+    lines = r.stdout.splitlines()
+    assert lines[0] == "windows of 13 frames overlapping by 1: starts [0, 12] on 17 frames"
+    rows = [line.split(" | ")[0].lstrip("| ") for line in lines if line.startswith("| ") and "---" not in line]
+    assert rows[1:3] == ["pixel", "latent"] and sum(row.startswith("trivial: ") for row in rows) == 3
+    for bad, what in ((["--overlap", "3"], "--overlap"), (["--window", "10"], "--window"),
+                      (["--overlap", "9"], "--overlap")):
+        r = subprocess.run([PY, script, "--clips", "1", *bad], capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 1 and r.stderr.strip().startswith(f"error: {what} must"), r.stderr[-800:]
+
+
 @pytest.mark.slow
 def test_peak_memory_flat_for_a_four_times_longer_video(same_id_run, tmp_path):
     code = """
