@@ -12,7 +12,10 @@ does not: |d_out - d_gt| at the frame pairs where a window starts or ends (the j
 other frame pairs. Also PSNR against the truth, and two ratios to the truth (1 = as much as the
 truth has): `motion`, the mean frame-to-frame change, and `detail`, the mean difference between
 neighbouring pixels in a frame; averaging unlike samples, of decoded windows (the cross-fade) or of
-the windows' predictions at each step (fusion), lowers both. Medians over the clips' means.
+the windows' predictions at each step (fusion), lowers both. Medians over the clips' means; and, clip
+by clip, each way's error at the joins against the cross-fade's on the same clip (in how many clips it
+is lower, the median difference, an exact two-sided sign test), since the medians differ by a few per
+cent.
 
 A number means nothing without the trivial answers next to it: the same metrics, at the same frame
 pairs, for the three of `directanimator.eval.puppet.trivial_answers` on the same clips (the reference
@@ -157,7 +160,7 @@ def main() -> None:
     print(f"windows of {c.model.frames} frames overlapping by {c.inference.window_overlap}: starts "
           f"{window_starts(args.frames, c.model.frames, c.inference.window_overlap, t)} on {args.frames} frames",
           flush=True)
-    rows = {}
+    rows, joins = {}, {}  # joins: each clip's error at the joins, by way of joining
     with tempfile.TemporaryDirectory() as tmp:
         base = pipe.config
         for fusion, fused_steps in [("pixel", None), ("latent", None)] + [("latent", n) for n in args.fused_steps]:
@@ -166,6 +169,7 @@ def main() -> None:
             per = [run_clip(pipe, k, args.frames, Path(tmp), fusion, args.steps) for k in range(args.clips)]
             pipe.config = base
             rows[name] = {key: float(np.median([p[key] for p in per])) for key in per[0]}
+            joins[name] = [p["join_excess"] for p in per]
             print(name, json.dumps({k: round(v, 3) for k, v in rows[name].items()}), flush=True)
         from directanimator.eval.puppet import TRIVIAL_NAMES
 
@@ -183,6 +187,25 @@ def main() -> None:
               f"{'-' if 'seconds' not in r else format(r['seconds'], '.1f')} |")  # no model run: no time
     print("joins / elsewhere: " + ", ".join(f"{name} {r['join_excess'] / r['inside_excess']:.2f}x"
                                            for name, r in rows.items()))
+    for name in list(joins)[1:]:  # clip by clip against the cross-fade, on the same clips
+        lower, diff = paired_against(joins[name], joins["pixel"])
+        print(f"{name} against the cross-fade at the joins, clip by clip: lower in {lower} of {len(diff)} clips, "
+              f"median difference {np.median(diff):+.3f}, two-sided sign test p = {sign_test(lower, len(diff)):.3g}")
+
+
+def paired_against(values: list[float], baseline: list[float]) -> tuple[int, np.ndarray]:
+    """(clips where `values` is below `baseline`, per-clip differences values - baseline)."""
+    diff = np.asarray(values) - np.asarray(baseline)
+    return int((diff < 0).sum()), diff
+
+
+def sign_test(lower: int, n: int) -> float:
+    """Two-sided exact sign test of `lower` of `n` paired differences below zero (ties counted as
+    not lower: conservative against a claimed improvement)."""
+    from math import comb
+
+    k = min(lower, n - lower)
+    return min(1.0, 2.0 * sum(comb(n, i) for i in range(k + 1)) / 2.0**n)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ as CogVideoX1.5's 49-frame windows every 44 frames) and at windows 4 frames apar
     .venv/bin/python experiments/long_windows.py [--work out/long] [--steps 2000] [--clips 40]
 
 Steps (each printed before it runs; done steps are skipped, a stopped training run resumes):
-  1. directanimator synth       a world of 2,000 clips of 33 frames (seed 31, so none of the evaluated
-                                puppets of window_seams.py, identities 900+), 400 cross-ID triples held out
+  1. directanimator synth       a world of seed 31 (its identity ids start at 3,100,000, so none is a
+                                puppet window_seams.py evaluates): 1,600 training clips of 33 frames and
+                                400 held-out cross-ID triples
   2. directanimator pseudo      pseudo clips for the cross-ID stage
   3. directanimator preprocess  cue and latent caches at 25-frame windows
   4. the teacher                the embedded transformer, its config's sample_frames set to 25

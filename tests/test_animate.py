@@ -154,6 +154,15 @@ def test_window_seams_benchmark_runs_the_windows_it_is_given():
     assert lines[0] == "windows of 13 frames overlapping by 1: starts [0, 12] on 17 frames"
     rows = [line.split(" | ")[0].lstrip("| ") for line in lines if line.startswith("| ") and "---" not in line]
     assert rows[1:3] == ["pixel", "latent"] and sum(row.startswith("trivial: ") for row in rows) == 3
+    paired = [line for line in lines if "against the cross-fade at the joins, clip by clip" in line]
+    assert len(paired) == 1 and paired[0].startswith("latent against") and " of 1 clips" in paired[0]
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from window_seams import sign_test
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert sign_test(0, 10) == sign_test(10, 10) == 2 / 1024 and sign_test(5, 10) == 1.0
+    assert abs(sign_test(10, 40) - 0.002221) < 1e-6  # 2 P(X <= 10), X ~ Binomial(40, 1/2)
     for bad, what in ((["--overlap", "3"], "--overlap"), (["--window", "10"], "--window"),
                       (["--overlap", "9"], "--overlap")):
         r = subprocess.run([PY, script, "--clips", "1", *bad], capture_output=True, text=True, cwd=ROOT)
