@@ -42,9 +42,45 @@ CONFIG = "configs/demo.yaml"             # the model, the data, stage 1's traini
 CROSS_CONFIG = "configs/demo_cross_id.yaml"  # the same model and data, stage 2's training settings
 
 
-def sh(args: list[str]) -> None:
-    print("$ " + " ".join(shlex.quote(a) for a in args), flush=True)
-    subprocess.run(args, check=True, cwd=ROOT)
+def sh(args: list[str], out: Path | None = None) -> None:
+    """Run a command from the repository root, printed first; with `out`, its standard output goes to
+    that file (written under a temporary name, then renamed) and is printed."""
+    print("$ " + " ".join(shlex.quote(a) for a in args) + (f" > {out}" if out else ""), flush=True)
+    if out is None:
+        subprocess.run(args, check=True, cwd=ROOT)
+        return
+    tmp = out.with_name(out.name + ".partial")
+    with open(tmp, "w") as f:
+        subprocess.run(args, check=True, cwd=ROOT, stdout=f)
+    tmp.replace(out)
+    print(out.read_text(), flush=True)
+
+
+def pipeline_folder(best: Path, config: str | Path, final: Path) -> None:
+    """A pipeline folder at `final` from a training run's `best` checkpoint, with the inference settings
+    of `config` (the shipped scheduler and steps were chosen on the validation triples with
+    experiments/sampler_sweep.py, not those the run started with); written under a temporary name."""
+    from dataclasses import replace
+
+    from directanimator.config import load_config
+    from directanimator.pipeline import DirectAnimatorPipeline
+
+    inference = load_config(config).inference
+    pipe = DirectAnimatorPipeline.from_pretrained(best, scheduler=inference.scheduler)
+    pipe.config = replace(pipe.config, inference=inference)
+    params = sum(p.numel() for p in pipe.transformer.parameters())
+    if params * 4 > 20e6:  # the shipped model stays under 20 MB: stored in float16, run in float32
+        import torch
+
+        pipe.transformer.to(torch.float16)
+        print(f"{params:,} parameters: stored in float16 ({params * 2 / 1e6:.1f} MB)")
+    tmp = final.with_name(final.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.replace(final)
+    print(f"pipeline folder: {final}", flush=True)
 
 
 def main() -> None:
@@ -76,28 +112,8 @@ def main() -> None:
         *seed, "--quiet", *resume])
     sh([*DA, "plot-losses", str(same), str(cross), "--labels", "stage 1: same-ID", "stage 2: cross-ID + S2X",
         "--smooth", "50", "--out", str(work / f"losses_seed{args.seed}.png")])
-    from directanimator.pipeline import DirectAnimatorPipeline
-
-    from dataclasses import replace
-
-    from directanimator.config import load_config
-
-    # the shipped inference settings are stage 2's config's (its scheduler and steps were chosen on
-    # the validation triples with experiments/sampler_sweep.py), not those the run started with
-    inference = load_config(ROOT / args.cross_config).inference
-    pipe = DirectAnimatorPipeline.from_pretrained(cross / "best", scheduler=inference.scheduler)
-    pipe.config = replace(pipe.config, inference=inference)
     final = work / f"pipeline_seed{args.seed}"
-    if final.exists():
-        shutil.rmtree(final)
-    params = sum(p.numel() for p in pipe.transformer.parameters())
-    if params * 4 > 20e6:  # the shipped model stays under 20 MB: stored in float16, run in float32
-        import torch
-
-        pipe.transformer.to(torch.float16)
-        print(f"{params:,} parameters: stored in float16 ({params * 2 / 1e6:.1f} MB)")
-    pipe.save_pretrained(final)
-    print(f"pipeline folder: {final}")
+    pipeline_folder(cross / "best", ROOT / args.cross_config, final)
     if args.install:
         dest = ROOT / "directanimator" / "assets" / "demo_model"
         if dest.exists():

@@ -29,29 +29,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import shutil
-import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
+from demo_model import DA, pipeline_folder, sh  # experiments/, this script's folder
+
 ROOT = Path(__file__).resolve().parents[1]
-DA = [str(Path(sys.executable).parent / "directanimator")]
 CONFIG = ROOT / "experiments" / "configs" / "wide_cross_id_25.yaml"
 EMBEDDED = ROOT / "directanimator" / "assets" / "demo_model"
-
-
-def sh(args: list[str], out: Path | None = None) -> None:
-    print("$ " + " ".join(shlex.quote(a) for a in args) + (f" > {out}" if out else ""), flush=True)
-    if out is None:
-        subprocess.run(args, check=True, cwd=ROOT)
-        return
-    tmp = out.with_name(out.name + ".partial")
-    with open(tmp, "w") as f:
-        subprocess.run(args, check=True, cwd=ROOT, stdout=f)
-    tmp.replace(out)
-    print(out.read_text(), flush=True)
 
 
 def main() -> None:
@@ -85,20 +71,7 @@ def main() -> None:
             "--quiet", *resume])
     pipeline = work / "pipeline"
     if not (pipeline / "config.yaml").is_file():
-        import torch
-
-        from directanimator.config import load_config
-        from directanimator.pipeline import DirectAnimatorPipeline
-
-        inference = load_config(CONFIG).inference
-        pipe = DirectAnimatorPipeline.from_pretrained(run / "best", scheduler=inference.scheduler)
-        pipe.config = replace(pipe.config, inference=inference)
-        pipe.transformer.to(torch.float16)  # as the embedded model is stored
-        tmp = work / "pipeline.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        pipe.save_pretrained(tmp)
-        tmp.replace(pipeline)
-        print(f"pipeline folder: {pipeline}", flush=True)
+        pipeline_folder(run / "best", CONFIG, pipeline)
     seams = work / "seams"
     seams.mkdir(exist_ok=True)
     py = [sys.executable, str(ROOT / "benchmarks" / "window_seams.py")]
@@ -114,6 +87,7 @@ def main() -> None:
         out = seams / f"{name}.txt"
         if not out.is_file():
             sh([*py, "--clips", str(args.clips), "--frames", str(args.frames), "--fused-steps", "0", *extra], out=out)
+
 
 if __name__ == "__main__":
     main()
