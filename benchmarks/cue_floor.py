@@ -7,9 +7,10 @@ into memory beforehand), one thread, each piece alone, median over --runs passes
 one MediaPipe selfie-segmentation call on the whole frame (the job calls it on a tracked crop, no
 cheaper), one short-range MediaPipe face detection on a 192 x 192 head-sized crop (the job's first
 try), and the three cues as the job computes them (pose: gray + FFT low-pass; face: crop, enlarge
-and centre; location: eqs 9-12 warp and grid softening). No decoding, no subject tracking, no quality
-statistics, no writing: the sum is a floor under the job's own figure, and half of it what two cores
-could reach if every piece ran in parallel with perfect overlap.
+and centre; location: eqs 9-12 warp and grid softening on the person's part of the frame). No
+decoding, no subject tracking, no quality statistics, no writing: the sum is a floor under the
+job's own figure, and half of it what two cores could reach if every piece ran in parallel with
+perfect overlap.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def main() -> None:
         "face cue (crop, enlarge, centre)": lambda i: face_cue(frames[i], face_box, cfg.face.margin, cfg.size,
                                                                 cfg.face.enlarge_and_center),
         "location cue (warp, grid)": lambda i: location_masks(masks[i], face_box, alignment, cfg.location.mode,
-                                                             cfg.location.grid_cell),
+                                                             cfg.location.grid_cell, boxes[i]),
     }
     result = {}
     for name, fn in pieces.items():

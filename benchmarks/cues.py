@@ -4,6 +4,9 @@ Measures, on a 512x512 H.264 clip made from the bundled real clip (person dancin
 - median ms/frame end to end (decode twice, segment, face, three cues, encode three videos, write
   the safetensors file) and per stage, over --runs runs; the same for `--arrays-only` (no mp4
   previews: what the training cache and `animate` need), alternating with the full job;
+- the arrays-only job as it was before session 15 (`before_session_15`: the Location Cue on the
+  whole frame, 32-bit component labels, crops always copied), alternating
+  with the others in the same run: the baseline of this session's ratio;
 - the arrays-only job as it was before session 10 (`previous_way(10)`: the Pose Cue's low-pass on the
   whole frame, the full-range face fallback asked on every frame the short range misses, the masks'
   uint8 conversion with three temporaries), alternating with the others in the same run: the
@@ -82,14 +85,52 @@ def _mask_to_uint8_temporaries(mask):
     return np.clip(np.asarray(mask, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
+def _components_32bit(mask):
+    """segment.components as it was before session 15: 32-bit labels, the mask copied to uint8."""
+    import cv2
+    import numpy as np
+
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    return count, labels, stats
+
+
+@contextmanager
+def before_session_15():
+    """The cue job as it was before session 15: the Location Cue warped and softened on the whole
+    frame, 32-bit component labels, and the tracker's and the face search's crops always copied."""
+    from directanimator.cues import extract, location, segment
+
+    saved = (extract.location_masks, segment.components, segment.crop_square)
+    crop = segment.crop_square
+    extract.location_masks = lambda body, face, a, mode, cell, box=None: location.location_masks(body, face, a, mode,
+                                                                                                cell)
+    segment.components = _components_32bit
+    segment.crop_square = lambda rgb, roi, view=False: crop(rgb, roi)
+    try:
+        yield
+    finally:
+        extract.location_masks, segment.components, segment.crop_square = saved
+
+
 @contextmanager
 def previous_way(before_session: int):
-    """The cue job as it was before session 10 (`before_session=10`: the Pose Cue's gray and low-pass
-    on the whole frame, the face search's full-range fallback on every frame the short range misses,
-    the masks' uint8 conversion through three temporaries) or before session 8 (`8`: also session 7's
-    cue arrays spooled to one file per tensor and copied behind the header at the end (no `begin`),
-    the subject chosen and the mask statistics taken on the whole frame instead of the ROI / the
-    subject's box, and FFmpeg's scaler on its automatic threads, two started and joined per frame)."""
+    """The cue job as it was before session 15 (`before_session=15`, `before_session_15`), before
+    session 10 (`10`: also the Pose Cue's gray and low-pass on the whole frame, the face search's
+    full-range fallback on every frame the short range misses, the masks' uint8 conversion through
+    three temporaries) or before session 8 (`8`: also session 7's cue arrays spooled to one file per
+    tensor and copied behind the header at the end (no `begin`), the subject chosen and the mask
+    statistics taken on the whole frame instead of the ROI / the subject's box, and FFmpeg's scaler on
+    its automatic threads, two started and joined per frame)."""
+    if before_session >= 15:
+        with before_session_15():
+            yield
+        return
+    with before_session_15(), _before_session_10(before_session):
+        yield
+
+
+@contextmanager
+def _before_session_10(before_session: int):
     import numpy as np
 
     from directanimator import video
@@ -181,13 +222,13 @@ def main() -> None:
                 f"write_cues({str(ASTRONAUT)!r}, {{clip!r}}, {{out!r}}, CuesConfig(size=512), progress=False)")
         mem1 = peak_rss_mib_of(code.format(clip=str(tmp / "clip.mp4"), out=str(tmp / "m1")))
         mem10 = peak_rss_mib_of(code.format(clip=str(tmp / "clip10.mp4"), out=str(tmp / "m10")))
-        runs, arrays, before10, before8 = [], [], [], []
+        runs, arrays, before15, before10, before8 = [], [], [], [], []
         for i in range(args.runs):  # the jobs alternate, in the same run
             report = write_cues(ASTRONAUT, tmp / "clip.mp4", tmp / f"out{i}", cfg, progress=False)
             runs.append(report.ms_per_frame)
             report = write_cues(ASTRONAUT, tmp / "clip.mp4", tmp / f"arrays{i}", cfg, progress=False, videos=False)
             arrays.append(report.ms_per_frame)
-            for session, into in ((10, before10), (8, before8)):
+            for session, into in ((15, before15), (10, before10), (8, before8)):
                 with previous_way(session):
                     report = write_cues(ASTRONAUT, tmp / "clip.mp4", tmp / f"before{session}_{i}", cfg,
                                         progress=False, videos=False)
@@ -197,6 +238,7 @@ def main() -> None:
             return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
 
         stages, stages_arrays = median_stages(runs), median_stages(arrays)
+        stages_before15 = median_stages(before15)
         stages_before10, stages_before8 = median_stages(before10), median_stages(before8)
 
         def timed(out: str) -> tuple[float, float]:
@@ -208,17 +250,20 @@ def main() -> None:
             cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
             return report.ms_per_frame["total"], 1000 * cpu / report.num_frames
 
-        long_runs: dict[str, list[tuple[float, float]]] = {"now": [], "before_session_10": [], "before_session_8": []}
+        long_runs: dict[str, list[tuple[float, float]]] = {"now": [], "before_session_15": [], "before_session_10": [],
+                                                           "before_session_8": []}
         for i in range(max(1, args.long_runs)):  # the 450-frame clip, the order alternating run to run
-            for session in ((None, 10, 8) if i % 2 == 0 else (8, 10, None)):
+            for session in ((None, 15, 10, 8) if i % 2 == 0 else (8, 10, 15, None)):
                 with previous_way(session) if session else nullcontext():
                     name = "now" if session is None else f"before_session_{session}"
                     long_runs[name].append(timed(f"long_{name}_{i}"))
         long = {k: {"ms_per_frame": statistics.median(w for w, _ in v), "fastest_run": min(w for w, _ in v),
                     "cpu_ms_per_frame": round(statistics.median(c for _, c in v), 2),
                     "runs_ms_per_frame": [round(w, 2) for w, _ in v]} for k, v in long_runs.items()}
-        # paired: each "now" run against the session-9 run next to it
+        # paired: each "now" run against the session-14 (and the session-9) run next to it
+        paired15 = [round(b[0] / a[0], 3) for a, b in zip(long_runs["now"], long_runs["before_session_15"])]
         paired = [round(b[0] / a[0], 3) for a, b in zip(long_runs["now"], long_runs["before_session_10"])]
+        differences15 = cue_differences(tmp / "long_now_0", tmp / "long_before_session_15_0")
         differences = cue_differences(tmp / "long_now_0", tmp / "long_before_session_10_0")
         fallback = {"now": fallback_tally(tmp / "clip10.mp4", tmp / "tally_now", cfg, None),
                     "before_session_10": fallback_tally(tmp / "clip10.mp4", tmp / "tally_before", cfg, 10)}
@@ -228,11 +273,17 @@ def main() -> None:
               "median_ms_per_frame": stages, "paper_ms_per_frame_H20": 31.0,
               "median_ms_per_frame_arrays_only": stages_arrays,
               "arrays_only_vs_full": round(stages["total"] / stages_arrays["total"], 3),
+              "median_ms_per_frame_arrays_only_before_session_15": stages_before15,
               "median_ms_per_frame_arrays_only_before_session_10": stages_before10,
+              "speedup_arrays_only_vs_before_session_15": round(stages_before15["total"] / stages_arrays["total"], 3),
               "median_ms_per_frame_arrays_only_before_session_8": stages_before8,
               "speedup_arrays_only_vs_before_session_10": round(stages_before10["total"] / stages_arrays["total"], 3),
               "speedup_arrays_only_vs_before_session_8": round(stages_before8["total"] / stages_arrays["total"], 3),
               "450_frame_clip_arrays_only": long,
+              "450_frame_speedup_vs_before_session_15": round(long["before_session_15"]["ms_per_frame"]
+                                                              / long["now"]["ms_per_frame"], 3),
+              "450_frame_paired_speedups_vs_before_session_15": paired15,
+              "450_frame_cues_differing_from_before_session_15": differences15,
               "450_frame_speedup_vs_before_session_10": round(long["before_session_10"]["ms_per_frame"]
                                                               / long["now"]["ms_per_frame"], 3),
               "450_frame_paired_speedups_vs_before_session_10": paired,

@@ -332,3 +332,36 @@ def test_the_configured_fallback_back_off_reaches_the_face_search(monkeypatch):
         extract.extract_cues_in_memory(load_image(ASTRONAUT), frames,
                                        CuesConfig(size=64, face=FaceCueConfig(fallback_max_skip=skip)))
         assert made[-1].max_skip == skip and made[-1].wide is not None
+
+
+def test_components_keep_opencvs_labels_with_16_bit_ones_only_where_they_fit():
+    import cv2
+
+    from directanimator.cues.segment import components
+
+    rng = np.random.default_rng(3)
+    for shape in ((90, 120), (257, 301)):
+        mask = cv2.dilate((rng.random(shape) > 0.995).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        count, labels, stats = components(mask)
+        ref = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        assert labels.dtype == np.uint16 and count == ref[0] > 10
+        assert np.array_equal(labels, ref[1]) and np.array_equal(stats, ref[2])
+    # isolated pixels a pixel apart: 300 x 300 of them do not fit in 16 bits
+    dots = np.zeros((600, 600), bool)
+    dots[::2, ::2] = True
+    count, labels, _ = components(dots)
+    assert count == 300 * 300 + 1 and labels.dtype == np.int32 and labels.max() == 300 * 300
+    # a view that is not contiguous gives the same components as its copy
+    view = dots[1:401:1, 0:400]
+    assert components(view)[0] == components(np.ascontiguousarray(view))[0] == 200 * 200 + 1
+
+
+def test_a_crop_inside_the_frame_can_be_a_view():
+    img = np.arange(50 * 60 * 3, dtype=np.uint8).reshape(50, 60, 3)
+    inside, outside = (5, 10, 35, 40), (-5, 10, 25, 40)
+    v = crop_square(img, inside, view=True)
+    assert np.shares_memory(v, img) and np.array_equal(v, crop_square(img, inside))
+    c = crop_square(img, outside, view=True)
+    assert not np.shares_memory(c, img) and np.array_equal(c, crop_square(img, outside))
+    assert not np.shares_memory(crop_square(img, inside), img)
+

@@ -87,3 +87,36 @@ def test_location_modes():
     assert 0 < body.sum() and not np.array_equal(body, m)
     assert box_mask(np.array([10.0, 8, 20, 18]), (64, 64), Alignment(2.0, (0.0, 0.0))).sum() == 20 * 20
     assert box_mask(face, (64, 64), Alignment(2.0, (0.0, 0.0))).sum() == 14 * 20  # clipped at the frame edge
+
+
+@pytest.mark.parametrize("mode", ["soft", "hard"])
+def test_the_location_cue_on_the_persons_part_of_the_frame_is_the_whole_frames(mode):
+    """What the cue job computes (warp and softening on the part of the frame the person's box
+    reaches) against the whole-frame computation, on random masks and alignments, boxes at the frame's
+    edges and ones that land outside it: the same masks to OpenCV's fixed-point rounding of the warp's
+    sample positions (1/32 pixel at an edge pixel; after the 16-px cells' averaging 2 levels of 255)."""
+    from directanimator.cues.location import NO_PERSON
+
+    rng = np.random.default_rng(7)
+    tolerance = 1 / 32 + 1e-6 if mode == "hard" else 2 / 255
+    differing, total = 0, 0
+    for trial in range(150):
+        h, w = (128, 128) if trial % 3 else (int(rng.integers(40, 200)), int(rng.integers(40, 200)))
+        m = np.zeros((h, w), bool)
+        x0, y0 = int(rng.integers(-20, w - 5)), int(rng.integers(-20, h - 5))
+        part = m[max(0, y0):y0 + int(rng.integers(3, h)), max(0, x0):x0 + int(rng.integers(3, w))]
+        part[...] = rng.random(part.shape) > 0.3
+        if not m.any():
+            continue
+        a = Alignment(float(rng.uniform(0.3, 3)), (float(rng.uniform(-100, 100)), float(rng.uniform(-100, 100))))
+        cell = int(rng.choice([4, 8, 7]))
+        face = np.array([10.0, 5, 30, 25])
+        whole, face_whole = location_masks(m, face, a, mode, cell)
+        support, face_support = location_masks(m, face, a, mode, cell, box=tight_box(m))
+        d = np.abs(whole - support)
+        assert d.max() <= tolerance, (trial, d.max())
+        assert np.array_equal(face_whole, face_support)
+        differing, total = differing + int((d > 0).sum()), total + d.size
+    assert differing / total < 0.005
+    body, _ = location_masks(np.zeros((64, 64), bool), None, Alignment(2.0, (3.0, 1.0)), mode, 8, box=NO_PERSON)
+    assert body.shape == (64, 64) and not body.any()

@@ -29,7 +29,7 @@ from ..config import CuesConfig
 from ..errors import InputError
 from ..video import Letterbox
 from .face import FaceDetector, MediaPipeFaceDetector, SubjectFaceFinder, face_cue, track_boxes
-from .location import estimate_alignment, location_masks, tight_box
+from .location import NO_PERSON, estimate_alignment, location_masks, tight_box
 from .skeleton import KeypointSource, MediaPipeKeypoints, draw_skeleton
 from .pose import GaussianLowpass, pose_cue
 from .quality import MaskStats, mask_stats, quality_scores
@@ -329,6 +329,8 @@ def extract_cues(reference: np.ndarray, driving: FrameSource, cfg: CuesConfig,
     t_start = time.perf_counter()
     # Two cores are shared by the models, the FFT and the video encoder thread: torch's own
     # thread pool only oversubscribes them (measured 1.4 -> 7.7 ms/frame for the pose cue).
+    # OpenCV's pool is left as it is: on one thread (tried in session 15) the job spent a little less
+    # CPU but took longer, its resizes and warps on the critical path no longer split over two cores.
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     own_models = []
@@ -509,7 +511,8 @@ def _render(driving: FrameSource, cfg: CuesConfig, an: _Analysis, ref_mask: np.n
             face = face_cue(rgb, box, cfg.face.margin, cfg.size, cfg.face.enlarge_and_center)
             t = timer("face_cue", t)
             body, face_mask = location_masks(subject if pose_valid[index] else np.zeros_like(subject),
-                                             box, alignment, cfg.location.mode, cfg.location.grid_cell)
+                                             box, alignment, cfg.location.mode, cfg.location.grid_cell,
+                                             an.boxes[index] if pose_valid[index] else NO_PERSON)
             t = timer("location_cue", t)
             sink.add(index, rgb, pose, face, body, face_mask, bool(pose_valid[index]), box is not None)
             t = timer("write", t)

@@ -72,7 +72,7 @@ def detect_in_roi(detector: FaceDetector, rgb: np.ndarray, roi: tuple[int, int, 
     """Run `detector` on a square crop resized to `input_size`; boxes come back in frame pixels."""
     from .segment import crop_square
 
-    crop = crop_square(rgb, roi)
+    crop = crop_square(rgb, roi, view=True)
     k = input_size / crop.shape[0]
     small = cv2.resize(crop, (input_size, input_size), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
     offset = np.array([roi[0], roi[1], roi[0], roi[1]], np.float64)

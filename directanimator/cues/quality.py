@@ -33,6 +33,8 @@ def mask_stats(prob: np.ndarray, subject: np.ndarray, box: np.ndarray | None = N
     """Statistics of one frame: probability map (H, W) float and binary subject mask (H, W); `box`,
     when given, is the subject's tight box [x_min, x_max, y_min, y_max] (`tight_box`): the work is
     then done on that part of the frame only (the same numbers)."""
+    from .segment import components
+
     if box is None:
         from .location import tight_box
 
@@ -44,7 +46,7 @@ def mask_stats(prob: np.ndarray, subject: np.ndarray, box: np.ndarray | None = N
     area = int(np.count_nonzero(inside))
     if area == 0:
         return MaskStats(0, 0.0, 0.0)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(inside.astype(np.uint8), connectivity=8)
+    count, _, stats = components(inside)
     largest = int(stats[1:, cv2.CC_STAT_AREA].max()) if count > 1 else area
     region = prob[y0:y1, x0:x1]
     near = region[region > 0.1]

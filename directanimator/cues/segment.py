@@ -178,6 +178,18 @@ class SubjectRule:
         return min(near, key=lambda i: (centres[i][0] - x) ** 2 + (centres[i][1] - y) ** 2)
 
 
+def components(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """8-connected components of a binary (H, W) mask: (count with the background, labels, stats), as
+    cv2.connectedComponentsWithStats numbers them. The labels are 16-bit when the most components the
+    mask could hold fit (a pixel apart in each direction: ceil(H/2) ceil(W/2)): the same labels, about
+    half the time (BENCHMARKS.md)."""
+    h, w = mask.shape
+    binary = mask.view(np.uint8) if mask.dtype == bool and mask.flags.c_contiguous else mask.astype(np.uint8)
+    ltype = cv2.CV_16U if ((h + 1) // 2) * ((w + 1) // 2) + 1 <= 65535 else cv2.CV_32S
+    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(binary, 8, ltype, cv2.CCL_DEFAULT)
+    return count, labels, stats
+
+
 def split_by_faces(component: np.ndarray, face_centres: list[tuple[float, float]]) -> list[np.ndarray]:
     """One connected blob holding several faces (people touching) -> one mask per face: columns
     are assigned to the nearest face by x (cuts halfway between neighbouring faces)."""
@@ -196,7 +208,7 @@ def people_masks(foreground: np.ndarray, min_area: int,
                  face_centres: list[tuple[float, float]] | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Connected components of at least `min_area` pixels, split by faces where several share one.
     Returns (people masks, component labels, component stats)."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(foreground.astype(np.uint8), connectivity=8)
+    count, labels, stats = components(foreground)
     people = []
     for i in range(1, count):
         if stats[i, cv2.CC_STAT_AREA] < min_area:
@@ -234,7 +246,7 @@ def select_subject(foreground: np.ndarray, previous: np.ndarray | None, min_area
             return np.zeros_like(foreground, dtype=bool)  # lost: the caller looks at the whole frame
         pick = (rule or SubjectRule()).choose(people, foreground.shape, map_point)
         return people[pick] if pick is not None else np.zeros_like(foreground, dtype=bool)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(foreground.astype(np.uint8), connectivity=8)
+    count, labels, stats = components(foreground)
     if count <= 1:
         return np.zeros_like(foreground, dtype=bool)
     areas = stats[1:, cv2.CC_STAT_AREA]
@@ -278,10 +290,13 @@ def roi_square(box: np.ndarray, expand: float, min_side: int) -> tuple[int, int,
     return x0, y0, x0 + side, y0 + side
 
 
-def crop_square(rgb: np.ndarray, roi: tuple[int, int, int, int]) -> np.ndarray:
-    """The ROI of `rgb`, zero-padded where it leaves the frame."""
+def crop_square(rgb: np.ndarray, roi: tuple[int, int, int, int], view: bool = False) -> np.ndarray:
+    """The ROI of `rgb`, zero-padded where it leaves the frame; with `view`, a view of `rgb` (no copy)
+    when it lies inside."""
     x0, y0, x1, y1 = roi
     h, w = rgb.shape[:2]
+    if view and x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h:
+        return rgb[y0:y1, x0:x1]
     out = np.zeros((y1 - y0, x1 - x0) + rgb.shape[2:], rgb.dtype)
     a0, b0, a1, b1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
     if a1 > a0 and b1 > b0:
@@ -326,7 +341,7 @@ class SubjectTracker:
         self.last_box: np.ndarray | None = None  # tight_box of the subject the last call returned
 
     def _segment_roi(self, rgb: np.ndarray, index: int, roi: tuple[int, int, int, int]) -> np.ndarray:
-        crop = crop_square(rgb, roi)
+        crop = crop_square(rgb, roi, view=True)
         side = crop.shape[0]
         small = cv2.resize(crop, (self.roi_input, self.roi_input),
                            interpolation=cv2.INTER_AREA if side > self.roi_input else cv2.INTER_LINEAR)
