@@ -5,7 +5,8 @@ Measures, on a 512x512 H.264 clip made from the bundled real clip (person dancin
   the safetensors file) and per stage, over --runs runs; the same for `--arrays-only` (no mp4
   previews: what the training cache and `animate` need), alternating with the full job;
 - the arrays-only job as it was before session 15 (`before_session_15`: the Location Cue on the
-  whole frame, 32-bit component labels, crops always copied), alternating
+  whole frame, 32-bit component labels, crops always copied, the Pose Cue's window wrapped into the
+  frame by modulo indexing), alternating
   with the others in the same run: the baseline of this session's ratio;
 - the arrays-only job as it was before session 10 (`previous_way(10)`: the Pose Cue's low-pass on the
   whole frame, the full-range face fallback asked on every frame the short range misses, the masks'
@@ -94,14 +95,41 @@ def _components_32bit(mask):
     return count, labels, stats
 
 
+def _on_support_modulo(self, patch, box, shape):
+    """GaussianLowpass.on_support as it was before session 15: a window that leaves the frame put back
+    by indexing its rows and columns modulo the frame (numpy's fancy indexing) instead of block copies."""
+    import numpy as np
+    import torch
+
+    x0, x1, y0, y1 = box
+    h, w = shape
+    (sy, ly), (sx, lx) = self._span(y0, y1, h), self._span(x0, x1, w)
+    window = np.zeros((ly, lx), np.float32)
+    window[y0 - sy:y1 - sy, x0 - sx:x1 - sx] = patch
+    spectrum = torch.fft.rfft2(torch.from_numpy(window))
+    spectrum *= self._axis_response(ly, False)[:, None]
+    spectrum *= self._axis_response(lx, True)[None, :]
+    filtered = torch.fft.irfft2(spectrum, s=(ly, lx)).numpy()
+    if (sy, ly, sx, lx) == (0, h, 0, w):
+        return filtered
+    out = np.zeros((h, w), np.float32)
+    if 0 <= sy and sy + ly <= h and 0 <= sx and sx + lx <= w:
+        out[sy:sy + ly, sx:sx + lx] = filtered
+    else:
+        out[np.ix_(np.arange(sy, sy + ly) % h, np.arange(sx, sx + lx) % w)] = filtered
+    return out
+
+
 @contextmanager
 def before_session_15():
     """The cue job as it was before session 15: the Location Cue warped and softened on the whole
-    frame, 32-bit component labels, and the tracker's and the face search's crops always copied."""
-    from directanimator.cues import extract, location, segment
+    frame, 32-bit component labels, the tracker's and the face search's crops always copied, and the
+    Pose Cue's window put back into the frame by modulo indexing where it leaves it."""
+    from directanimator.cues import extract, location, pose, segment
 
-    saved = (extract.location_masks, segment.components, segment.crop_square)
+    saved = (extract.location_masks, segment.components, segment.crop_square, pose.GaussianLowpass.on_support)
     crop = segment.crop_square
+    pose.GaussianLowpass.on_support = _on_support_modulo
     extract.location_masks = lambda body, face, a, mode, cell, box=None: location.location_masks(body, face, a, mode,
                                                                                                 cell)
     segment.components = _components_32bit
@@ -109,7 +137,8 @@ def before_session_15():
     try:
         yield
     finally:
-        extract.location_masks, segment.components, segment.crop_square = saved
+        (extract.location_masks, segment.components, segment.crop_square,
+         pose.GaussianLowpass.on_support) = saved
 
 
 @contextmanager

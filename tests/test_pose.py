@@ -147,3 +147,22 @@ def test_window_filter_keeps_one_small_response_per_length_and_takes_the_given_b
         assert np.array_equal(cue, pose_cue(rgb, mask, "gray_lowpass", lp, tight_box(mask)))
     assert not lp._response  # no 2-D response was built
     assert all(r.ndim == 1 and r.numel() <= 256 for r in lp._axis.values()) and len(lp._axis) <= 2 * 18
+
+
+def test_the_window_wraps_into_the_frame_as_modulo_indexing_does():
+    """The filtered window is put back with block copies where it leaves the frame: the same array as
+    indexing its rows and columns modulo the frame, for windows inside, across either border, and as
+    long as the frame."""
+    from directanimator.cues.pose import _wrapped
+
+    rng = np.random.default_rng(11)
+    h, w = 37, 53
+    for sy, ly, sx, lx in [(3, 20, 5, 30), (-6, 20, 40, 30), (25, 12, -10, 53), (0, 37, 0, 53), (-36, 37, 52, 1)]:
+        filtered = rng.random((ly, lx)).astype(np.float32)
+        expected = np.zeros((h, w), np.float32)
+        expected[np.ix_(np.arange(sy, sy + ly) % h, np.arange(sx, sx + lx) % w)] = filtered
+        got = np.zeros((h, w), np.float32)
+        for (a0, a1), (r0, r1) in _wrapped(sy, ly, h):
+            for (b0, b1), (c0, c1) in _wrapped(sx, lx, w):
+                got[r0:r1, c0:c1] = filtered[a0:a1, b0:b1]
+        assert np.array_equal(got, expected), (sy, ly, sx, lx)

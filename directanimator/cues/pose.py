@@ -106,11 +106,24 @@ class GaussianLowpass:
         if (sy, ly, sx, lx) == (0, h, 0, w):
             return filtered
         out = np.zeros((h, w), np.float32)
-        if 0 <= sy and sy + ly <= h and 0 <= sx and sx + lx <= w:
-            out[sy:sy + ly, sx:sx + lx] = filtered
-        else:  # the window leaves the frame: its rows and columns wrap around, as the FFT's do
-            out[np.ix_(np.arange(sy, sy + ly) % h, np.arange(sx, sx + lx) % w)] = filtered
+        # where the window leaves the frame its rows and columns wrap around, as the FFT's do: at most
+        # two runs of each (the window is shorter than the frame), so four block copies at most
+        for (a0, a1), (r0, r1) in _wrapped(sy, ly, h):
+            for (b0, b1), (c0, c1) in _wrapped(sx, lx, w):
+                out[r0:r1, c0:c1] = filtered[a0:a1, b0:b1]
         return out
+
+
+def _wrapped(start: int, length: int, n: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Positions start .. start + length - 1 (length <= n) taken modulo n, as runs: [((window_lo,
+    window_hi), (frame_lo, frame_hi)), ...], the window's runs in order."""
+    runs, i = [], 0
+    while i < length:
+        at = (start + i) % n
+        run = min(length - i, n - at)
+        runs.append(((i, i + run), (at, at + run)))
+        i += run
+    return runs
 
 
 def pose_cue(rgb: np.ndarray, mask: np.ndarray, mode: str, lowpass: GaussianLowpass | None,
