@@ -95,28 +95,14 @@ def _components_32bit(mask):
     return count, labels, stats
 
 
-def _on_support_modulo(self, patch, box, shape):
-    """GaussianLowpass.on_support as it was before session 15: a window that leaves the frame put back
-    by indexing its rows and columns modulo the frame (numpy's fancy indexing) instead of block copies."""
+def _place_modulo(window, sy, sx, shape):
+    """pose._place as it was before session 15: the window's rows and columns indexed modulo the
+    frame (numpy's fancy indexing) instead of block copies."""
     import numpy as np
-    import torch
 
-    x0, x1, y0, y1 = box
-    h, w = shape
-    (sy, ly), (sx, lx) = self._span(y0, y1, h), self._span(x0, x1, w)
-    window = np.zeros((ly, lx), np.float32)
-    window[y0 - sy:y1 - sy, x0 - sx:x1 - sx] = patch
-    spectrum = torch.fft.rfft2(torch.from_numpy(window))
-    spectrum *= self._axis_response(ly, False)[:, None]
-    spectrum *= self._axis_response(lx, True)[None, :]
-    filtered = torch.fft.irfft2(spectrum, s=(ly, lx)).numpy()
-    if (sy, ly, sx, lx) == (0, h, 0, w):
-        return filtered
+    (h, w), (ly, lx) = shape, window.shape
     out = np.zeros((h, w), np.float32)
-    if 0 <= sy and sy + ly <= h and 0 <= sx and sx + lx <= w:
-        out[sy:sy + ly, sx:sx + lx] = filtered
-    else:
-        out[np.ix_(np.arange(sy, sy + ly) % h, np.arange(sx, sx + lx) % w)] = filtered
+    out[np.ix_(np.arange(sy, sy + ly) % h, np.arange(sx, sx + lx) % w)] = window
     return out
 
 
@@ -127,9 +113,9 @@ def before_session_15():
     Pose Cue's window put back into the frame by modulo indexing where it leaves it."""
     from directanimator.cues import extract, location, pose, segment
 
-    saved = (extract.location_masks, segment.components, segment.crop_square, pose.GaussianLowpass.on_support)
+    saved = (extract.location_masks, segment.components, segment.crop_square, pose._place)
     crop = segment.crop_square
-    pose.GaussianLowpass.on_support = _on_support_modulo
+    pose._place = _place_modulo
     extract.location_masks = lambda body, face, a, mode, cell, box=None: location.location_masks(body, face, a, mode,
                                                                                                 cell)
     segment.components = _components_32bit
@@ -137,8 +123,7 @@ def before_session_15():
     try:
         yield
     finally:
-        (extract.location_masks, segment.components, segment.crop_square,
-         pose.GaussianLowpass.on_support) = saved
+        extract.location_masks, segment.components, segment.crop_square, pose._place = saved
 
 
 @contextmanager

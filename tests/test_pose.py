@@ -153,7 +153,7 @@ def test_the_window_wraps_into_the_frame_as_modulo_indexing_does():
     """The filtered window is put back with block copies where it leaves the frame: the same array as
     indexing its rows and columns modulo the frame, for windows inside, across either border, and as
     long as the frame."""
-    from directanimator.cues.pose import _wrapped
+    from directanimator.cues.pose import _place
 
     rng = np.random.default_rng(11)
     h, w = 37, 53
@@ -161,8 +161,4 @@ def test_the_window_wraps_into_the_frame_as_modulo_indexing_does():
         filtered = rng.random((ly, lx)).astype(np.float32)
         expected = np.zeros((h, w), np.float32)
         expected[np.ix_(np.arange(sy, sy + ly) % h, np.arange(sx, sx + lx) % w)] = filtered
-        got = np.zeros((h, w), np.float32)
-        for (a0, a1), (r0, r1) in _wrapped(sy, ly, h):
-            for (b0, b1), (c0, c1) in _wrapped(sx, lx, w):
-                got[r0:r1, c0:c1] = filtered[a0:a1, b0:b1]
-        assert np.array_equal(got, expected), (sy, ly, sx, lx)
+        assert np.array_equal(_place(filtered, sy, sx, (h, w)), expected), (sy, ly, sx, lx)

@@ -105,13 +105,19 @@ class GaussianLowpass:
         filtered = torch.fft.irfft2(spectrum, s=(ly, lx)).numpy()
         if (sy, ly, sx, lx) == (0, h, 0, w):
             return filtered
-        out = np.zeros((h, w), np.float32)
-        # where the window leaves the frame its rows and columns wrap around, as the FFT's do: at most
-        # two runs of each (the window is shorter than the frame), so four block copies at most
-        for (a0, a1), (r0, r1) in _wrapped(sy, ly, h):
-            for (b0, b1), (c0, c1) in _wrapped(sx, lx, w):
-                out[r0:r1, c0:c1] = filtered[a0:a1, b0:b1]
-        return out
+        return _place(filtered, sy, sx, shape)
+
+
+def _place(window: np.ndarray, sy: int, sx: int, shape: tuple[int, int]) -> np.ndarray:
+    """An (H, W) = `shape` frame of zeros with `window` at rows sy.., columns sx..; where the window
+    leaves the frame its rows and columns wrap around, as the FFT's do: at most two runs of each (the
+    window is shorter than the frame), so four block copies at most."""
+    (h, w), (ly, lx) = shape, window.shape
+    out = np.zeros((h, w), np.float32)
+    for (a0, a1), (r0, r1) in _wrapped(sy, ly, h):
+        for (b0, b1), (c0, c1) in _wrapped(sx, lx, w):
+            out[r0:r1, c0:c1] = window[a0:a1, b0:b1]
+    return out
 
 
 def _wrapped(start: int, length: int, n: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
