@@ -6,8 +6,8 @@ Measures, on a 512x512 H.264 clip made from the bundled real clip (person dancin
   previews: what the training cache and `animate` need), alternating with the full job;
 - the arrays-only job as it was before session 15 (`before_session_15`: the Location Cue on the
   whole frame, 32-bit component labels, crops always copied, the Pose Cue's window wrapped into the
-  frame by modulo indexing), alternating
-  with the others in the same run: the baseline of this session's ratio;
+  frame by modulo indexing), alternating with the others in the same run: the baseline of session
+  15's ratio;
 - the arrays-only job as it was before session 10 (`previous_way(10)`: the Pose Cue's low-pass on the
   whole frame, the full-range face fallback asked on every frame the short range misses, the masks'
   uint8 conversion with three temporaries), alternating with the others in the same run: the
