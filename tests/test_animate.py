@@ -142,7 +142,7 @@ def test_windows_join_without_seams(tmp_path):
     assert max(d[t] for t in borders) <= np.max(inside)
 
 
-def test_window_seams_benchmark_runs_the_windows_it_is_given():
+def test_window_seams_benchmark_runs_the_windows_it_is_given(monkeypatch):
     """benchmarks/window_seams.py --window/--overlap: the runs use that geometry (the starts printed come
     from the pipeline's config the runs use), every way of joining and the trivial answers are scored,
     and a geometry off the 4-frame latent grid is refused with one error line."""
@@ -168,13 +168,9 @@ def test_window_seams_benchmark_runs_the_windows_it_is_given():
     # the script's one stderr line, with exit status 1
     for bad, what in ((["--overlap", "3"], "--overlap"), (["--window", "10"], "--window"),
                       (["--overlap", "9"], "--overlap")):
-        argv = sys.argv
-        sys.argv = [script, "--clips", "1", *bad]
-        try:
-            with pytest.raises(SystemExit) as exit_:
-                window_seams.main()
-        finally:
-            sys.argv = argv
+        monkeypatch.setattr(sys, "argv", [script, "--clips", "1", *bad])
+        with pytest.raises(SystemExit) as exit_:
+            window_seams.main()
         assert isinstance(exit_.value.code, str) and exit_.value.code.startswith(f"error: {what} must"), exit_.value
 
 

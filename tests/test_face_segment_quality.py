@@ -364,4 +364,3 @@ def test_a_crop_inside_the_frame_can_be_a_view():
     c = crop_square(img, outside, view=True)
     assert not np.shares_memory(c, img) and np.array_equal(c, crop_square(img, outside))
     assert not np.shares_memory(crop_square(img, inside), img)
-
