@@ -526,3 +526,39 @@ def test_detectors_object_from_annotations():
     assert np.array_equal(d.reference_mask, ref.masks[0])
     only = Detectors.from_annotations({"masks": drv.masks, "face_boxes": drv.face_boxes})
     assert set(only.kwargs()) == {"segmenter", "face_detector"} and Detectors().kwargs() == {}
+
+
+def test_cpu_budget_benchmark_counts_each_threads_cpu_in_its_group(tmp_path):
+    """benchmarks/cue_threads.py (issue #14's CPU budget): a spinning thread's CPU time is read from
+    /proc as spent and a sleeping one's as none; on a short real job every group the script names is
+    found among the job's own threads (so a renamed thread does not fall into "other" unseen), and
+    the threads together account for the job's CPU time (getrusage) within the sampling's loss."""
+    import threading
+    import time
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import cue_threads
+    finally:
+        sys.path.pop(0)
+    from directanimator.config import CuesConfig
+
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [None for _ in iter(stop.is_set, True)], name="spin")
+    sleeper = threading.Thread(target=stop.wait, name="sleep")
+    spinner.start(), sleeper.start()
+    before = cue_threads.thread_cpu()
+    time.sleep(0.6)
+    after = cue_threads.thread_cpu()
+    stop.set(), spinner.join(), sleeper.join()
+    spun = after[spinner.native_id][1] - before[spinner.native_id][1]
+    slept = after[sleeper.native_id][1] - before[sleeper.native_id][1]
+    assert spun >= 0.2 and slept <= 0.02, (spun, slept)
+
+    clip = tmp_path / "clip.mp4"
+    cue_threads.make_clip(clip, 1, size=128)
+    job = cue_threads.measured_job(clip, tmp_path / "out", CuesConfig(size=128))
+    groups = job["groups"]
+    assert {"main thread", "MediaPipe graphs", "decoding (FFmpeg, prefetch)", "face-detection worker",
+            "cue writer"} <= {k for k, v in groups.items() if v > 0}, groups
+    assert 0.7 * job["cpu_ms_per_frame"] <= sum(groups.values()) <= 1.05 * job["cpu_ms_per_frame"], job

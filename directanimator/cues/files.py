@@ -52,7 +52,7 @@ class CueFileSink:
         self._frames: int | None = None  # exact count, from begin(): the arrays are written in place
         self._queue: queue.Queue = queue.Queue(maxsize=8)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, daemon=True)
+        self._thread = threading.Thread(target=self._work, daemon=True, name="cue-writer")
         self._thread.start()
 
     def _work(self) -> None:
