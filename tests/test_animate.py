@@ -156,11 +156,9 @@ def test_window_seams_benchmark_runs_the_windows_it_is_given(monkeypatch):
     assert rows[1:3] == ["pixel", "latent"] and sum(row.startswith("trivial: ") for row in rows) == 3
     paired = [line for line in lines if "against the cross-fade at the joins, clip by clip" in line]
     assert len(paired) == 1 and paired[0].startswith("latent against") and " of 1 clips" in paired[0]
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import window_seams
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    from .scripts import load_benchmark
+
+    window_seams = load_benchmark("window_seams")
     sign_test = window_seams.sign_test
     assert sign_test(0, 10) == sign_test(10, 10) == 2 / 1024 and sign_test(5, 10) == 1.0
     assert abs(sign_test(10, 40) - 0.002221) < 1e-6  # 2 P(X <= 10), X ~ Binomial(40, 1/2)

@@ -536,12 +536,11 @@ def test_cpu_budget_benchmark_counts_each_threads_cpu_in_its_group(tmp_path):
     import threading
     import time
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    try:
-        import cue_threads
-    finally:
-        sys.path.pop(0)
     from directanimator.config import CuesConfig
+
+    from .scripts import load_benchmark
+
+    cue_threads = load_benchmark("cue_threads")
 
     stop = threading.Event()
     spinner = threading.Thread(target=lambda: [None for _ in iter(stop.is_set, True)], name="spin")

@@ -498,12 +498,9 @@ def test_reference_residual_target_round_trips_and_is_zero_on_a_still_video():
 
 def test_gpu_memory_estimate_follows_the_parameter_counts():
     """benchmarks/gpu.py --estimate: exact meta-device counts, and bytes per parameter as documented."""
-    import importlib.util
-    from pathlib import Path
+    from .scripts import load_benchmark
 
-    spec = importlib.util.spec_from_file_location("gpu_bench", Path(__file__).parents[1] / "benchmarks" / "gpu.py")
-    gpu = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu)
+    gpu = load_benchmark("gpu")
     est = gpu.estimate(gpus=8, lora_rank=64)
     total = est["parameters"]
     assert total == 5_571_594_880 + 397_977_600  # backbone + cue modules (benchmarks/model.py, BENCHMARKS.md)
