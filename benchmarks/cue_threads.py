@@ -55,16 +55,24 @@ def thread_cpu() -> dict[int, tuple[str, float, float]]:
     process."""
     out = {}
     for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/stat") as f:
-                stat = f.read()
-            with open(f"/proc/self/task/{tid}/comm") as f:
-                comm = f.read().strip()
-        except OSError:  # the thread ended meanwhile
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        out[int(tid)] = (comm, (int(fields[11]) + int(fields[12])) / TICK, int(fields[12]) / TICK)
+        reading = one_thread_cpu(int(tid))
+        if reading is not None:
+            out[int(tid)] = reading
     return out
+
+
+def one_thread_cpu(tid: int) -> tuple[str, float, float] | None:
+    """(kernel name, CPU seconds, of which in the kernel) of one thread of this process; None once it
+    has ended."""
+    try:
+        with open(f"/proc/self/task/{tid}/stat") as f:
+            stat = f.read()
+        with open(f"/proc/self/task/{tid}/comm") as f:
+            comm = f.read().strip()
+    except OSError:  # the thread ended meanwhile
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return comm, (int(fields[11]) + int(fields[12])) / TICK, int(fields[12]) / TICK
 
 
 def group(comm: str, name: str | None) -> str:
@@ -98,28 +106,44 @@ def measured_job(clip: Path, out: Path, cfg: CuesConfig) -> dict:
         while not done.wait(0.02):
             sample()
 
+    def started(*_) -> None:  # every Python thread started during the job, however short its life
+        t = threading.current_thread()
+        names.setdefault(t.native_id, t.name)
+        reading = one_thread_cpu(t.native_id)
+        if reading is not None:
+            readings.setdefault(t.native_id, reading)
+        sys.setprofile(None)
+
     before = thread_cpu()
     watcher = threading.Thread(target=sampler, name="sampler", daemon=True)
     watcher.start()
+    threading.setprofile(started)
     r0 = resource.getrusage(resource.RUSAGE_SELF)
-    report = write_cues(ASTRONAUT, clip, out, cfg, progress=False, videos=False)
-    r1 = resource.getrusage(resource.RUSAGE_SELF)
-    done.set()
-    watcher.join()
+    try:
+        report = write_cues(ASTRONAUT, clip, out, cfg, progress=False, videos=False)
+    finally:
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        threading.setprofile(None)
+        done.set()
+        watcher.join()
     sample()
     n = report.num_frames
     groups: dict[str, float] = {}
     system: dict[str, float] = {}
+    threads: dict[str, int] = {}
+    sampling = 0.0
     for tid, (comm, cpu, kernel) in readings.items():
-        if tid == watcher.native_id:
+        if tid == watcher.native_id:  # the sampler's own reading of /proc: its own figure
+            sampling = 1000 * cpu / n
             continue
         _, cpu0, kernel0 = before.get(tid, (comm, 0.0, 0.0))  # threads alive before the job: only its part
         key = group(comm, names.get(tid))
         groups[key] = groups.get(key, 0.0) + 1000 * (cpu - cpu0) / n
         system[key] = system.get(key, 0.0) + 1000 * (kernel - kernel0) / n
+        threads[key] = threads.get(key, 0) + 1
     total = 1000 * ((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)) / n
     return {"wall_ms_per_frame": report.ms_per_frame["total"], "cpu_ms_per_frame": total, "groups": groups,
-            "system": system, "frames": n}
+            "system": system, "threads": threads, "sampling_ms_per_frame": sampling, "frames": n}
 
 
 def main() -> None:
