@@ -1,17 +1,26 @@
-"""The benchmark scripts as modules, for tests of their pieces."""
+"""The benchmark and experiment scripts as modules, for tests of their pieces."""
 
 import importlib
 import sys
 from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(folder: Path, name: str):
+    sys.path.insert(0, str(folder))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(folder))
 
 
 def load_benchmark(name: str):
     """benchmarks/<name>.py imported as the module `name` (its imports of sibling scripts, such as
     `_util` and `cues`, resolved from benchmarks/ during the import)."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return _load(ROOT / "benchmarks", name)
+
+
+def load_experiment(name: str):
+    """experiments/<name>.py imported as the module `name` (likewise for its sibling scripts)."""
+    return _load(ROOT / "experiments", name)

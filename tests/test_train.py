@@ -299,6 +299,22 @@ def test_cross_id_keeps_teacher_frozen_and_logs_both_terms(same_id_run, puppet_d
     assert log[0]["loss_s2x"] < -0.9
 
 
+def test_cross_id_from_the_base_model_without_s2x_needs_no_teacher(puppet_dataset, tiny_cfg, tmp_path):
+    """Figure 1's arm (a), cross-ID from the base model without S2X, uses no teacher and needs none;
+    a student that starts from the teacher, or aligns to one, still refuses to run without it."""
+    from directanimator.errors import InputError
+
+    cfg = tiny_cfg(stage="cross_id", max_steps=2)
+    cfg.data.dataset = str(puppet_dataset)
+    cfg.train.init, cfg.train.s2x.weight = "base", 0.0
+    summary = train(cfg, tmp_path / "a", progress=False)
+    assert summary["steps"] == 2 and summary["teacher_sha1"] is None and summary["s2x_depth"] is None
+    for init, weight in (("same_id", 0.0), ("base", 0.5)):
+        cfg.train.init, cfg.train.s2x.weight = init, weight
+        with pytest.raises(InputError, match="needs a same-ID teacher"):
+            train(cfg, tmp_path / f"{init}{weight}", progress=False)
+
+
 def test_teacher_sees_the_clips_own_cues_and_the_student_the_pseudo_cues(same_id_run, puppet_dataset, tiny_cfg,
                                                                          tmp_path, monkeypatch):
     """Eq 4: the frozen teacher sees the clip's own (same-ID) cues, the student the pseudo cues, on

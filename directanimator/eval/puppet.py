@@ -111,7 +111,8 @@ TRIVIAL_NAMES = {"still": "reference photo held still", "pasted": "driving video
 def evaluate_triples(pipe, dataset: str | Path, limit: int | None = None, steps: int | None = None,
                      seed: int = 0, baselines: bool = True) -> dict:
     """The pipeline (None: only the trivial answers) on the first `limit` triples. Returns
-    {'mean': model means, 'baselines': {name: means}, 'triples': per-triple rows}."""
+    {'mean': model means, 'baselines': {name: means}, 'triples': per-triple rows,
+    'baseline_triples': {name: per-triple rows}}."""
     dataset = Path(dataset)
     triples = [json.loads(x) for x in (dataset / "cross_id_pairs.jsonl").read_text().splitlines() if x.strip()]
     triples = triples[:limit] if limit else triples
@@ -138,7 +139,8 @@ def evaluate_triples(pipe, dataset: str | Path, limit: int | None = None, steps:
                 for name, video in answers.items():
                     base_rows[name].append({"triple": k, **_all_metrics(video, truth, gt_ann, ref_mask)})
     return {"mean": mean_metrics(rows) if rows else None,
-            "baselines": {k: mean_metrics(v) for k, v in base_rows.items()}, "triples": rows}
+            "baselines": {k: mean_metrics(v) for k, v in base_rows.items()}, "triples": rows,
+            "baseline_triples": base_rows}
 
 
 METRIC_KEYS = ("ssim", "psnr", "person_psnr", "moving_psnr", "l1", "face_psnr")

@@ -162,8 +162,9 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         raise InputError(f"dataset not found: {cfg.data.dataset}")
     if tc.max_steps < 1:
         raise InputError(f"train.max_steps (--max-steps) must be at least 1, got {tc.max_steps}")
-    if tc.stage == "cross_id" and tc.teacher is None:
-        raise InputError("the cross_id stage needs a same-ID teacher: pass --teacher RUN_OR_CHECKPOINT")
+    if tc.stage == "cross_id" and tc.teacher is None and (tc.init == "same_id" or tc.s2x.weight > 0):
+        raise InputError("the cross_id stage needs a same-ID teacher (it starts from it or aligns to it): "
+                         "pass --teacher RUN_OR_CHECKPOINT")
     out = Path(out)
     if not resume and latest_checkpoint(out) is not None:
         raise InputError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
@@ -197,7 +198,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     loader = DataLoader(data, batch_sampler=sampler, num_workers=cfg.data.num_workers)
 
     teacher = None
-    if tc.stage == "cross_id":
+    if tc.stage == "cross_id" and tc.teacher is not None:  # none: from the base model without S2X
         teacher = load_transformer(tc.teacher)
         check_compatible(teacher, cfg, codec.latent_channels, f"teacher {tc.teacher}")
         teacher.requires_grad_(False).eval().to(device)
