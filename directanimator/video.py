@@ -234,6 +234,23 @@ def save_image(path: str | Path, rgb: np.ndarray) -> None:
 MP4_AUDIO = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus"})
 
 
+def _aac_stream(container, source) -> tuple:
+    """An AAC stream for `source`'s sound (any rate, sample format and channel layout) and the
+    resampler that brings its frames there: the nearest rate AAC takes at or above the source's
+    (11,024 Hz -> 11,025), mono or stereo. The encoder is opened once on its own first, so that a
+    setting it refuses raises here, before the stream is added (an added stream that cannot open
+    would fail the whole file at its first packet)."""
+    rates = sorted(av.codec.Codec("aac", "w").audio_rates or (48000,))
+    rate = next((r for r in rates if r >= (source.sample_rate or 48000)), rates[-1])
+    channels = getattr(source, "channels", 0) or len(source.layout.channels) or 2
+    layout = "mono" if channels == 1 else "stereo"
+    probe = av.CodecContext.create("aac", "w")
+    probe.sample_rate, probe.layout, probe.format = rate, layout, "fltp"
+    probe.open()
+    stream = container.add_stream("aac", rate=rate, layout=layout)
+    return stream, av.AudioResampler(format="fltp", layout=layout, rate=rate)
+
+
 class VideoWriter:
     """Write (H, W, 3) uint8 RGB or (H, W) gray frames to an H.264 mp4, one at a time.
 
@@ -255,6 +272,7 @@ class VideoWriter:
         self._stream.options = {"crf": str(crf), "preset": preset, "tune": "zerolatency"}
         self._audio_in = None
         self._audio_out = None
+        self._resampler = None
         self._transcode = False
         if self._audio_from is not None:
             self._audio_in = av.open(str(self._audio_from))
@@ -264,7 +282,7 @@ class VideoWriter:
                     if src.codec_context.name in MP4_AUDIO:
                         self._audio_out = self._container.add_stream_from_template(src)
                     else:  # e.g. a webcam's 8-bit PCM: an mp4 cannot hold it, AAC can
-                        self._audio_out = self._container.add_stream("aac", rate=src.codec_context.sample_rate or 48000)
+                        self._audio_out, self._resampler = _aac_stream(self._container, src.codec_context)
                         self._transcode = True
                 except Exception as exc:  # noqa: BLE001 - never lose the video for its sound
                     self._audio_out = None
@@ -312,11 +330,16 @@ class VideoWriter:
                 self._container.mux(packet)
                 continue
             for frame in packet.decode():
-                frame.pts = None
-                for out in self._audio_out.encode(frame):
-                    self._container.mux(out)
+                self._encode_audio(self._resampler.resample(frame))
         if self._transcode:
+            self._encode_audio(self._resampler.resample(None))
             for out in self._audio_out.encode(None):
+                self._container.mux(out)
+
+    def _encode_audio(self, frames) -> None:
+        for frame in frames:
+            frame.pts = None
+            for out in self._audio_out.encode(frame):
                 self._container.mux(out)
 
     def __enter__(self) -> "VideoWriter":

@@ -4,34 +4,45 @@ import av
 import numpy as np
 
 
-def write_clip(path, frames, fps=25, audio=False, video_codec="libx264", audio_codec="aac", audio_rate=16000):
+FORMATS = {"aac": "fltp", "pcm_u8": "u8", "pcm_s16le": "s16", "pcm_f32le": "flt"}
+
+
+def write_clip(path, frames, fps=25, audio=False, video_codec="libx264", audio_codec="aac", audio_rate=16000,
+               audio_layout="mono"):
     """Frames (H, W, 3) uint8 to a video; with `audio`, a 440 Hz tone of the same length in
-    `audio_codec` (aac as float planar, pcm_u8 as 8-bit unsigned, e.g. a webcam AVI's sound)."""
+    `audio_codec` (aac as float planar; pcm_u8 as 8-bit unsigned, e.g. a webcam AVI's sound; pcm_s16le,
+    pcm_f32le) at `audio_rate` with `audio_layout` (a name, or a channel count)."""
     c = av.open(str(path), "w")
     s = c.add_stream(video_codec, rate=fps)
     s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
     a = None
     if audio:
         a = c.add_stream(audio_codec, rate=audio_rate)
-        a.layout = "mono"
+        a.layout = audio_layout
     for f in frames:
         for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
             c.mux(p)
     for p in s.encode():
         c.mux(p)
     if a is not None:
-        n = int(audio_rate * len(frames) / fps)
-        tone = 0.2 * np.sin(2 * np.pi * 440 * np.arange(n) / audio_rate)
-        fmt = "u8" if audio_codec == "pcm_u8" else "fltp"
-        samples = ((128 + 127 * tone).astype(np.uint8) if fmt == "u8" else tone.astype(np.float32))[None]
-        for i in range(0, n, 1024):
-            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, i:i + 1024]), format=fmt, layout="mono")
-            af.sample_rate = audio_rate
-            for p in a.encode(af):
-                c.mux(p)
-        for p in a.encode():
-            c.mux(p)
+        _write_tone(c, a, FORMATS[audio_codec], audio_rate, av.AudioLayout(audio_layout), len(frames) / fps)
     c.close()
+
+
+def _write_tone(container, stream, fmt, rate, layout, seconds):
+    n, ch = int(rate * seconds), len(layout.channels)
+    tone = 0.2 * np.sin(2 * np.pi * 440 * np.arange(n) / rate)
+    values = {"u8": (128 + 127 * tone).astype(np.uint8), "s16": (32767 * tone).astype(np.int16)}.get(
+        fmt, tone.astype(np.float32))
+    for i in range(0, n, 1024):
+        part = values[i:i + 1024]
+        planar = np.repeat(part[None], ch, axis=0) if fmt.endswith("p") else np.repeat(part, ch)[None]
+        af = av.AudioFrame.from_ndarray(np.ascontiguousarray(planar), format=fmt, layout=layout)
+        af.sample_rate = rate
+        for p in stream.encode(af):
+            container.mux(p)
+    for p in stream.encode():
+        container.mux(p)
 
 
 def set_display_rotation(src, dst, clockwise_degrees=90):

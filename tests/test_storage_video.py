@@ -371,3 +371,49 @@ def test_frames_are_converted_on_one_scaler_thread_with_the_same_pixels(tmp_path
         auto = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     ours = list(iter_frames(path))
     assert len(ours) == len(auto) == 6 and all(np.array_equal(a, b) for a, b in zip(ours, auto))
+
+
+@pytest.mark.parametrize("codec,rate,layout", [("pcm_u8", 11024, "mono"), ("pcm_s16le", 7000, "stereo"),
+                                               ("pcm_f32le", 100000, "5.1"), ("pcm_u8", 22050, "3 channels")])
+def test_any_sound_an_mp4_cannot_hold_is_resampled_to_aac(tmp_path, codec, rate, layout):
+    """A webcam's 8-bit PCM at 11,024 Hz (AAC takes 11,025, not 11,024), rates AAC has no slot for,
+    six and three channels (three with no layout name, only a count): the output keeps the sound as
+    AAC at the nearest rate AAC takes at or above the source's, mono or stereo, as long as the video
+    (one second, plus at most the encoder's two frames of priming and padding)."""
+    from directanimator.video import VideoWriter
+
+    frames = [np.full((32, 32, 3), 10 * i, np.uint8) for i in range(10)]
+    src = tmp_path / "webcam.avi"
+    write_clip(src, frames, fps=10, audio=True, audio_codec=codec, audio_rate=rate, audio_layout=layout)
+    out = tmp_path / "out.mp4"
+    with VideoWriter(out, 10, 32, 32, audio_from=src) as w:
+        for f in frames:
+            w.write(f)
+    with av.open(str(out)) as c:
+        a = c.streams.audio[0]
+        aac_rates = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+        assert a.codec_context.name == "aac" and a.rate == min(r for r in aac_rates if r >= min(rate, 96000))
+        channels = 1 if layout == "mono" else 2
+        assert a.layout.name == ("mono" if channels == 1 else "stereo")
+        sound = np.concatenate([f.to_ndarray().ravel() for f in c.decode(a)])
+    assert 0.9 * a.rate <= len(sound) / channels <= 1.05 * a.rate + 2048
+    assert np.abs(sound).max() > 0.05  # the tone, not silence
+
+
+def test_sound_that_cannot_be_kept_is_dropped_with_one_warning(tmp_path, monkeypatch, capsys):
+    from directanimator import video
+
+    def refuse(*_):
+        raise av.error.ArgumentError(22, "avcodec_open2")
+
+    monkeypatch.setattr(video, "_aac_stream", refuse)
+    frames = [np.full((32, 32, 3), 10 * i, np.uint8) for i in range(5)]
+    src = tmp_path / "webcam.avi"
+    write_clip(src, frames, fps=10, audio=True, audio_codec="pcm_u8", audio_rate=11024)
+    with video.VideoWriter(tmp_path / "out.mp4", 10, 32, 32, audio_from=src) as w:
+        for f in frames:
+            w.write(f)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: the driving video's audio (pcm_u8) cannot be kept")
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        assert not c.streams.audio and c.streams.video[0].frames == 5
