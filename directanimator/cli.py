@@ -169,17 +169,23 @@ def _literal_choices(section: str, key: str) -> list[str]:
 def _animate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .pipeline import DirectAnimatorPipeline
+    from .config import check_seed, check_size
+    from .storage import check_output_file
 
+    # everything that can be checked without the model first: a bad output or seed fails at once
     out = Path(args.out)
     if out.suffix.lower() not in (".mp4", ".mkv", ".mov"):
         raise InputError(f"--out must end in .mp4, .mkv or .mov, got {out.name}")
     side = out.with_name(out.stem + "_side_by_side" + out.suffix) if args.side_by_side else None
-    from .storage import check_output_file
-
     for path in (out, side):
         if path is not None:
             check_output_file(path, overwrite=args.overwrite)
+    if args.seed is not None:
+        check_seed(args.seed)
+    from .pipeline import DirectAnimatorPipeline, resolve_checkpoint
+
+    if args.size is not None:  # from the checkpoint's config alone, before its weights load
+        check_size(resolve_checkpoint(args.checkpoint)[1], args.size)
     device = _device(args.device)
     pipe = DirectAnimatorPipeline.from_pretrained(args.checkpoint, scheduler=args.scheduler, device=device,
                                                   dtype=args.dtype, merge_lora=not args.lora_unmerged,

@@ -530,3 +530,31 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def dump_config(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+# What `animate` takes of its settings, checked before any work (the CLI checks them before it loads
+# the model; the pipeline again, for callers from Python).
+SEED_MAX = 2 ** 32 - 1
+MAX_SIZE_FACTOR = 4  # a model serves working sizes up to this many times the size it was trained at
+
+
+def check_seed(seed: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise InputError(f"--seed must be an integer from 0 to {SEED_MAX}, got {seed}")
+
+
+def check_size(cfg: Config, size: int) -> None:
+    """A working size the model serves: from 32 pixels to MAX_SIZE_FACTOR x its trained size (its
+    attention grows with the square of the token count; a bigger video comes from --out-size)."""
+    largest = MAX_SIZE_FACTOR * cfg.model.size
+    if not 32 <= size <= largest:
+        raise InputError(f"--size must lie between 32 and {largest} pixels for this model (trained at "
+                         f"{cfg.model.size}), got {size}; for a bigger video pass --out-size instead")
+
+
+def guidance_warning(cfg: Config, guidance: float) -> str | None:
+    """Guidance needs a model that learned the cue-free case (train.cue_dropout > 0)."""
+    if guidance > 1.0 and cfg.train.cue_dropout <= 0.0:
+        return (f"warning: --guidance {guidance:g} on a model trained without cue dropout (train.cue_dropout 0): "
+                f"it never learned the cue-free prediction guidance pushes away from; expect no gain")
+    return None

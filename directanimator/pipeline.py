@@ -33,7 +33,7 @@ peft LoRA through diffusers' `add_adapter`.
 from __future__ import annotations
 
 import json
-import tempfile
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,11 +45,12 @@ import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
-from .config import Config, dump_config, from_dict, load_config
+from .config import Config, check_seed, check_size, dump_config, from_dict, guidance_warning, load_config
 from .cues.extract import extract_cues
 from .cues.files import CUE_ARRAYS, CueFileSink, mask_from_uint8
 from .data.cache import video_tensor
 from .errors import InputError
+from .storage import work_dir
 from .model import CueFusionTransformer3D, build_codec, build_text_encoder, mask_to_latent
 from .model.sampling import (CUE_KEYS, build_scheduler, from_diffusion_target, fused_window_layout,
                              sample_fused_latents, sample_latents)
@@ -310,8 +311,7 @@ class DirectAnimatorPipeline:
         if not 1 <= steps <= max_steps:
             raise InputError(f"--steps must lie between 1 and {max_steps} (the scheduler's training timesteps), "
                              f"got {steps}")
-        if not 32 <= size <= 4096:
-            raise InputError(f"--size must lie between 32 and 4096 pixels, got {size}")
+        check_size(self.config, size)
         unit = self.codec.spatial_factor * self.transformer.config.patch_size
         rounded = max(unit, int(round(size / unit)) * unit)
         if rounded != size:
@@ -337,9 +337,13 @@ class DirectAnimatorPipeline:
                              f"got {inf.keep_background_margin}")
         steps = inf.steps if steps is None else steps
         seed = inf.seed if seed is None else seed
+        check_seed(seed)
         guidance = inf.guidance_scale if guidance_scale is None else guidance_scale
         if not (isinstance(guidance, (int, float)) and math.isfinite(guidance) and guidance >= 1.0):
             raise InputError(f"--guidance must be a finite number >= 1 (1 = off), got {guidance}")
+        warning = guidance_warning(self.config, guidance)
+        if warning:
+            print(warning, file=sys.stderr)
         return inf, steps, seed, guidance
 
     def extract_driving_cues(self, reference: np.ndarray, driving, size: int, info, tmp: Path, progress: bool,
@@ -482,7 +486,7 @@ class DirectAnimatorPipeline:
                   f"{self.codec.temporal_factor}-frame grid)")
         seconds = {"cues": 0.0, "codec": 0.0, "transformer": 0.0, "write": 0.0}
         out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".directanimator-", dir=out.parent) as tmpdir:
+        with work_dir(out.parent) as tmpdir:
             tmp = Path(tmpdir)
             spool = tmp / CUE_ARRAYS
             # 2. driving cues, streamed to disk
@@ -498,9 +502,11 @@ class DirectAnimatorPipeline:
             x0, y0 = lb.pad_x, lb.pad_y
             ow, oh = max(2, iw // 2 * 2), max(2, ih // 2 * 2)
             fw, fh = ow, oh  # the written size
+            panel = size  # the side-by-side's panels, enlarged with the video
             if out_size is not None:
                 k = out_size / max(ow, oh)
                 fw, fh = max(2, int(round(ow * k / 2)) * 2), max(2, int(round(oh * k / 2)) * 2)
+                panel = max(2, int(round(size * k / 2)) * 2)
             # 4a. the reference through the codec
             t0 = time.perf_counter()
             ref_lb, ref_latent = self.encode_reference(spool, seed)
@@ -514,7 +520,7 @@ class DirectAnimatorPipeline:
                                  audio_from=Path(driving) if info.has_audio else None)
             sbs = None
             if tmp_sbs is not None:
-                sbs = VideoWriter(tmp_sbs, info.fps_fraction, 4 * size, size, crf=18,
+                sbs = VideoWriter(tmp_sbs, info.fps_fraction, 4 * panel, panel, crf=18,
                                   audio_from=Path(driving) if info.has_audio else None)
             blender = WindowBlender(starts, window, n)
             pose_buf: dict[int, np.ndarray] = {}
@@ -562,7 +568,10 @@ class DirectAnimatorPipeline:
                         if sbs is not None:  # reference | driving | pose cue | result, letterboxed
                             drv = drv_lb.apply(next(drv_frames))
                             pose3 = np.repeat(pose[..., None], 3, axis=2) if pose.ndim == 2 else pose
-                            sbs.write(np.ascontiguousarray(np.concatenate([ref_lb, drv, pose3, full], axis=1)))
+                            row = np.concatenate([ref_lb, drv, pose3, full], axis=1)
+                            if panel != size:
+                                row = cv2.resize(row, (4 * panel, panel), interpolation=cv2.INTER_LANCZOS4)
+                            sbs.write(np.ascontiguousarray(row))
                     seconds["write"] += time.perf_counter() - t0
                     bar.update()
                     if callback is not None:

@@ -270,6 +270,37 @@ def atomic_output_dir(final: str | Path, overwrite: bool = False, known: Iterabl
         shutil.rmtree(old, ignore_errors=True)
 
 
+WORK_PREFIX = ".directanimator-"
+
+
+def work_dir(parent: str | Path) -> tempfile.TemporaryDirectory:
+    """A hidden working folder in `parent` (`.directanimator-PID-*`, removed when done). A run that
+    was killed cannot remove its own: such folders of processes no longer running are removed first."""
+    remove_stale_work_dirs(parent)
+    return tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=parent)
+
+
+def remove_stale_work_dirs(parent: str | Path) -> list[Path]:
+    """Remove the working folders in `parent` whose process has ended; returns them."""
+    removed = []
+    for d in Path(parent).glob(WORK_PREFIX + "*"):
+        pid = d.name[len(WORK_PREFIX):].split("-")[0]
+        if d.is_dir() and pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """`write(tmp)` writes the file at a temporary name beside `path` (unique per process, the same
     extension, so writers that pick a format by extension still work), which is then renamed to

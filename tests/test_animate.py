@@ -557,7 +557,8 @@ def test_memory_options_give_the_same_frames(tmp_path):
 
 def test_out_size_writes_a_larger_video_of_the_same_frames(tmp_path):
     """`animate --out-size`: the written video's longer side, frames upscaled (Lanczos) from the
-    working size; the picture is the working-size result's; bad values are one error line."""
+    working size, and the side-by-side's panels with it; the picture is the working-size result's;
+    bad values are one error line."""
     import cv2
 
     pipe = DirectAnimatorPipeline.from_pretrained(None)
@@ -568,8 +569,10 @@ def test_out_size_writes_a_larger_video_of_the_same_frames(tmp_path):
     given = Detectors.from_annotations({"masks": clip.masks, "face_boxes": clip.face_boxes}, ref).kwargs()
     small = pipe(ref.frames[0], drv, tmp_path / "a.mp4", steps=2, seed=1, progress=False, return_frames=True, **given)
     big = pipe(ref.frames[0], drv, tmp_path / "b.mp4", steps=2, seed=1, progress=False, return_frames=True,
-               out_size=160, **given)
+               out_size=160, side_by_side=tmp_path / "b_side_by_side.mp4", **given)
     assert (big.width, big.height) == (160, 160) and probe_video(tmp_path / "b.mp4").width == 160
+    side = probe_video(tmp_path / "b_side_by_side.mp4")  # the side-by-side grows with the video
+    assert (side.width, side.height) == (4 * 160, 160)
     assert big.frames.shape == (9, 160, 160, 3)
     want = np.stack([cv2.resize(f, (160, 160), interpolation=cv2.INTER_LANCZOS4) for f in small.frames])
     assert np.array_equal(big.frames, want)
@@ -605,3 +608,53 @@ def test_partly_fused_windows_through_the_pipeline(tmp_path):
     assert len(videos[None]) == 17
     assert np.array_equal(videos[None], videos[2])
     assert not np.array_equal(videos[None], videos[0])
+
+
+def test_settings_no_model_serves_are_refused_before_any_work(tmp_path):
+    """A working size beyond what the checkpoint serves (4x its trained size) and a seed out of range
+    are one error line before the model's weights load and before anything is written; a bad --out
+    likewise, before the pipeline is imported (no seconds of imports first)."""
+    drv, _ = puppet_driving(tmp_path, frames=9, audio=False)
+    ref = ROOT / "directanimator" / "assets" / "astronaut.jpg"
+    out = tmp_path / "out" / "a.mp4"
+    for args, message in ((["--size", "4096"], "error: --size must lie between 32 and 256 pixels for this model "
+                                                "(trained at 64), got 4096; for a bigger video pass --out-size"),
+                          (["--seed", "99999999999999999999"], "error: --seed must be an integer from 0 to 4294967295"),
+                          (["--seed", "-1"], "error: --seed must be an integer from 0 to 4294967295")):
+        r = cli("animate", "--reference", str(ref), "--driving", str(drv), "--out", str(out), "--quiet", *args)
+        assert r.returncode == 2 and r.stderr.startswith(message) and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not out.parent.exists() or not any(out.parent.iterdir())
+    code = ("import sys; from directanimator.cli import main; main(['animate', '--reference', 'r.png', '--driving', "
+            "'d.mp4', '--out', '/etc/passwd/a.mp4']); print(sorted(m for m in sys.modules if m.startswith(('diffusers', "
+            "'directanimator.pipeline', 'directanimator.model'))))")
+    r = subprocess.run([PY, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.stderr.startswith("error: cannot write to /etc/passwd") and r.stdout.strip() == "[]", (r.stdout, r.stderr)
+
+
+def test_guidance_without_cue_dropout_warns_once(tmp_path, capsys):
+    from directanimator.config import Config, guidance_warning
+
+    cfg = Config()
+    assert guidance_warning(cfg, 1.0) is None and guidance_warning(cfg, 2.5).startswith("warning: --guidance 2.5")
+    cfg.train.cue_dropout = 0.1
+    assert guidance_warning(cfg, 2.5) is None
+
+
+def test_a_killed_runs_working_folder_is_removed_by_the_next_run(tmp_path):
+    """animate works in a hidden `.directanimator-PID-*` folder beside its output; one left by a process
+    that is no longer running (SIGKILL, power cut) is removed when the next run starts there; a live
+    process's folder and unrelated hidden files stay."""
+    from directanimator.storage import MARKER, work_dir
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f".directanimator-{dead.pid}-abc123"
+    (stale / "window_cues").mkdir(parents=True)
+    (stale / "window_cues" / "big.bin").write_bytes(b"0" * 1000)
+    live = tmp_path / f".directanimator-{os.getppid()}-def456"
+    live.mkdir()
+    (tmp_path / MARKER).write_text("x")
+    with work_dir(tmp_path) as mine:
+        assert Path(mine).name.startswith(f".directanimator-{os.getpid()}-")
+        assert not stale.exists() and live.is_dir() and (tmp_path / MARKER).is_file()
+    assert not Path(mine).exists()
