@@ -856,3 +856,39 @@ def test_lora_run_with_a_bf16_frozen_backbone_trains_resumes_and_animates(puppet
     cfg.write_text(wrong)
     refused = cli_here(*base[:-4], "--out", str(tmp_path / "r2"), "--max-steps", "2")  # refused before training
     assert refused.returncode == 2 and "needs train.mixed_precision: bf16" in refused.stderr
+
+
+def test_preprocess_checks_a_real_clips_person_at_the_clips_own_resolution(tmp_path, tiny_cfg):
+    """A real clip without ground truth (a walking person in the middle of a 480 x 480 frame) is seen
+    by the detectors at its own resolution, as `cues` sees a video: its reference frame's person check
+    and its segmentation are not made after shrinking it to the model's 64 px, where the person
+    detectors find no one; the cues still come out at 64 px. A frame without a person is refused."""
+    from directanimator.assets import WALK_VIDEO
+    from directanimator.data.format import ClipRecord
+    from directanimator.data.preprocess import preprocess
+
+    def dataset(name, person):
+        frames = []
+        for f in list(iter_frames(WALK_VIDEO))[:17]:
+            canvas = np.full((480, 480, 3), 128, np.uint8)
+            if person:
+                canvas[80:400, 80:400] = cv2.resize(f, (320, 320), interpolation=cv2.INTER_AREA)
+            frames.append(canvas)
+        root = tmp_path / name
+        (root / "clips" / "real").mkdir(parents=True)
+        write_clip(root / "clips" / "real" / "video.mp4", frames, fps=15)
+        record = ClipRecord("real", "train", 15.0, 480, 17)
+        (root / "manifest.jsonl").write_text(json.dumps(record.__dict__) + "\n")
+        return root
+
+    import cv2
+
+    from directanimator.video import iter_frames
+
+    from .media import write_clip
+
+    report = preprocess(dataset("person", True), tiny_cfg(), progress=False)
+    assert report["built"] == 1 and report["failed"] == 0, report["failures"]
+    report = preprocess(dataset("empty", False), tiny_cfg(), progress=False)
+    assert report["built"] == 0 and report["failures"][0]["error"].startswith(
+        "InputError: no person found in the reference frame"), report

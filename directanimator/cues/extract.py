@@ -273,20 +273,29 @@ def _box_to_working(box: np.ndarray | None, det: Letterbox, work: Letterbox) -> 
     return xy.reshape(4).astype(np.float32)
 
 
+def check_person_present(image: np.ndarray, cfg: CuesConfig, name: str = "reference image") -> None:
+    """The reference must show a person (`cues.segmentation.min_person_confidence`; 0 skips the check).
+    Made on the image as given: at a small working size a full-body person is too small for the
+    detectors, so callers that shrink their frames check the frame at its own resolution first."""
+    if cfg.segmentation.min_person_confidence <= 0:
+        return
+    from .presence import person_confidence
+
+    confidence = person_confidence(image, enough=cfg.segmentation.min_person_confidence)
+    if confidence < cfg.segmentation.min_person_confidence:
+        raise InputError(f"no person found in the {name} (person detectors' confidence {confidence:.2f} < "
+                         f"{cfg.segmentation.min_person_confidence}); use a photo where the person and the face "
+                         f"are clearly visible, or set cues.segmentation.min_person_confidence: 0 in a --config "
+                         f"to skip this check (a person seen from behind)")
+
+
 def prepare_reference(reference: np.ndarray, cfg: CuesConfig, segmenter: Segmenter | None,
                       face_finder: SubjectFaceFinder, reference_mask: np.ndarray | None = None,
                       name: str = "reference image") -> tuple[np.ndarray, np.ndarray, dict]:
     """Letterbox the reference, find its person (required) and face (optional). The person mask is
     `reference_mask` when given, else `segmenter`'s answer."""
-    if reference_mask is None and cfg.segmentation.min_person_confidence > 0:
-        from .presence import person_confidence
-
-        confidence = person_confidence(reference, enough=cfg.segmentation.min_person_confidence)
-        if confidence < cfg.segmentation.min_person_confidence:
-            raise InputError(f"no person found in the {name} (person detectors' confidence {confidence:.2f} < "
-                             f"{cfg.segmentation.min_person_confidence}); use a photo where the person and the face "
-                             f"are clearly visible, or set cues.segmentation.min_person_confidence: 0 in a --config "
-                             f"to skip this check (a person seen from behind)")
+    if reference_mask is None:
+        check_person_present(reference, cfg, name)
     lb = Letterbox.fit(reference.shape[1], reference.shape[0], cfg.size)
     ref = lb.apply(reference)
     min_area = int(cfg.segmentation.min_component_area * cfg.size * cfg.size)
@@ -322,10 +331,12 @@ def extract_cues(reference: np.ndarray, driving: FrameSource, cfg: CuesConfig,
                  make_sink: Callable[[np.ndarray, np.ndarray], CueSink] = MemorySink, fps: float = 30.0, segmenter: Segmenter | None = None,
                  face_detector: FaceDetector | None = None, reference_mask: np.ndarray | None = None,
                  num_frames_hint: int | None = None, progress: bool = False,
-                 keypoints: KeypointSource | None = None) -> tuple[CueReport, CueSink]:
+                 keypoints: KeypointSource | None = None,
+                 reference_name: str = "reference image") -> tuple[CueReport, CueSink]:
     """Run both passes. `make_sink(reference, reference_mask)` receives the cues frame by frame;
     returns the report and the sink (a `MemorySink` holds the `DrivingCues` in `.cues`). In the
-    `skeleton` pose mode the keypoints come from `keypoints` (MediaPipe Pose when None)."""
+    `skeleton` pose mode the keypoints come from `keypoints` (MediaPipe Pose when None).
+    `reference_name` names the reference in errors (e.g. a clip's frame)."""
     t_start = time.perf_counter()
     # Two cores are shared by the models, the FFT and the video encoder thread: torch's own
     # thread pool only oversubscribes them (measured 1.4 -> 7.7 ms/frame for the pose cue).
@@ -351,7 +362,8 @@ def extract_cues(reference: np.ndarray, driving: FrameSource, cfg: CuesConfig,
         # model instance (clean temporal state) unless its mask is given.
         ref_seg = MediaPipeSegmenter(cfg.segmentation.model_selection) if reference_mask is None else None
         try:
-            ref_img, ref_mask, ref_info = prepare_reference(reference, cfg, ref_seg, face_finder, reference_mask)
+            ref_img, ref_mask, ref_info = prepare_reference(reference, cfg, ref_seg, face_finder, reference_mask,
+                                                            reference_name)
         finally:
             if ref_seg is not None:
                 ref_seg.close()

@@ -92,6 +92,7 @@ class ClipFrames:
     reference: np.ndarray | None = None       # (S, S, 3) uint8
     reference_mask: np.ndarray | None = None  # (S, S) float32 0/1
     reference_face_box: np.ndarray | None = None  # (4,)
+    video: Path | None = None  # the clip's own file, at its own resolution
 
 
 def load_clip_frames(folder: Path, size: int) -> ClipFrames:
@@ -101,7 +102,7 @@ def load_clip_frames(folder: Path, size: int) -> ClipFrames:
     info = probe_video(video)
     lb = Letterbox.fit(info.width, info.height, size)
     frames = np.stack([lb.apply(f) for f in iter_frames(video)])
-    out = ClipFrames(frames, info.fps)
+    out = ClipFrames(frames, info.fps, video=video)
     ann_path = folder / "annotations.safetensors"
     if ann_path.is_file():
         from safetensors.numpy import load_file
@@ -150,6 +151,17 @@ def compute_cues(clip: ClipFrames, ref_index: int | None, cfg: Config) -> Drivin
     if ref_index is None and clip.reference is None:
         raise ValueError("compute_cues: no reference frame index and no stored reference photo")
     ref_image = clip.frames[ref_index] if ref_index is not None else clip.reference
+    frames, name = list(clip.frames), "reference image"
+    if clip.masks is None and clip.video is not None:
+        # no ground truth: the detectors see the clip at its own resolution, as `cues` sees a video (a
+        # full-body person shrunk to the working size first is too small for them), and the cues come
+        # out at the working size, on the same letterbox as `frames`
+        frames = lambda: iter_frames(clip.video)  # noqa: E731 - a FrameSource
+        if ref_index is not None:
+            from itertools import islice
+
+            ref_image = next(islice(iter_frames(clip.video), ref_index, None))
+            name = f"reference frame {ref_index} of clip {clip.video.parent.name}"
     ref_mask = (clip.masks[ref_index] if clip.masks is not None else None) if ref_index is not None \
         else clip.reference_mask
     ref_box = (clip.face_boxes[ref_index] if clip.face_boxes is not None else None) if ref_index is not None \
@@ -164,7 +176,7 @@ def compute_cues(clip: ClipFrames, ref_index: int | None, cfg: Config) -> Drivin
         from ..cues.skeleton import GivenKeypoints
 
         kwargs["keypoints"] = GivenKeypoints(clip.keypoints, errors=cues_cfg.pose.skeleton_errors)
-    return extract_cues_in_memory(ref_image, list(clip.frames), cues_cfg, fps=clip.fps, **kwargs)
+    return extract_cues_in_memory(ref_image, frames, cues_cfg, fps=clip.fps, reference_name=name, **kwargs)
 
 
 def video_tensor(frames: np.ndarray) -> torch.Tensor:

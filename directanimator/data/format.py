@@ -13,7 +13,7 @@
         meta.json              the ClipRecord plus anything specific to the clip (e.g. how it was made)
 
 A real clip needs only `video.mp4` and its manifest line; annotations are optional (cues are then
-extracted with the embedded models instead of `GivenMasks`).
+extracted with the embedded models instead of `GivenMasks`, which see the clip at its own resolution).
 """
 
 from __future__ import annotations
