@@ -53,6 +53,11 @@ def test_real_clip_finds_person_and_face(walk_cues):
     assert set(report["ms_per_frame"]) >= {"decode", "segment", "face_detect", "pose_cue", "face_cue",
                                            "location_cue", "write", "total"}
     assert report["alignment"]["scale"] > 1.0  # the astronaut is bigger in her photo than the dancer
+    for field, form in report["box_formats"].items():  # each box's order is written in the report itself
+        section, _, key = field.partition(".")
+        assert (key in report[section]) if key else section in report, field
+    person, face = report["reference"]["person_box"], report["reference"]["face_box"]
+    assert person[0] < face[0] < face[2] < person[1] and person[2] <= face[1] < face[3] < person[3]
 
 
 def test_detection_runs_at_a_detection_friendly_size_whatever_the_working_size(walk_cues, tmp_path):

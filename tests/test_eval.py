@@ -244,3 +244,20 @@ def test_trivial_answers_and_region_metrics():
     assert region_psnr(answers["still"], truth, region) == 100.0  # the changed pixel lies outside the region
     m = puppet_metrics(answers["still"], answers["still"], drv_masks, ref_mask)
     assert m["ssim"] == pytest.approx(1.0, abs=1e-4) and m["psnr"] == m["person_psnr"] == m["moving_psnr"] == 100.0
+
+
+def test_evaluate_says_when_it_resizes_the_ground_truth(tmp_path):
+    """A 64 x 42 generated video against a 512 x 336 ground truth: scored after resizing the ground
+    truth to the generated size, and the report's notes say so (also printed by the CLI)."""
+    from directanimator.eval.evaluate import evaluate
+
+    rng = np.random.default_rng(0)
+    big = [rng.integers(0, 255, (336, 512, 3), dtype=np.uint8) for _ in range(3)]
+    small = [cv2.resize(f, (64, 42), interpolation=cv2.INTER_AREA) for f in big]
+    (tmp_path / "gen").mkdir(), (tmp_path / "gt").mkdir()
+    write_clip(tmp_path / "gen" / "a.mp4", small, fps=10)
+    write_clip(tmp_path / "gt" / "a.mp4", big, fps=10)
+    report = evaluate(tmp_path / "gen", tmp_path / "gt", face=False, pose=False, progress=False)
+    assert report["notes"] == ["a: ground truth 512 x 336 resized to the generated video's 64 x 42 before scoring"]
+    write_clip(tmp_path / "gt" / "a.mp4", small, fps=10)
+    assert evaluate(tmp_path / "gen", tmp_path / "gt", face=False, pose=False, progress=False)["notes"] == []

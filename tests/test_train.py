@@ -892,3 +892,14 @@ def test_preprocess_checks_a_real_clips_person_at_the_clips_own_resolution(tmp_p
     report = preprocess(dataset("empty", False), tiny_cfg(), progress=False)
     assert report["built"] == 0 and report["failures"][0]["error"].startswith(
         "InputError: no person found in the reference frame"), report
+
+
+def test_cross_id_stage_says_when_no_pseudo_clip_passed_the_filter(tmp_path, tiny_cfg):
+    """Not "run preprocess first" (it was run): the filter kept none of the pseudo clips, and the
+    message says so, where the filter's report is, and what to change."""
+    (tmp_path / "pseudo").mkdir()
+    lines = [{"pseudo_id": f"p{i}", "source_clip": "c", "kept": False, "reasons": ["flicker"]} for i in range(3)]
+    (tmp_path / "pseudo" / "manifest.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    with pytest.raises(InputError, match=r"no pseudo clip of .* passed the quality filter \(3 made, 0 kept; "
+                                         r".*filter_report.json says why"):
+        CachedSamples(tmp_path, tiny_cfg(), "cross_id")

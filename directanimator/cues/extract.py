@@ -65,7 +65,17 @@ class CueReport:
         return truncation_warning(self.num_frames, self.container_frames)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "box_formats": BOX_FORMATS}
+
+
+# The report's boxes, written into it: person boxes are the paper's B of eq 9, face boxes the detectors'
+BOX_FORMATS = {
+    "reference.person_box": "[x_min, x_max, y_min, y_max] in working-size pixels (max exclusive)",
+    "reference.face_box": "[x0, y0, x1, y1] in working-size pixels",
+    "subject.first_box": "[x_min, x_max, y_min, y_max] in the driving video's own pixels",
+    "alignment": "scale and translation [x, y] in working-size pixels, mapping the driving person onto the "
+                 "reference person (eqs 9-12)",
+}
 
 
 def truncation_warning(read: int, announced: int | None) -> str | None:

@@ -37,7 +37,14 @@ class CachedSamples(Dataset):
         elif stage == "cross_id":
             from .format import read_pseudo_manifest
 
-            for item in read_pseudo_manifest(dataset):
+            kept = read_pseudo_manifest(dataset)
+            if not kept:
+                made = len(read_pseudo_manifest(dataset, kept_only=False))
+                raise InputError(f"no pseudo clip of {dataset} passed the quality filter ({made} made, 0 kept; "
+                                 f"{Path(dataset) / 'pseudo' / 'filter_report.json'} says why each was dropped): "
+                                 f"the cross-ID stage has nothing to train on; loosen pseudo.filter or make more "
+                                 f"with pseudo.max_per_clip, then run `directanimator pseudo` again")
+            for item in kept:
                 pfile = self.root / "pseudo" / f"{item['pseudo_id']}.safetensors"
                 pmeta = read_meta(pfile) if pfile.is_file() else None
                 smeta = metas.get(item["source_clip"])

@@ -83,7 +83,11 @@ def evaluate(generated: str | Path, ground_truth: str | Path, reference: str | P
     fid_gen, fid_gt, fvd_gen, fvd_gt = [], [], [], []
     for name in tqdm(list(gen), desc="evaluate", unit="video", disable=not progress, leave=False):
         g = _read(gen[name])
-        t = _read(gt[name], g.shape[1:3])
+        t = _read(gt[name])
+        if t.shape[1:3] != g.shape[1:3]:
+            notes.append(f"{name}: ground truth {t.shape[2]} x {t.shape[1]} resized to the generated video's "
+                         f"{g.shape[2]} x {g.shape[1]} before scoring")
+            t = np.stack([cv2.resize(f, (g.shape[2], g.shape[1]), interpolation=cv2.INTER_AREA) for f in t])
         if len(g) != len(t):
             notes.append(f"{name}: {len(g)} generated vs {len(t)} ground-truth frames; compared the first "
                          f"{min(len(g), len(t))}")
