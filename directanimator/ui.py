@@ -173,7 +173,10 @@ class AnimateService:
             raise
         finally:
             self._cancelled.discard(token)
-        report = {**result.as_dict(), "cues": result.cue_report}
+        # the output's file name, not its path on the server: a JSON output with a "path" key is taken by
+        # gradio_client for a file to download (the server's folder is not served: 403)
+        report = {**{k: v for k, v in result.as_dict().items() if k != "path"}, "video": "animation.mp4",
+                  "cues": result.cue_report}
         (folder / "report.json").write_text(json.dumps(report, indent=1, default=str))
         return RequestResult(folder, {"animation.mp4": folder / "animation.mp4",
                                       "side_by_side.mp4": folder / "side_by_side.mp4",

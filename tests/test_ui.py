@@ -210,3 +210,28 @@ def test_page_in_a_real_browser(tmp_path):
         page_app.close()
         service.close()
     assert not service.root.exists()
+
+
+def test_page_api_through_gradio_client_downloads_every_result(tmp_path, monkeypatch):
+    """The page's API as a script uses it (gradio_client): the animation, the side-by-side and the
+    report come back, the videos downloaded whole (the report had a top-level "path" key, which the
+    client took for a file on the server and failed to download with 403)."""
+    from gradio_client import Client, handle_file
+
+    from directanimator.ui import serve
+    from directanimator.video import iter_frames
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    port = free_port()
+    page_app, service = serve(None, port=port, block=False)
+    try:
+        drv = puppet_clip(tmp_path, frames=9)
+        client = Client(f"http://127.0.0.1:{port}/", download_files=str(tmp_path / "downloads"), verbose=False)
+        animation, side, report, files = client.predict(
+            handle_file(str(ASTRONAUT)), handle_file(str(drv)), None, 2, 0, 1.0, 64, 5, "", api_name="/on_animate")
+    finally:
+        page_app.close()
+        service.close()
+    assert len(list(iter_frames(animation))) == 9 and len(list(iter_frames(side))) == 9
+    assert report["num_frames"] == 9 and report["video"] == "animation.mp4" and "path" not in report
+    assert sorted(Path(f).name for f in files) == ["animation.mp4", "report.json", "side_by_side.mp4"]
