@@ -294,11 +294,12 @@ def run_one(arm: str, seed: int, work: Path) -> Path:
 
 def commit(path: Path, message: str, tries: int = 30) -> None:
     """Commit one file alone (other staged work is left as it is); waits out another git's lock."""
-    rel = str(path.relative_to(ROOT))
+    repo = RESULTS.parents[1]
+    rel = str(path.relative_to(repo))
     for _ in range(tries):
-        add = subprocess.run(["git", "add", rel], cwd=ROOT, capture_output=True, text=True)
+        add = subprocess.run(["git", "add", rel], cwd=repo, capture_output=True, text=True)
         done = add.returncode == 0 and subprocess.run(
-            ["git", "commit", "-q", "-m", message, "--", rel], cwd=ROOT, capture_output=True, text=True).returncode == 0
+            ["git", "commit", "-q", "-m", message, "--", rel], cwd=repo, capture_output=True, text=True).returncode == 0
         if done:
             print(f"committed {rel}", flush=True)
             return
@@ -314,7 +315,7 @@ def cmd_run(args) -> int:
             print(f"error: unknown arm {arm!r}; arms: {', '.join(ARMS)}", file=sys.stderr)
             return 2
         if result_path(arm, seed).is_file():
-            print(f"{arm} seed {seed}: already done ({result_path(arm, seed).relative_to(ROOT)})")
+            print(f"{arm} seed {seed}: already done ({result_path(arm, seed)})")
             if args.arm:
                 return 0
             continue
@@ -325,7 +326,7 @@ def cmd_run(args) -> int:
             out = run_one(arm, seed, work)
         finally:
             lock.unlink(missing_ok=True)
-        print(f"wrote {out.relative_to(ROOT)}", flush=True)
+        print(f"wrote {out}", flush=True)
         if args.commit:
             result = json.loads(out.read_text())
             commit(out, f"Claims study: {arm} seed {seed} ({sum(result['cpu_seconds'].values()) / 3600:.2f} CPU hours)")
@@ -351,9 +352,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--commit", action="store_true", help="commit the result file when it is written")
     r.add_argument("--work", default="out/claims", help="working folder (worlds, runs; not kept)")
+    r.add_argument("--repo", default=str(ROOT),
+                   help="the repository whose experiments/results/ gets the result (default: this one); run the code "
+                        "from a copy of it (git worktree, PYTHONPATH) while you edit this one")
     sub.add_parser("status", help="what is done and what is missing")
     sub.add_parser("report", help="rebuild experiments/reports/claims.md and the README table from the results")
     args = ap.parse_args(argv)
+    global RESULTS
+    RESULTS = Path(getattr(args, "repo", ROOT)).resolve() / "experiments" / "results"
     if args.verb == "report":
         from claims_report import write_report
 
