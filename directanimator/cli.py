@@ -25,8 +25,8 @@ def _cues(args: argparse.Namespace) -> int:
     _apply_subject(cfg, args)
     report = write_cues(args.reference, args.driving, args.out, cfg, overwrite=args.overwrite,
                         progress=not args.quiet, videos=not args.arrays_only)
-    if report.truncation_warning():
-        print(report.truncation_warning(), file=sys.stderr)
+    for line in report.warnings:
+        print(line, file=sys.stderr)
     summary = {k: report.as_dict()[k] for k in ("num_frames", "person_frames", "face_frames", "alignment")}
     summary["dropped_frames"] = len(report.dropped_frames)
     summary["ms_per_frame"] = report.ms_per_frame["total"]
@@ -194,11 +194,8 @@ def _animate(args: argparse.Namespace) -> int:
     result = pipe(args.reference, args.driving, out, steps=args.steps, seed=args.seed, size=args.size,
                   guidance_scale=args.guidance, side_by_side=side, progress=not args.quiet,
                   keep_background=args.keep_background, window_fusion=args.window_fusion, out_size=args.out_size)
-    from .cues.extract import truncation_warning
-
-    warning = truncation_warning(result.num_frames, result.cue_report.get("container_frames"))
-    if warning:
-        print(warning, file=sys.stderr)
+    for line in result.cue_report.get("warnings", []):
+        print(line, file=sys.stderr)
     print(f"wrote {out}" + (f" and {side}" if side else "") + ": " + json.dumps(result.as_dict()))
     return 0
 

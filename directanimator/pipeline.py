@@ -354,7 +354,8 @@ class DirectAnimatorPipeline:
         report, _ = extract_cues(reference, lambda: iter_frames(driving), cues_cfg,
                                  lambda r, m: CueFileSink(tmp, size, info.fps_fraction, info.num_frames, r, m,
                                                           videos=False),
-                                 fps=info.fps, num_frames_hint=info.num_frames, progress=progress, **detectors)
+                                 fps=info.fps, num_frames_hint=info.num_frames, progress=progress,
+                                 variable_frame_rate=info.variable_frame_rate, **detectors)
         return report
 
     @torch.no_grad()

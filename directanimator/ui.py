@@ -202,8 +202,10 @@ def build_app(service: AnimateService):
             res = service.cues(reference, driving, size)
         except Exception as exc:  # noqa: BLE001 - shown in the page, the server keeps serving
             raise fail(exc) from None
-        summary = {k: res.report[k] for k in ("num_frames", "person_frames", "face_frames", "alignment")}
+        summary = {k: res.report[k] for k in ("num_frames", "person_frames", "face_frames", "alignment", "warnings")}
         summary["dropped_frames"] = len(res.report["dropped_frames"])
+        for line in res.report["warnings"]:  # the CLI's warning lines, as notices on the page
+            gr.Warning(line)
         return str(res.files["preview.png"]), summary, str(res.folder)
 
     def on_animate(reference, driving, checkpoint, steps, seed, guidance, size, overlap, token,
@@ -221,6 +223,8 @@ def build_app(service: AnimateService):
                                   guidance=guidance, size=size, overlap=overlap, token=token, progress=report)
         except Exception as exc:  # noqa: BLE001 - shown in the page, the server keeps serving
             raise fail(exc) from None
+        for line in res.report["cues"].get("warnings", []):
+            gr.Warning(line)
         f = res.files
         return (str(f["animation.mp4"]), str(f["side_by_side.mp4"]), res.report,
                 [str(f["animation.mp4"]), str(f["side_by_side.mp4"]), str(f["report.json"])], str(res.folder))

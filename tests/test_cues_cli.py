@@ -577,3 +577,44 @@ def test_cpu_budget_benchmark_counts_each_threads_cpu_in_its_group(tmp_path):
     accounted = sum(job["groups"].values()) + job["sampling_ms_per_frame"]
     rounding = 1000 * tick * (sum(job["threads"].values()) + 1) / job["frames"]  # each reading < 1 tick low
     assert abs(accounted - job["cpu_ms_per_frame"]) <= rounding + 0.1 * job["cpu_ms_per_frame"], job
+
+
+def test_warnings_are_one_line_each_and_a_field_of_the_report():
+    """cue_warnings: the person found in under 90% of the frames, a scale beyond 2 (or under 1/2), a
+    Location Cue mostly outside the frame, a variable frame rate and a truncated file each give one
+    line; a clean job none."""
+    from directanimator.cues.extract import CueReport, cue_warnings, mostly_outside
+    from directanimator.cues.location import Alignment
+
+    def report(**kw):
+        base = dict(num_frames=100, fps=30.0, size=64, person_frames=100, face_frames=100, dropped_frames=[],
+                    no_person_frames=[], no_face_frames=[], alignment={"scale": 1.2, "frames_mostly_outside": 0},
+                    reference={}, letterbox={}, quality_scores=[], ms_per_frame={}, models={})
+        return CueReport(**{**base, **kw})
+
+    assert cue_warnings(report()) == []
+    lines = cue_warnings(report(person_frames=80, alignment={"scale": 2.4, "frames_mostly_outside": 7},
+                                container_frames=120), variable_frame_rate=True)
+    assert [x.split(":")[0] for x in lines] == ["warning"] * 5 and all("\n" not in x for x in lines)
+    assert "only 80 of 100 frames (80%)" in lines[1] and "scaled by 2.40" in lines[2] and "in 7 of 100" in lines[3]
+    assert "variable frame rate" in lines[4] and "announces 120 frames" in lines[0]
+    assert "scaled by 0.40" in cue_warnings(report(alignment={"scale": 0.4}))[0]
+    boxes = [np.array([10.0, 30, 10, 50]), np.array([50.0, 70, 10, 50]), None]  # [x_min, x_max, y_min, y_max]
+    shift = Alignment(1.0, (0.0, 0.0))
+    assert mostly_outside(boxes, np.array([True, True, True]), shift, 64) == 1  # 70 - 64 = 30% outside
+    assert mostly_outside(boxes, np.array([True, False, True]), shift, 64) == 0  # not a valid frame
+    assert mostly_outside(boxes, np.array([True, True, True]), Alignment(1.0, (-20.0, 0.0)), 64) == 1
+
+
+def test_a_clip_where_the_person_is_mostly_missing_warns_on_the_terminal_and_in_the_report(tmp_path, capsys):
+    frames = list(iter_frames(WALK_VIDEO))
+    frames = frames[:20] + [np.full_like(frames[0], 90)] * 25  # the person leaves after 20 of 45 frames
+    clip = tmp_path / "leaves.mp4"
+    write_clip(clip, frames, fps=30)
+    code = main(["cues", "--quiet", "--reference", str(ASTRONAUT), "--driving", str(clip), "--out",
+                 str(tmp_path / "c"), "--size", "128", "--arrays-only"])
+    err = capsys.readouterr().err.strip().splitlines()
+    report = json.loads((tmp_path / "c" / "report.json").read_text())
+    assert code == 0 and report["person_frames"] <= 21
+    assert err == report["warnings"] and len(err) == 1 and err[0].startswith(
+        f"warning: a person was found in only {report['person_frames']} of 45 frames")

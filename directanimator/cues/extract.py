@@ -60,6 +60,8 @@ class CueReport:
     # which person was followed: the rule (cues.segmentation.subject) and the subject's box
     # [x_min, x_max, y_min, y_max] in source pixels in the first frame with a person
     subject: dict = field(default_factory=dict)
+    # one line each, printed by the CLI and shown by the web page (cue_warnings)
+    warnings: list[str] = field(default_factory=list)
 
     def truncation_warning(self) -> str | None:
         return truncation_warning(self.num_frames, self.container_frames)
@@ -84,6 +86,49 @@ def truncation_warning(read: int, announced: int | None) -> str | None:
         return None
     return (f"warning: the driving video's container announces {announced} frames but only {read} could be "
             f"read (a truncated or damaged file?); the output has {read}")
+
+
+PERSON_FRAMES_WARNING = 0.9   # a person found in fewer of the frames than this is worth a warning
+ALIGNMENT_SCALE_WARNING = 2.0  # the driving person scaled onto the reference by more (or less than 1/x)
+OUTSIDE_WARNING = 0.25         # a Location Cue with more of its box than this outside the frame
+
+
+def cue_warnings(report: "CueReport", variable_frame_rate: bool = False) -> list[str]:
+    """What a user should know about a cue job that still succeeded, one line each."""
+    n, out = report.num_frames, []
+    if report.truncation_warning():
+        out.append(report.truncation_warning())
+    if report.person_frames < PERSON_FRAMES_WARNING * n:
+        out.append(f"warning: a person was found in only {report.person_frames} of {n} frames "
+                   f"({100 * report.person_frames / n:.0f}%); the others get no pose or location cue (is the whole "
+                   f"body in view, and --subject right?)")
+    s = report.alignment.get("scale", 1.0)
+    if not 1 / ALIGNMENT_SCALE_WARNING <= s <= ALIGNMENT_SCALE_WARNING:
+        out.append(f"warning: the driving person is scaled by {s:.2f} onto the reference person (eq 9): their "
+                   f"framings differ a lot (a standing driver and a seated reference?), so the body will not "
+                   f"land on the reference person")
+    outside = report.alignment.get("frames_mostly_outside", 0)
+    if outside:
+        out.append(f"warning: in {outside} of {n} frames the Location Cue lies mostly outside the frame (the "
+                   f"driving person, moved onto the reference person's place, runs off it)")
+    if variable_frame_rate:
+        out.append(f"warning: the driving video has a variable frame rate; its frames are taken in order and "
+                   f"written at a constant {report.fps:.3g} fps, so the output's timing differs from the source's")
+    return out
+
+
+def mostly_outside(boxes: list, valid: np.ndarray, alignment, size: int) -> int:
+    """Frames whose person box, moved by the alignment, has more than OUTSIDE_WARNING of its area
+    outside the size x size frame (boxes [x_min, x_max, y_min, y_max])."""
+    count = 0
+    for box, ok in zip(boxes, valid):
+        if box is None or not ok:
+            continue
+        (x0, y0), (x1, y1) = alignment.apply([box[0], box[2]]), alignment.apply([box[1], box[3]])
+        area = max(x1 - x0, 1e-6) * max(y1 - y0, 1e-6)
+        inside = max(0.0, min(x1, size) - max(x0, 0)) * max(0.0, min(y1, size) - max(y0, 0))
+        count += int(inside < (1 - OUTSIDE_WARNING) * area)
+    return count
 
 
 @dataclass
@@ -342,11 +387,13 @@ def extract_cues(reference: np.ndarray, driving: FrameSource, cfg: CuesConfig,
                  face_detector: FaceDetector | None = None, reference_mask: np.ndarray | None = None,
                  num_frames_hint: int | None = None, progress: bool = False,
                  keypoints: KeypointSource | None = None,
-                 reference_name: str = "reference image") -> tuple[CueReport, CueSink]:
+                 reference_name: str = "reference image",
+                 variable_frame_rate: bool = False) -> tuple[CueReport, CueSink]:
     """Run both passes. `make_sink(reference, reference_mask)` receives the cues frame by frame;
     returns the report and the sink (a `MemorySink` holds the `DrivingCues` in `.cues`). In the
     `skeleton` pose mode the keypoints come from `keypoints` (MediaPipe Pose when None).
-    `reference_name` names the reference in errors (e.g. a clip's frame)."""
+    `reference_name` names the reference in errors (e.g. a clip's frame); `variable_frame_rate` (the
+    probe's) goes into the report's warnings."""
     t_start = time.perf_counter()
     # Two cores are shared by the models, the FFT and the video encoder thread: torch's own
     # thread pool only oversubscribes them (measured 1.4 -> 7.7 ms/frame for the pose cue).
@@ -385,6 +432,7 @@ def extract_cues(reference: np.ndarray, driving: FrameSource, cfg: CuesConfig,
             report = _render(driving, cfg, analysis, ref_mask, ref_info, lb, Path(spool) / "masks.u8",
                              sink, timer, fps, progress, t_start, [segmenter.name, face_finder.name], keypoints)
             report.container_frames = num_frames_hint or None  # 0: the container does not say
+            report.warnings = cue_warnings(report, variable_frame_rate)
     finally:
         for m in own_models:
             m.close()  # type: ignore[attr-defined]
@@ -545,7 +593,9 @@ def _render(driving: FrameSource, cfg: CuesConfig, an: _Analysis, ref_mask: np.n
         face_frames=len(face_frames), dropped_frames=dropped,
         no_person_frames=[int(i) for i in np.nonzero(~person)[0]],
         no_face_frames=sorted(set(range(n)) - set(face_frames)),
-        alignment=alignment.as_dict(), reference=ref_info, letterbox=lb.as_dict(),
+        alignment={**alignment.as_dict(), "frames_mostly_outside": mostly_outside(an.boxes, pose_valid, alignment,
+                                                                                   cfg.size)},
+        reference=ref_info, letterbox=lb.as_dict(),
         quality_scores=[round(float(s), 4) for s in scores], ms_per_frame={},
         subject=_subject_info(cfg, an.boxes, lb),
         models={"segmenter": model_names[0], "face_detector": model_names[1],

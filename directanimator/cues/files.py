@@ -173,7 +173,8 @@ def write_cues(reference_path: str | Path, driving_path: str | Path, out_dir: st
                                audio_from=Path(driving_path) if info.has_audio else None, videos=videos)
 
         report, _ = extract_cues(reference, lambda: iter_frames(driving_path), cfg, make_sink, fps=info.fps,
-                                 num_frames_hint=info.num_frames, progress=progress)
+                                 num_frames_hint=info.num_frames, progress=progress,
+                                 variable_frame_rate=info.variable_frame_rate)
         report.config = to_dict(cfg)
         data = report.as_dict()
         data["driving"] = {"path": str(driving_path), "width": info.width, "height": info.height,
