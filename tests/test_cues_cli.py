@@ -618,3 +618,31 @@ def test_a_clip_where_the_person_is_mostly_missing_warns_on_the_terminal_and_in_
     assert code == 0 and report["person_frames"] <= 21
     assert err == report["warnings"] and len(err) == 1 and err[0].startswith(
         f"warning: a person was found in only {report['person_frames']} of 45 frames")
+
+
+def test_preview_spreads_over_a_clip_whose_container_gave_no_frame_count_and_draws_location_on_the_reference(
+        tmp_path):
+    """A WebM's container does not say how many frames it holds (hint 0): the preview still shows
+    frames spread over the whole clip once the count is known (it showed frame 0 only); the Location
+    Cue is drawn over the reference photo, which shows through where the cue is empty."""
+    from directanimator.cues.extract import CueReport
+    from directanimator.cues.files import PREVIEW_POINTS, CueFileSink
+
+    ref = np.full((32, 32, 3), 200, np.uint8)
+    sink = CueFileSink(tmp_path, 32, 10, 0, ref, np.zeros((32, 32), bool))
+    sink.begin(20)
+    body = np.zeros((32, 32), np.float32)
+    body[8:24, 10:20] = 1.0
+    for i in range(20):
+        rgb = np.full((32, 32, 3), i, np.uint8)
+        sink.add(i, rgb, np.zeros((32, 32), np.uint8), np.zeros((32, 32, 3), np.uint8), body, body * 0, True, False)
+    shown = [int(c[0][0, 0, 0]) for c in sink._preview]
+    assert shown == [0, 6, 13, 19] and len(shown) == PREVIEW_POINTS
+    location = sink._preview[0][3]
+    assert (location[0, 0] == ref[0, 0]).all()  # the reference where the cue is empty
+    assert location[12, 12, 0] > ref[12, 12, 0] and location[12, 12, 1] < ref[12, 12, 1]  # red over the body
+    report = CueReport(num_frames=20, fps=10.0, size=32, person_frames=20, face_frames=0, dropped_frames=[],
+                       no_person_frames=[], no_face_frames=[], alignment={}, reference={}, letterbox={},
+                       quality_scores=[], ms_per_frame={}, models={})
+    sink.close(report)
+    assert (tmp_path / "preview.png").is_file()

@@ -46,8 +46,7 @@ class CueFileSink:
         self._tensors.put("reference_mask", reference_mask.astype(np.uint8))
         self._reference = reference
         self._metadata = metadata or {}
-        n = max(1, num_frames_hint)
-        self._preview_at = sorted({int(round(i * (n - 1) / (PREVIEW_POINTS - 1))) for i in range(PREVIEW_POINTS)})
+        self._preview_at = preview_points(num_frames_hint)  # again in begin(), once the count is known
         self._preview: list[tuple[np.ndarray, ...]] = []
         self._frames: int | None = None  # exact count, from begin(): the arrays are written in place
         self._queue: queue.Queue = queue.Queue(maxsize=8)
@@ -85,13 +84,13 @@ class CueFileSink:
         arrays are then written straight into place in cues.safetensors, with no spool to copy at the
         end (BENCHMARKS.md). Without it, or with fewer frames, the file is the same."""
         self._frames = int(num_frames)
+        self._preview_at = preview_points(num_frames)  # a container that did not say (WebM) gave 0 before
 
     def add(self, index, rgb, pose, face, body, face_mask, pose_valid, face_valid) -> None:
         if self._error is not None:
             raise self._error
         if self.videos and index in self._preview_at:
-            body8, face8 = mask_to_uint8(body), mask_to_uint8(face_mask)
-            self._preview.append((rgb, pose, face, np.stack([body8, face8, np.zeros_like(body8)], axis=2)))
+            self._preview.append((rgb, pose, face, over_reference(self._reference, body, face_mask)))
         # the masks go to uint8 on the writer thread
         self._queue.put((pose, face, body, face_mask, pose_valid, face_valid))
 
@@ -109,6 +108,20 @@ class CueFileSink:
 
 
 CUE_ARRAYS = "cues.safetensors"
+
+
+def preview_points(num_frames: int) -> list[int]:
+    """The frames preview.png shows: PREVIEW_POINTS spread over the clip."""
+    n = max(1, int(num_frames))
+    return sorted({int(round(i * (n - 1) / (PREVIEW_POINTS - 1))) for i in range(PREVIEW_POINTS)})
+
+
+def over_reference(reference: np.ndarray, body: np.ndarray, face: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """The Location Cue drawn over the reference photo (body red, face green), so that the preview
+    shows whether the driving body lands on the reference person."""
+    colour = np.stack([body, face, np.zeros_like(body)], axis=2).astype(np.float32) * 255.0
+    a = alpha * np.maximum(body, face)[..., None].astype(np.float32)
+    return np.clip(reference.astype(np.float32) * (1 - a) + colour * a + 0.5, 0, 255).astype(np.uint8)
 
 
 def mask_to_uint8(mask: np.ndarray) -> np.ndarray:
@@ -131,7 +144,7 @@ def preview_mosaic(reference: np.ndarray, columns: list[tuple[np.ndarray, ...]],
             img = np.repeat(img[:, :, None], 3, axis=2)
         return cv2.resize(img, (tile, tile), interpolation=cv2.INTER_AREA)
 
-    labels = ["reference", "driving", "pose cue", "face cue", "location cue"]
+    labels = ["reference", "driving", "pose cue", "face cue", "location cue on the reference"]
     ref_col = [fit(reference)] + [np.full((tile, tile, 3), 24, np.uint8)] * 4
     cols = [ref_col] + [[np.zeros((tile, tile, 3), np.uint8)] + [fit(x) for x in c] for c in columns]
     grid = np.vstack([np.hstack([col[r] for col in cols]) for r in range(5)])
