@@ -436,8 +436,8 @@ def test_killed_run_resumes_on_the_same_loss_curve(puppet_dataset, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([PY, "-m", "directanimator", *base, "--out", str(tmp_path / "killed"), "--max-steps", "40"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120  # killed once it has written its first checkpoint, whichever the poll sees
-    while not list((tmp_path / "killed" / "checkpoints").glob("step_*")) and time.time() < deadline:
+    deadline = time.time() + 120  # killed once it has a complete checkpoint, whichever the poll sees first
+    while latest_checkpoint(tmp_path / "killed") is None and time.time() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
