@@ -49,6 +49,10 @@ class SegmentationConfig:
     # in 2 of 45 frames of the bundled 256 px walk clip at 64 px, 45 of 45 at 256). Ground-truth masks
     # and boxes (the puppet world) are used at the working size.
     detect_size: int = 512
+    # A frame in which the selfie segmenter finds no one (a whole body small in a wide or tall frame,
+    # before tracking has started) is searched with MediaPipe Pose's full-body detector, and the
+    # segmenter runs again on a crop around the body it finds (BENCHMARKS.md, "Full-body people").
+    seed_with_pose: bool = True
     # which person to follow when there are several (cues/segment.py SubjectRule): auto / largest,
     # center, N (the N-th from the left, 0 first) or X,Y (a point of the source frame, in pixels);
     # the driving video's in its first frame with a person (then tracked), and the reference photo's

@@ -364,3 +364,26 @@ def test_a_crop_inside_the_frame_can_be_a_view():
     c = crop_square(img, outside, view=True)
     assert not np.shares_memory(c, img) and np.array_equal(c, crop_square(img, outside))
     assert not np.shares_memory(crop_square(img, inside), img)
+
+
+def test_a_whole_body_small_in_a_tall_frame_is_found_from_the_first_frames_with_pose_seeding():
+    """The walking clip pasted into a 540 x 960 portrait frame (the body a quarter of its height), cut
+    so that tracking starts on its own 20th frame: the selfie segmenter alone finds no one in any
+    frame; seeded by MediaPipe Pose's full-body detector it finds the person in the first frames, with
+    a mask close to the one it finds on the clip itself (benchmarks/full_body.py has the table)."""
+    from directanimator.assets import WALK_VIDEO
+    from directanimator.config import CuesConfig
+    from directanimator.cues.segment import MediaPipeSegmenter
+    from directanimator.video import iter_frames
+
+    from .scripts import load_benchmark
+
+    full_body = load_benchmark("full_body")
+    frames = list(iter_frames(WALK_VIDEO))[20:28]
+    own = MediaPipeSegmenter(0)
+    masks = [(own.segment(f, -1) >= 0.5).astype(np.float32) for f in frames]
+    own.close()
+    cfg = CuesConfig()
+    alone = full_body.track(list(full_body.clip(frames, masks, 960, 540)), False, cfg)
+    seeded = full_body.track(list(full_body.clip(frames, masks, 960, 540)), True, cfg)
+    assert alone["found"] == 0 and seeded["found"] == len(frames) and seeded["iou"] >= 0.7, (alone, seeded)

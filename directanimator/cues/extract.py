@@ -33,7 +33,7 @@ from .location import NO_PERSON, estimate_alignment, location_masks, tight_box
 from .skeleton import KeypointSource, MediaPipeKeypoints, draw_skeleton
 from .pose import GaussianLowpass, pose_cue
 from .quality import MaskStats, mask_stats, quality_scores
-from .segment import MediaPipeSegmenter, Segmenter, SubjectRule, SubjectTracker, select_subject
+from .segment import MediaPipeSegmenter, PoseSeeder, Segmenter, SubjectRule, SubjectTracker, select_subject
 
 FrameSource = Callable[[], Iterable[np.ndarray]]  # returns a fresh iterator of (H, W, 3) RGB frames
 
@@ -346,7 +346,8 @@ def check_person_present(image: np.ndarray, cfg: CuesConfig, name: str = "refere
 
 def prepare_reference(reference: np.ndarray, cfg: CuesConfig, segmenter: Segmenter | None,
                       face_finder: SubjectFaceFinder, reference_mask: np.ndarray | None = None,
-                      name: str = "reference image") -> tuple[np.ndarray, np.ndarray, dict]:
+                      name: str = "reference image", seeder: PoseSeeder | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Letterbox the reference, find its person (required) and face (optional). The person mask is
     `reference_mask` when given, else `segmenter`'s answer."""
     if reference_mask is None:
@@ -370,6 +371,12 @@ def prepare_reference(reference: np.ndarray, cfg: CuesConfig, segmenter: Segment
         subject_d = select_subject(prob_d >= cfg.segmentation.threshold, None,
                                    int(cfg.segmentation.min_component_area * d * d), rule,
                                    finder(ref_d) if finder is not None else None, _source_to(det))
+        if not subject_d.any() and seeder is not None:  # a whole body too small for the segmenter
+            tracker = SubjectTracker(segmenter, cfg.segmentation.threshold,
+                                     int(cfg.segmentation.min_component_area * d * d), rule=rule, faces=finder,
+                                     roi_expand=cfg.segmentation.roi_expand, seeder=seeder)
+            tracker.map_point = _source_to(det)
+            _, subject_d = tracker(ref_d, -1)
         box_d = tight_box(subject_d)
         face = face_finder(ref_d, subject_d, box_d, None) if box_d is not None else None
         face = _box_to_working(face, det, lb)
@@ -414,13 +421,16 @@ def extract_cues(reference: np.ndarray, driving: FrameSource, cfg: CuesConfig,
     if cfg.pose.mode == "skeleton" and keypoints is None:
         keypoints = MediaPipeKeypoints()
         own_models.append(keypoints)
+    seeder = PoseSeeder() if cfg.segmentation.seed_with_pose and segmenter.supports_roi else None
+    if seeder is not None:
+        own_models.append(seeder)
     try:
         # The reference is a photo, not a frame of the driving clip: it is segmented by its own
         # model instance (clean temporal state) unless its mask is given.
         ref_seg = MediaPipeSegmenter(cfg.segmentation.model_selection) if reference_mask is None else None
         try:
             ref_img, ref_mask, ref_info = prepare_reference(reference, cfg, ref_seg, face_finder, reference_mask,
-                                                            reference_name)
+                                                            reference_name, seeder)
         finally:
             if ref_seg is not None:
                 ref_seg.close()
@@ -428,7 +438,7 @@ def extract_cues(reference: np.ndarray, driving: FrameSource, cfg: CuesConfig,
         timer = _Timer()
         with tempfile.TemporaryDirectory(prefix="directanimator-cues-") as spool:
             analysis, lb = _analyse(driving, cfg, segmenter, face_finder, Path(spool) / "masks.u8",
-                                    timer, num_frames_hint, progress)
+                                    timer, num_frames_hint, progress, seeder)
             report = _render(driving, cfg, analysis, ref_mask, ref_info, lb, Path(spool) / "masks.u8",
                              sink, timer, fps, progress, t_start, [segmenter.name, face_finder.name], keypoints)
             report.container_frames = num_frames_hint or None  # 0: the container does not say
@@ -455,7 +465,8 @@ OVERLAP_FACE_DETECTION = True
 
 
 def _analyse(driving: FrameSource, cfg: CuesConfig, segmenter: Segmenter, face_finder: SubjectFaceFinder,
-             spool: Path, timer: _Timer, hint: int | None, progress: bool) -> tuple[_Analysis, Letterbox]:
+             spool: Path, timer: _Timer, hint: int | None, progress: bool,
+             seeder: PoseSeeder | None = None) -> tuple[_Analysis, Letterbox]:
     stats: list[MaskStats] = []
     boxes: list[np.ndarray | None] = []
     faces: list[np.ndarray | None] = []
@@ -464,7 +475,7 @@ def _analyse(driving: FrameSource, cfg: CuesConfig, segmenter: Segmenter, face_f
     size_of = detection_size(cfg, segmenter, face_finder.head)  # detectors run there; cues at cfg.size
     tracker = SubjectTracker(segmenter, seg.threshold, 0,
                              roi=seg.roi, roi_expand=seg.roi_expand, rule=SubjectRule(seg.subject),
-                             faces=_face_centres(face_finder))
+                             faces=_face_centres(face_finder), seeder=seeder)
     # Face detection of frame i (and its mask statistics) runs on a second thread while the main one
     # segments frame i + 1: both are independent once frame i's subject is known, and the MediaPipe
     # graphs wait without the GIL. Not when the tracker itself calls the face detector (a --subject

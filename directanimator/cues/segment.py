@@ -64,6 +64,58 @@ class MediaPipeSegmenter:
         self._model.close()
 
 
+class PoseSeeder:
+    """Where a whole body is, when the selfie segmenter sees no one: MediaPipe Pose (BlazePose, full
+    body, embedded weights) on the frame; the box [x_min, x_max, y_min, y_max] of its landmarks seen
+    with visibility above 0.5 (at least MIN_LANDMARKS of them), grown by a tenth of its height, or None.
+    The tracker then segments a crop around it, where the person is large enough for the segmenter."""
+
+    MIN_LANDMARKS = 6
+
+    def __init__(self, min_confidence: float = 0.3):
+        self.min_confidence, self._model = min_confidence, None  # loaded when first asked
+
+    def __call__(self, rgb: np.ndarray, tiles: bool = False) -> np.ndarray | None:
+        """With `tiles`, when the whole frame shows no body, also the frame's five overlapping squares
+        of 60% its side (corners and centre), zoomed in to the detector: a body a fifth of the frame's
+        height is too small for it on the whole frame."""
+        box = self._detect(rgb)
+        if box is not None or not tiles:
+            return box
+        h, w = rgb.shape[:2]
+        side = int(0.6 * max(h, w))
+        for x0, y0 in ((w - side) // 2, (h - side) // 2), (0, 0), (w - side, 0), (0, h - side), (w - side, h - side):
+            x0, y0 = max(0, x0), max(0, y0)
+            box = self._detect(rgb[y0:y0 + side, x0:x0 + side])
+            if box is not None:
+                return box + np.array([x0, x0, y0, y0])
+        return None
+
+    def _detect(self, rgb: np.ndarray) -> np.ndarray | None:
+        if self._model is None:
+            import mediapipe as mp
+
+            from ._native import quiet_native_stderr
+
+            with quiet_native_stderr():
+                self._model = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1,
+                                                     min_detection_confidence=self.min_confidence)
+        result = self._model.process(np.ascontiguousarray(rgb))
+        if result.pose_landmarks is None:
+            return None
+        h, w = rgb.shape[:2]
+        pts = np.array([(lm.x * w, lm.y * h) for lm in result.pose_landmarks.landmark if lm.visibility > 0.5])
+        if len(pts) < self.MIN_LANDMARKS:
+            return None
+        x0, x1, y0, y1 = pts[:, 0].min(), pts[:, 0].max(), pts[:, 1].min(), pts[:, 1].max()
+        grow = 0.1 * (y1 - y0)
+        return np.array([x0 - grow, x1 + grow, y0 - grow, y1 + grow])
+
+    def close(self) -> None:
+        if self._model is not None:
+            self._model.close()
+
+
 class GivenMasks:
     """Masks supplied with the video: a sequence of (H, W) arrays or a mask video (gray mp4).
 
@@ -326,10 +378,13 @@ class SubjectTracker:
     """
 
     def __init__(self, segmenter: Segmenter, threshold: float, min_area: int, roi: bool = True,
-                 roi_expand: float = 1.4, roi_input: int = 256, rule: SubjectRule | None = None, faces=None):
+                 roi_expand: float = 1.4, roi_input: int = 256, rule: SubjectRule | None = None, faces=None,
+                 seeder=None):
         """`rule` picks the subject among several people when there is no previous subject; `faces`
-        (frame -> list of face centres), when given, tells touching people apart."""
-        self.segmenter = segmenter
+        (frame -> list of face centres), when given, tells touching people apart; `seeder` (frame ->
+        a person's box or None, e.g. `PoseSeeder`) is asked where to zoom in when the whole frame
+        shows no one."""
+        self.segmenter, self.seeder = segmenter, seeder
         self.rule, self.faces = rule or SubjectRule(), faces
         self.map_point = None  # source pixels -> frame pixels, for a point rule (set per video)
         self.threshold, self.min_area = threshold, min_area
@@ -389,6 +444,10 @@ class SubjectTracker:
             subject = select_subject(prob >= self.threshold, None, self.min_area, self.rule, centres, self.map_point)
             self.last_roi = None
             box = tight_box(subject)
+            if box is None and self.roi and self.seeder is not None:
+                # no one seen whole-frame: a full-body detector says where to look (in zoomed tiles too
+                # until the subject has been found once: the clip's first frames)
+                box = self.seeder(rgb, tiles=self.previous is None)
             if self.roi and box is not None:
                 # Zoom in twice from the full-frame guess, which is coarse for small people.
                 for _ in range(2):
