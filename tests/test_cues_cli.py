@@ -105,6 +105,7 @@ def test_subject_choice_for_the_driving_video_and_the_reference(tmp_path, capsys
         assert report["subject"]["rule"] == sub and report["person_frames"] >= 18
         boxes[sub] = report["subject"]["first_box"]  # [x0, x1, y0, y1] in source pixels (512 x 256)
     assert boxes["auto"][1] <= 256 < boxes["1"][0] and boxes["1"] == boxes["400,150"]
+    capsys.readouterr()  # the runs' warnings (the astronaut's close-up against whole bodies: scale 2.8)
     expect_error(capsys, tmp_path, ["--reference", ASTRONAUT, "--driving", clip, "--size", "128", "--subject", "5"],
                  "--subject 5")
     expect_error(capsys, tmp_path, ["--reference", ASTRONAUT, "--driving", clip, "--subject", "tallest"],
@@ -646,3 +647,29 @@ def test_preview_spreads_over_a_clip_whose_container_gave_no_frame_count_and_dra
                        quality_scores=[], ms_per_frame={}, models={})
     sink.close(report)
     assert (tmp_path / "preview.png").is_file()
+
+
+def test_a_subject_point_on_nobody_is_refused_not_followed(tmp_path, walk_frames):
+    """A segmenter may return a blob of floor: a point on it picks that blob, which the person
+    detectors do not take for a person: one error naming the point, instead of cues of the floor. A
+    point on the dancer still works (test_subject_choice_for_the_driving_video_and_the_reference)."""
+    from directanimator.config import CuesConfig
+    from directanimator.cues.extract import extract_cues_in_memory
+    from directanimator.errors import InputError
+
+    class FloorAndDancer:
+        """The dancer's true place (the left 256 columns) and a strip of 'floor' at the bottom right."""
+        name, supports_roi, given = "floor-and-dancer", False, False
+
+        def segment(self, rgb, index):
+            prob = np.zeros(rgb.shape[:2], np.float32)
+            h, w = prob.shape
+            prob[int(0.62 * h):int(0.74 * h), w // 2 + 8:] = 1.0  # the frame's bottom (letterboxed to a square)
+            return prob
+
+    frames = [np.concatenate([f, np.full_like(f, 110)], axis=1) for f in walk_frames[:4]]
+    cfg = CuesConfig(size=64)
+    cfg.segmentation.subject = "480,240"  # on the floor strip, in source pixels (512 x 256)
+    cfg.segmentation.seed_with_pose = False
+    with pytest.raises(InputError, match=r"--subject 480,240: what that point picks in frame 0 is not a person"):
+        extract_cues_in_memory(walk_frames[0], frames, cfg, segmenter=FloorAndDancer())

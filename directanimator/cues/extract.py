@@ -459,6 +459,24 @@ def extract_cues_in_memory(reference: np.ndarray, frames: Iterable[np.ndarray] |
     return sink.cues
 
 
+def check_point_on_a_person(rgb: np.ndarray, box: np.ndarray, cfg: CuesConfig, index: int) -> None:
+    """A subject chosen by a point (`--subject X,Y`) must be a person: the person detectors on a crop
+    around what the point picked (a segmenter also returns blobs of floor or furniture, and a point on
+    nobody would follow one). Skipped with cues.segmentation.min_person_confidence 0."""
+    need = cfg.segmentation.min_person_confidence
+    if need <= 0:
+        return
+    from .presence import person_confidence
+    from .segment import crop_square, roi_square
+
+    crop = crop_square(rgb, roi_square(box, 1.5, 32))
+    confidence = person_confidence(crop, enough=need)
+    if confidence < need:
+        raise InputError(f"--subject {cfg.segmentation.subject}: what that point picks in frame {index} is not a "
+                         f"person (person detectors' confidence {confidence:.2f} < {need}); choose a point on the "
+                         f"person, or set cues.segmentation.min_person_confidence: 0 in a --config to skip this check")
+
+
 # Pass 1 detects frame i's face on a second thread while segmenting frame i + 1 (same cues; off: one
 # thread, for comparison in tests and benchmarks/cues.py)
 OVERLAP_FACE_DETECTION = True
@@ -525,6 +543,8 @@ def _analyse(driving: FrameSource, cfg: CuesConfig, segmenter: Segmenter, face_f
             t = timer("decode", t)
             prob_d, subject_d = tracker(rgb, index)
             box_d = tracker.last_box
+            if box_d is not None and tracker.rule.point is not None and not boxes and not pending:
+                check_point_on_a_person(rgb, box_d, cfg, index)  # the first frame the point picks someone
             t = timer("segment", t)
             args = (index, rgb, det, lb, prob_d, subject_d, box_d, tracker.last_roi)
             if overlap:
