@@ -387,3 +387,30 @@ def test_a_whole_body_small_in_a_tall_frame_is_found_from_the_first_frames_with_
     alone = full_body.track(list(full_body.clip(frames, masks, 960, 540)), False, cfg)
     seeded = full_body.track(list(full_body.clip(frames, masks, 960, 540)), True, cfg)
     assert alone["found"] == 0 and seeded["found"] == len(frames) and seeded["iou"] >= 0.7, (alone, seeded)
+
+
+def test_the_tracked_person_stays_apart_when_someone_walks_into_them():
+    """Two people as white shapes on black (a segmenter that returns the white pixels, in crops too):
+    the taller one is followed; a second walks in from the right until the two are one blob. The
+    subject keeps its own extent (it became the merged blob before), then goes on being tracked."""
+    from directanimator.cues.location import tight_box
+    from directanimator.cues.segment import SubjectTracker
+
+    class White:
+        name, supports_roi = "white", True
+
+        def segment(self, rgb, index):
+            return (rgb[..., 0] > 128).astype(np.float32)
+
+    tracker = SubjectTracker(White(), 0.5, 20, roi_input=128)
+    widths = []
+    for i in range(12):
+        frame = np.zeros((256, 256, 3), np.uint8)
+        frame[30:230, 40:90] = 255                  # the subject: 50 wide, 200 tall, standing still
+        x = 200 - 12 * i                             # the other: 40 wide, 150 tall, from x = 200 to 68
+        frame[80:230, x:x + 40] = 255
+        _, subject = tracker(frame, i)
+        box = tight_box(subject)
+        widths.append(box[1] - box[0])
+        assert box[0] >= 40 - 11 and box[1] <= 90 + 11, (i, box)  # within its own box and the margin
+    assert abs(widths[0] - 50) <= 2 and max(widths) <= 50 * (1 + 2 * 0.2) + 2, widths

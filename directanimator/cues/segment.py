@@ -367,6 +367,10 @@ def paste_square(prob: np.ndarray, roi: tuple[int, int, int, int], shape: tuple[
     return out
 
 
+MERGE_GROWTH = 1.2  # a tracked subject growing more than this from one frame to the next merged with someone
+MERGE_MARGIN = 0.2  # ... and keeps what lies within the previous box grown by this fraction each side
+
+
 class SubjectTracker:
     """Segments the main subject frame by frame, zooming in on it.
 
@@ -394,6 +398,7 @@ class SubjectTracker:
         self._previous_box: np.ndarray | None = None  # tight_box(previous), kept with it
         self.last_roi: tuple[int, int, int, int] | None = None
         self.last_box: np.ndarray | None = None  # tight_box of the subject the last call returned
+        self._apart: tuple[np.ndarray, int] | None = None  # (box, area) from before someone merged in
 
     def _segment_roi(self, rgb: np.ndarray, index: int, roi: tuple[int, int, int, int]) -> np.ndarray:
         crop = crop_square(rgb, roi, view=True)
@@ -425,6 +430,25 @@ class SubjectTracker:
         subject[window] = part
         return subject
 
+    def _keep_apart(self, subject: np.ndarray) -> np.ndarray:
+        """The tracked subject grown by more than MERGE_GROWTH in one frame has merged with someone who
+        came to touch or overlap them (one blob): while the blob stays that large, only its part within
+        the subject's box from before the merge, grown by MERGE_MARGIN each side, is kept."""
+        area = int(subject.sum())
+        if self._apart is None:
+            before = int(self.previous.sum())
+            if before == 0 or area <= MERGE_GROWTH * before:
+                return subject
+            self._apart = (self._previous_box, before)
+        (x0, x1, y0, y1), before = self._apart
+        if area <= MERGE_GROWTH * before:  # apart again
+            self._apart = None
+            return subject
+        mx, my = MERGE_MARGIN * (x1 - x0), MERGE_MARGIN * (y1 - y0)
+        near = np.zeros_like(subject)
+        near[max(0, int(y0 - my)):max(0, int(np.ceil(y1 + my))), max(0, int(x0 - mx)):max(0, int(np.ceil(x1 + mx)))] = True
+        return subject & near
+
     def __call__(self, rgb: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame -> (probability map, subject mask), both (H, W); the subject's tight box is left in
         `last_box` (None when there is no subject)."""
@@ -437,9 +461,10 @@ class SubjectTracker:
         if box is not None:
             roi = roi_square(box, self.roi_expand, self.roi_input // 2)
             prob = self._segment_roi(rgb, index, roi)
-            subject = self._select_in_roi(prob, roi, self.previous, centres)
+            subject = self._keep_apart(self._select_in_roi(prob, roi, self.previous, centres))
             self.last_roi = roi
         if subject is None or not subject.any():
+            self._apart = None
             prob = self.segmenter.segment(rgb, index)
             subject = select_subject(prob >= self.threshold, None, self.min_area, self.rule, centres, self.map_point)
             self.last_roi = None
