@@ -22,7 +22,7 @@ def peak_rss_mib_of(code: str) -> float:
 
 def cpu_model() -> str:
     """The processor's model name (/proc/cpuinfo), or the architecture where it does not say: these
-    machines change hardware from session to session (AMD EPYC in one, Intel Xeon in the next)."""
+    machines change hardware from one run to another (AMD EPYC in one, Intel Xeon in the next)."""
     import platform
 
     try:

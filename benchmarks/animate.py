@@ -1,11 +1,11 @@
-"""Generation speed at the tiny config (issue: animate): seconds per generated frame and the share
+"""Generation speed at the tiny config (animate): seconds per generated frame and the share
 of time in cues, transformer and codec.
 
 The embedded demo model (4 layers, dim 128, 64x64, windows of 9 frames every 4, 25 DDIM steps)
 animates (a) a 33-frame puppet clip with ground-truth masks, (b) the bundled real clip (45 frames,
 MediaPipe cues at 64x64, with audio). Median of --runs runs; the share is of the summed stage times.
 
-    .venv/bin/python benchmarks/animate.py [--runs 3] [--steps 25]
+  .venv/bin/python benchmarks/animate.py [--runs 3] [--steps 25]
 """
 
 from __future__ import annotations

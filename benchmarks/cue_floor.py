@@ -1,6 +1,6 @@
-"""The least work cue extraction does per frame at 512 x 512 on this machine (issue #14's 10 ms/frame).
+"""The least work cue extraction does per frame at 512 x 512 on this machine (against a target of 10 ms/frame).
 
-    .venv/bin/python benchmarks/cue_floor.py [--runs 5]
+  .venv/bin/python benchmarks/cue_floor.py [--runs 5]
 
 On the frames of benchmarks/cues.py's clip (the bundled real clip letterboxed to 512 x 512, decoded
 into memory beforehand), one thread, each piece alone, median over --runs passes of its mean per frame:

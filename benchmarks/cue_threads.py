@@ -1,6 +1,6 @@
-"""Where the cue job's CPU goes, thread by thread, and what that leaves of issue #14's 10 ms/frame.
+"""Where the cue job's CPU goes, thread by thread, and what that leaves of a 10 ms/frame target.
 
-    .venv/bin/python benchmarks/cue_threads.py [--runs 3] [--repeats 10]
+  .venv/bin/python benchmarks/cue_threads.py [--runs 3] [--repeats 10]
 
 On benchmarks/cues.py's clip (the bundled real clip at 512 x 512, ping-ponged --repeats times: 450
 frames by default), the arrays-only job (what the training cache and `animate` need) runs --runs
@@ -166,7 +166,7 @@ def main() -> None:
         for i in range(args.runs):
             runs.append(measured_job(tmp / "clip.mp4", tmp / f"run{i}", cfg))
             # each run on a page cache as the first one found it: the outputs (about 1.6 MB a frame)
-            # piling up in it gave the cue writer several times the kernel time (seen in session 16)
+            # piling up in it gave the cue writer several times the kernel time
             shutil.rmtree(tmp / f"run{i}")
     keys = sorted({k for r in runs for k in r["groups"]}, key=lambda k: -statistics.median(
         r["groups"].get(k, 0.0) for r in runs))

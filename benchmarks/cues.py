@@ -1,19 +1,18 @@
-"""Benchmark of `directanimator cues` (issue: Driving Cue Triplet).
+"""Benchmark of `directanimator cues` (the Driving Cue Triplet).
 
 Measures, on a 512x512 H.264 clip made from the bundled real clip (person dancing):
 - median ms/frame end to end (decode twice, segment, face, three cues, encode three videos, write
   the safetensors file) and per stage, over --runs runs; the same for `--arrays-only` (no mp4
   previews: what the training cache and `animate` need), alternating with the full job;
-- the arrays-only job as it was before session 15 (`before_session_15`: the Location Cue on the
-  whole frame, 32-bit component labels, crops always copied, the Pose Cue's window wrapped into the
-  frame by modulo indexing), alternating with the others in the same run: the baseline of session
-  15's ratio;
-- the arrays-only job as it was before session 10 (`previous_way(10)`: the Pose Cue's low-pass on the
-  whole frame, the full-range face fallback asked on every frame the short range misses, the masks'
-  uint8 conversion with three temporaries), alternating with the others in the same run: the
-  baseline of the ratio; and as it was before session 8 (`previous_way(8)`: also the cue arrays
-  spooled and copied at the end, subject selection and mask statistics on the whole frame, FFmpeg's
-  scaler on automatic threads), the baseline of session 8's ratio;
+- three baselines of the arrays-only job, each alternating with the others in the same run and each
+  undoing the ones listed before it as well:
+  `whole_frame_location` (the Location Cue warped and softened on the whole frame, 32-bit component
+  labels, crops always copied, the Pose Cue's window wrapped into the frame by modulo indexing),
+  `whole_frame_pose` (also the Pose Cue's low-pass on the whole frame, the full-range face fallback
+  asked on every frame the short range misses, the masks' uint8 conversion through three
+  temporaries) and `per_tensor_spool` (also the cue arrays spooled to one file per tensor and copied
+  at the end, subject selection and mask statistics on the whole frame, FFmpeg's scaler on its
+  automatic threads);
 - peak resident memory of the whole job for the clip and for the same clip ten times longer.
 The paper's reference is 31 ms/frame (Grounded-SAM + low-pass on an H20 GPU, Table 7).
 
@@ -50,7 +49,7 @@ def make_clip(path: Path, repeats: int, size: int = 512) -> int:
 
 
 def _mask_stats_whole_frame(prob, subject, box=None):
-    """mask_stats as it was before session 8: on the whole frame, whatever the subject's box."""
+    """mask_stats on the whole frame, whatever the subject's box (the per_tensor_spool baseline)."""
     import cv2
     import numpy as np
 
@@ -68,7 +67,7 @@ def _mask_stats_whole_frame(prob, subject, box=None):
 
 
 def _pose_cue_whole_frame(rgb, mask, mode, lowpass, box=None):
-    """pose_cue as it was before session 10: gray and low-pass on the whole frame (the box unused)."""
+    """pose_cue gray and low-pass on the whole frame, the box unused (the whole_frame_pose baseline)."""
     import numpy as np
 
     from directanimator.cues.pose import pose_cue
@@ -87,7 +86,7 @@ def _mask_to_uint8_temporaries(mask):
 
 
 def _components_32bit(mask):
-    """segment.components as it was before session 15: 32-bit labels, the mask copied to uint8."""
+    """segment.components with 32-bit labels, the mask copied to uint8 (whole_frame_location)."""
     import cv2
     import numpy as np
 
@@ -96,7 +95,7 @@ def _components_32bit(mask):
 
 
 def _place_modulo(window, sy, sx, shape):
-    """pose._place as it was before session 15: the window's rows and columns indexed modulo the
+    """pose._place with the window's rows and columns indexed modulo the
     frame (numpy's fancy indexing) instead of block copies."""
     import numpy as np
 
@@ -107,10 +106,10 @@ def _place_modulo(window, sy, sx, shape):
 
 
 @contextmanager
-def before_session_15():
-    """The cue job as it was before session 15: the Location Cue warped and softened on the whole
-    frame, 32-bit component labels, the tracker's and the face search's crops always copied, and the
-    Pose Cue's window put back into the frame by modulo indexing where it leaves it."""
+def whole_frame_location():
+    """The Location Cue warped and softened on the whole frame, 32-bit component labels, the
+    tracker's and the face search's crops always copied, and the Pose Cue's window put back into the
+    frame by modulo indexing where it leaves it."""
     from directanimator.cues import extract, location, pose, segment
 
     saved = (extract.location_masks, segment.components, segment.crop_square, pose._place)
@@ -126,25 +125,24 @@ def before_session_15():
         extract.location_masks, segment.components, segment.crop_square, pose._place = saved
 
 
+# the baselines, each also undoing what the ones before it undo
+BASELINES = ("whole_frame_location", "whole_frame_pose", "per_tensor_spool")
+
+
 @contextmanager
-def previous_way(before_session: int):
-    """The cue job as it was before session 15 (`before_session=15`, `before_session_15`), before
-    session 10 (`10`: also the Pose Cue's gray and low-pass on the whole frame, the face search's
-    full-range fallback on every frame the short range misses, the masks' uint8 conversion through
-    three temporaries) or before session 8 (`8`: also session 7's cue arrays spooled to one file per
-    tensor and copied behind the header at the end (no `begin`), the subject chosen and the mask
-    statistics taken on the whole frame instead of the ROI / the subject's box, and FFmpeg's scaler on
-    its automatic threads, two started and joined per frame)."""
-    if before_session >= 15:
-        with before_session_15():
+def previous_way(baseline: str):
+    """The cue job as one of BASELINES (module docstring)."""
+    level = BASELINES.index(baseline)
+    if level == 0:
+        with whole_frame_location():
             yield
         return
-    with before_session_15(), _before_session_10(before_session):
+    with whole_frame_location(), _whole_frame_pose(per_tensor_spool=level >= 2):
         yield
 
 
 @contextmanager
-def _before_session_10(before_session: int):
+def _whole_frame_pose(per_tensor_spool: bool):
     import numpy as np
 
     from directanimator import video
@@ -167,7 +165,7 @@ def _before_session_10(before_session: int):
              extract.pose_cue, extract.SubjectFaceFinder, files.mask_to_uint8)
     extract.pose_cue, extract.SubjectFaceFinder, files.mask_to_uint8 = (_pose_cue_whole_frame, AskedEveryTime,
                                                                         _mask_to_uint8_temporaries)
-    if before_session <= 8:
+    if per_tensor_spool:
         files.CueFileSink.begin = lambda self, n: None
         segment.SubjectTracker._select_in_roi = whole_frame
         extract.mask_stats = _mask_stats_whole_frame
@@ -179,7 +177,7 @@ def _before_session_10(before_session: int):
          extract.pose_cue, extract.SubjectFaceFinder, files.mask_to_uint8) = saved
 
 
-def fallback_tally(clip: Path, out: Path, cfg: CuesConfig, before_session: int | None) -> dict:
+def fallback_tally(clip: Path, out: Path, cfg: CuesConfig, baseline: str | None) -> dict:
     """How often one job asks the face search's full-range fallback, and how often that finds a face."""
     from directanimator.cues import face
 
@@ -196,7 +194,7 @@ def fallback_tally(clip: Path, out: Path, cfg: CuesConfig, before_session: int |
 
     face.SubjectFaceFinder.__call__ = counting
     try:
-        with previous_way(before_session) if before_session else nullcontext():
+        with previous_way(baseline) if baseline else nullcontext():
             write_cues(ASTRONAUT, clip, out, cfg, progress=False, videos=False)
     finally:
         face.SubjectFaceFinder.__call__ = real
@@ -236,15 +234,16 @@ def main() -> None:
                 f"write_cues({str(ASTRONAUT)!r}, {{clip!r}}, {{out!r}}, CuesConfig(size=512), progress=False)")
         mem1 = peak_rss_mib_of(code.format(clip=str(tmp / "clip.mp4"), out=str(tmp / "m1")))
         mem10 = peak_rss_mib_of(code.format(clip=str(tmp / "clip10.mp4"), out=str(tmp / "m10")))
-        runs, arrays, before15, before10, before8 = [], [], [], [], []
+        runs, arrays = [], []
+        baseline_runs: dict[str, list[dict]] = {b: [] for b in BASELINES}
         for i in range(args.runs):  # the jobs alternate, in the same run
             report = write_cues(ASTRONAUT, tmp / "clip.mp4", tmp / f"out{i}", cfg, progress=False)
             runs.append(report.ms_per_frame)
             report = write_cues(ASTRONAUT, tmp / "clip.mp4", tmp / f"arrays{i}", cfg, progress=False, videos=False)
             arrays.append(report.ms_per_frame)
-            for session, into in ((15, before15), (10, before10), (8, before8)):
-                with previous_way(session):
-                    report = write_cues(ASTRONAUT, tmp / "clip.mp4", tmp / f"before{session}_{i}", cfg,
+            for baseline, into in baseline_runs.items():
+                with previous_way(baseline):
+                    report = write_cues(ASTRONAUT, tmp / "clip.mp4", tmp / f"{baseline}_{i}", cfg,
                                         progress=False, videos=False)
                 into.append(report.ms_per_frame)
 
@@ -252,8 +251,7 @@ def main() -> None:
             return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
 
         stages, stages_arrays = median_stages(runs), median_stages(arrays)
-        stages_before15 = median_stages(before15)
-        stages_before10, stages_before8 = median_stages(before10), median_stages(before8)
+        stages_baselines = {b: median_stages(v) for b, v in baseline_runs.items()}
 
         def timed(out: str) -> tuple[float, float]:
             """The job's wall ms/frame and its CPU ms/frame (user + system, every thread of this process):
@@ -264,46 +262,36 @@ def main() -> None:
             cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
             return report.ms_per_frame["total"], 1000 * cpu / report.num_frames
 
-        long_runs: dict[str, list[tuple[float, float]]] = {"now": [], "before_session_15": [], "before_session_10": [],
-                                                           "before_session_8": []}
+        long_runs: dict[str, list[tuple[float, float]]] = {"now": [], **{b: [] for b in BASELINES}}
+        order = (None, *BASELINES)
         for i in range(max(1, args.long_runs)):  # the 450-frame clip, the order alternating run to run
-            for session in ((None, 15, 10, 8) if i % 2 == 0 else (8, 10, 15, None)):
-                with previous_way(session) if session else nullcontext():
-                    name = "now" if session is None else f"before_session_{session}"
+            for baseline in (order if i % 2 == 0 else order[::-1]):
+                with previous_way(baseline) if baseline else nullcontext():
+                    name = baseline or "now"
                     long_runs[name].append(timed(f"long_{name}_{i}"))
         long = {k: {"ms_per_frame": statistics.median(w for w, _ in v), "fastest_run": min(w for w, _ in v),
                     "cpu_ms_per_frame": round(statistics.median(c for _, c in v), 2),
                     "runs_ms_per_frame": [round(w, 2) for w, _ in v]} for k, v in long_runs.items()}
-        # paired: each "now" run against the session-14 (and the session-9) run next to it
-        paired15 = [round(b[0] / a[0], 3) for a, b in zip(long_runs["now"], long_runs["before_session_15"])]
-        paired = [round(b[0] / a[0], 3) for a, b in zip(long_runs["now"], long_runs["before_session_10"])]
-        differences15 = cue_differences(tmp / "long_now_0", tmp / "long_before_session_15_0")
-        differences = cue_differences(tmp / "long_now_0", tmp / "long_before_session_10_0")
+        # paired: each "now" run against each baseline's run next to it
+        paired = {b: [round(y[0] / x[0], 3) for x, y in zip(long_runs["now"], long_runs[b])] for b in BASELINES}
+        differences = {b: cue_differences(tmp / "long_now_0", tmp / f"long_{b}_0") for b in BASELINES[:2]}
         fallback = {"now": fallback_tally(tmp / "clip10.mp4", tmp / "tally_now", cfg, None),
-                    "before_session_10": fallback_tally(tmp / "clip10.mp4", tmp / "tally_before", cfg, 10)}
+                    "whole_frame_pose": fallback_tally(tmp / "clip10.mp4", tmp / "tally_before", cfg,
+                                                       "whole_frame_pose")}
         # Model start-up (~0.3 s) weighs on a 45-frame clip; the long clip shows the steady state.
         long_total = write_cues(ASTRONAUT, tmp / "clip10.mp4", tmp / "long", cfg, progress=False).ms_per_frame["total"]
     result = {"machine": machine(), "frames": n, "runs": args.runs, "size": 512,
               "median_ms_per_frame": stages, "paper_ms_per_frame_H20": 31.0,
               "median_ms_per_frame_arrays_only": stages_arrays,
               "arrays_only_vs_full": round(stages["total"] / stages_arrays["total"], 3),
-              "median_ms_per_frame_arrays_only_before_session_15": stages_before15,
-              "median_ms_per_frame_arrays_only_before_session_10": stages_before10,
-              "speedup_arrays_only_vs_before_session_15": round(stages_before15["total"] / stages_arrays["total"], 3),
-              "median_ms_per_frame_arrays_only_before_session_8": stages_before8,
-              "speedup_arrays_only_vs_before_session_10": round(stages_before10["total"] / stages_arrays["total"], 3),
-              "speedup_arrays_only_vs_before_session_8": round(stages_before8["total"] / stages_arrays["total"], 3),
+              "median_ms_per_frame_arrays_only_baselines": stages_baselines,
+              "speedup_arrays_only_vs_baselines": {b: round(v["total"] / stages_arrays["total"], 3)
+                                                   for b, v in stages_baselines.items()},
               "450_frame_clip_arrays_only": long,
-              "450_frame_speedup_vs_before_session_15": round(long["before_session_15"]["ms_per_frame"]
-                                                              / long["now"]["ms_per_frame"], 3),
-              "450_frame_paired_speedups_vs_before_session_15": paired15,
-              "450_frame_cues_differing_from_before_session_15": differences15,
-              "450_frame_speedup_vs_before_session_10": round(long["before_session_10"]["ms_per_frame"]
-                                                              / long["now"]["ms_per_frame"], 3),
-              "450_frame_paired_speedups_vs_before_session_10": paired,
-              "450_frame_speedup_vs_before_session_8": round(long["before_session_8"]["ms_per_frame"]
-                                                             / long["now"]["ms_per_frame"], 3),
-              "450_frame_cues_differing_from_before_session_10": differences,
+              "450_frame_speedup_vs_baselines": {b: round(long[b]["ms_per_frame"] / long["now"]["ms_per_frame"], 3)
+                                                 for b in BASELINES},
+              "450_frame_paired_speedups_vs_baselines": paired,
+              "450_frame_cues_differing_from_baselines": differences,
               "450_frame_full_range_face_fallback": fallback,
               "ratio_vs_paper": round(31.0 / stages["total"], 3),
               "ms_per_frame_450_frame_clip": long_total, "ratio_vs_paper_450": round(31.0 / long_total, 3),

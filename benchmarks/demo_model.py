@@ -1,4 +1,4 @@
-"""Training throughput and CPU hours of the embedded demo model (issue: the model must animate).
+"""Training throughput and CPU hours of the embedded demo model.
 
 1. Throughput: `directanimator train` with the shipped recipe's configs (configs/demo.yaml for the
    same-ID stage, configs/demo_cross_id.yaml for the cross-ID stage with its S2X teacher) on a small
@@ -9,7 +9,7 @@
 2. CPU hours actually spent on the shipped model and its second seed: read from the training runs
    (summary.json / validation.jsonl of each stage) when `--runs-dir` holds them.
 
-    .venv/bin/python benchmarks/demo_model.py [--runs 3] [--steps 60] [--runs-dir out/model11/runs]
+  .venv/bin/python benchmarks/demo_model.py [--runs 3] [--steps 60] [--runs-dir out/model11/runs]
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Speed of each evaluation metric on CPU (issue: evaluation), in frames per second.
+"""Speed of each evaluation metric on CPU, in frames per second.
 
 256x256 frames of a real face (the bundled astronaut photo, shifted frame to frame, so dlib finds a
 face in every frame) and the bundled real clip for pose; median of --runs runs. LPIPS runs with
@@ -6,7 +6,7 @@ stand-in random weights in the official layout (the speed does not depend on the
 FVD need the user's TorchScript weights and are timed here only for their Frechet-distance step
 (2048-d features of 500 frames).
 
-    .venv/bin/python benchmarks/evaluate.py [--runs 3] [--frames 24]
+  .venv/bin/python benchmarks/evaluate.py [--runs 3] [--frames 24]
 """
 
 from __future__ import annotations

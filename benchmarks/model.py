@@ -1,4 +1,4 @@
-"""Cost of the cue injection (issue: CueFusion DiT). Target: `cuefusion` at most 10% slower than the
+"""Cost of the cue injection (the CueFusion DiT). Target: `cuefusion` at most 10% slower than the
 backbone (`none`).
 
 Builds the four injection variants with identical backbone weights at a mid-size CPU config, and
@@ -7,8 +7,8 @@ each repetition so drift in machine speed hits all of them alike; reported: medi
 repetitions, and the ratio to `none` measured in the same run. Also prints the parameter overhead
 of the cue modules at the real CogVideoX1.5-5B size (built on the meta device).
 
-    .venv/bin/python benchmarks/model.py [--runs 7] [--threads 2]
-    .venv/bin/python benchmarks/model.py --real-size --device cuda   # GPU: bf16 step at 49x512x512
+  .venv/bin/python benchmarks/model.py [--runs 7] [--threads 2]
+  .venv/bin/python benchmarks/model.py --real-size --device cuda   # GPU: bf16 step at 49x512x512
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Launch DeepSpeed ZeRO-2 and FSDP2 for real on the tiny CogVideoX1.5-5B-I2V-layout folder, 2 processes, and
-resume them (issue #13: "a ZeRO-2 and an FSDP config are launched for real"). ZeRO-2 runs on 2 CUDA GPUs or,
+resume them. ZeRO-2 runs on 2 CUDA GPUs or,
 without them, on 2 CPU processes (DeepSpeed's CPU accelerator over gloo; `pip install -e ".[deepspeed]"`);
 FSDP runs only where there are 2 CUDA GPUs (accelerate runs FSDP only on GPUs: elsewhere its row says
 so; tests/test_sharded.py checks the FSDP2 checkpoint functions on 2 CPU processes without accelerate).
 
-    .venv/bin/python benchmarks/sharded_launch.py [--steps 4] [--work out/sharded]
+  .venv/bin/python benchmarks/sharded_launch.py [--steps 4] [--work out/sharded]
 
 For each of configs/accelerate/deepspeed_zero2_8gpu.yaml and fsdp_8gpu.yaml (num_processes set to 2):
 same-ID training from the tiny folder (tests/cogvideox_folder.py, random weights in the real layout)

@@ -1,9 +1,9 @@
-"""Benchmark of the puppet-world renderer (issue: puppet world). Target: >= 300 frames/s at 128x128.
+"""Benchmark of the puppet-world renderer. Target: >= 300 frames/s at 128x128.
 
 Renders clips of each motion family on one core (OpenCV threads off) and reports the median
 frames/s over --runs runs, at 128x128 and 256x256.
 
-    .venv/bin/python benchmarks/synth.py [--runs 5] [--frames 60]
+  .venv/bin/python benchmarks/synth.py [--runs 5] [--frames 60]
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Training throughput at the tiny config (issue: Same2X training).
+"""Training throughput at the tiny config.
 
 1. Samples/s and peak memory of `directanimator train` (same-ID stage, configs/tiny.yaml, batch 4)
    with one process (2 threads) and with two DDP processes (1 thread each, accelerate launch), on
@@ -9,7 +9,7 @@
    training steps) against an epoch from the cache (training steps alone), and the per-sample data
    time of each.
 
-    .venv/bin/python benchmarks/train.py [--runs 3] [--steps 40]
+  .venv/bin/python benchmarks/train.py [--runs 3] [--steps 40]
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ script can be stopped and run again):
   6. directanimator plot-losses
   7. pipeline folder            from the cross-ID run's best (--install copies it into the package)
 
-The embedded model since session 5 is the 4 x 256 variant: `--work out/wide --config
+The embedded model is the 4 x 256 variant: `--work out/wide --config
 experiments/configs/wide.yaml --cross-config experiments/configs/wide_cross_id.yaml --cross-id-steps 12000`
 (a model over 20 MB in float32 is stored in float16).
 

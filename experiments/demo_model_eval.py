@@ -1,7 +1,7 @@
 """Held-out metrics of demo-model runs next to the three trivial answers, on puppet worlds whose
 identities and motions were never trained on. Writes experiments/reports/demo_model.md.
 
-    .venv/bin/python experiments/demo_model_eval.py --model NAME=RUN_OR_PIPELINE [--model ...]
+  .venv/bin/python experiments/demo_model_eval.py --model NAME=RUN_OR_PIPELINE [--model ...]
         [--world out/demo_model/world] [--world out/eval_world12] [--triples 20] [--steps 25]
         [--sampler dpm:2 --sampler ddim:1] [--keep-background off --keep-background 0.05]
 
@@ -12,7 +12,7 @@ share no identity or motion with it. The embedded model is `--model embedded=`.
 `--sampler SCHEDULER:STEPS` and `--keep-background off|MARGIN` (repeatable) evaluate each model under
 every combination (default: the model's own settings); a row's name then carries them. Every row
 gets its margin over the best trivial answer per metric and its goal slack: the smallest margin /
-goal over the four metrics (issue #11's goal: +0.03 SSIM, +1 dB on each PSNR; >= 1 meets it).
+goal over the four metrics (the goal: +0.03 SSIM, +1 dB on each PSNR; >= 1 meets it).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def main() -> None:
              "worlds' ground-truth masks and face boxes; seed 0. Person PSNR: over the true person's pixels; moving "
              "PSNR: over the true person's and the reference person's pixels (dilated 2 px), where a still photo is "
              "wrong by construction. Margin: the model minus the best trivial answer on that metric; goal slack: the "
-             "smallest margin / goal (+0.03 SSIM, +1 dB each PSNR), >= 1 meets issue #11's goal.", ""]
+             "smallest margin / goal (+0.03 SSIM, +1 dB each PSNR), >= 1 meets the goal.", ""]
     summary = {}
     for world in worlds:
         rows, base = {}, None

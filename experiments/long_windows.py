@@ -1,13 +1,13 @@
 """Do windows fused in latent space join better than the pixel cross-fade when the model was trained at
-the window length? (issue #15; BENCHMARKS.md, "Window joins").
+the window length? (BENCHMARKS.md, "Window joins").
 
 The embedded model was trained on 9-frame windows (3 latent frames); CogVideoX's are 49 frames (13).
-Run at 25 frames without training, fusion was mixed (BENCHMARKS.md, session 7). This fine-tunes the
+Run at 25 frames without training, fusion was mixed (BENCHMARKS.md, window joins). This fine-tunes the
 embedded model at 25-frame windows with the public commands and then measures the joins with
 benchmarks/window_seams.py at the real configuration's geometry (overlap 5: one shared latent frame,
 as CogVideoX1.5's 49-frame windows every 44 frames) and at windows 4 frames apart (overlap 21).
 
-    .venv/bin/python experiments/long_windows.py [--work out/long] [--steps 2000] [--clips 40]
+  .venv/bin/python experiments/long_windows.py [--work out/long] [--steps 2000] [--clips 40]
 
 Steps (each printed before it runs; done steps are skipped, a stopped training run resumes):
   1. directanimator synth       a world of seed 31 (its identity ids start at 3,100,000, so none is a

@@ -2,10 +2,10 @@
 runs' validation.jsonl, train/validation.py): each metric fitted as a + b ln(step) by least squares over
 the second half of the run (where the early rise is over), and the step (and CPU time at the run's own
 seconds per step) at which the fit reaches the target, the still photo's value on the same triples
-plus the goal's margin (issue #11: +0.03 SSIM, +1 dB PSNR). A log-linear fit of a flattening curve is
+plus the goal's margin (+0.03 SSIM, +1 dB PSNR). A log-linear fit of a flattening curve is
 optimistic about what more steps give: read its answer as a lower bound on the compute needed.
 
-    .venv/bin/python experiments/scaling_extrapolation.py RUN [RUN ...] [--labels ...] [--threads N ...]
+  .venv/bin/python experiments/scaling_extrapolation.py RUN [RUN ...] [--labels ...] [--threads N ...]
 """
 
 from __future__ import annotations

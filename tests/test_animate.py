@@ -120,9 +120,9 @@ def gt_pipeline_run(pipe, tmp_path, frames, steps=4, name="x"):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known defect (issue #15): with the 4 x 256 demo model (session 5) the "
+@pytest.mark.xfail(strict=True, reason="known defect: with the 4 x 256 demo model the "
                    "frame difference at window borders reaches 5.9 against at most 3.7 inside windows at 10 DDIM "
-                   "steps (session-3 model: 4.0 against 1.4); the pixel cross-fade does not hide it, and neither did shared "
+                   "steps (the earlier 4 x 128 model: 4.0 against 1.4); the pixel cross-fade does not hide it, and neither did shared "
                    "initial noise nor latent window fusion (inference.window_fusion: latent, measured against "
                    "the true motion in benchmarks/window_seams.py: joins 2.07x the error elsewhere against "
                    "the cross-fade's 1.73x at 10 DDIM steps). Part of the border jump is the codec's: with "

@@ -1,4 +1,4 @@
-"""End to end: `directanimator cues` on the bundled real clip, and every bad input of the issue."""
+"""End to end: `directanimator cues` on the bundled real clip, and every bad input it must refuse."""
 
 import json
 import subprocess
@@ -517,7 +517,7 @@ late.join()
 
 
 def test_detectors_object_from_annotations():
-    """One object carries the given detectors (issue #14 item 8): built from a clip's annotations
+    """One object carries the given detectors: built from a clip's annotations
     (dict or rendered clip), the first N frames when asked, the reference's mask and face box, and only
     the fields that are set as keyword arguments."""
     from directanimator.cues.detectors import Detectors

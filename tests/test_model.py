@@ -264,8 +264,8 @@ def test_from_cogvideox_starts_as_the_checkpoint(tmp_path):
     # the checkpoint as diffusers itself loads it: bit for bit the reference. (The model still in memory
     # that wrote it can differ from it in the last bit: 4e-7 with diffusers 0.42.1, its parameters and
     # buffers equal to the loaded ones; not traced further, most likely the CPU kernels' summation order
-    # with the loaded tensors' memory. Seen in session 8, when torch.equal against `base` began to fail
-    # on a fresh install, at the commit that had passed CI too.)
+    # with the loaded tensors' memory. Seen when torch.equal against `base` began to fail on a fresh
+    # install, at a commit that had passed CI.)
     loaded = CogVideoXTransformer3DModel.from_pretrained(tmp_path / "CogVideoX" / "transformer").eval()
     x, enc, t, cues = inputs(4)
     for injection in ("cuefusion", "concat", "cross_attention"):
@@ -522,7 +522,7 @@ def test_gpu_memory_estimate_follows_the_parameter_counts():
 @pytest.mark.slow
 def test_gpu_measure_script_runs_its_rows_on_cpu():
     """benchmarks/gpu.py --measure --smoke: the GPU measurement's own code, every row, on the CPU with one
-    block of the real layout, 2 heads wide (GPU sessions are rare: a broken script would waste one; this
+    block of the real layout, 2 heads wide (GPU time is rare: a broken script would waste it; this
     caught the 13 latent frames of 49 that the padded model refuses)."""
     import subprocess
     import sys

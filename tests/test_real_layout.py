@@ -127,7 +127,7 @@ def test_pipeline_matches_diffusers_image_to_video_pipeline(folder, tmp_path):
 
 def test_same_seed_same_video_with_the_real_vae(folder, tmp_path):
     """The VAE posterior is sampled from the seed's own generator: same seed, same frames; another
-    seed, other frames (issue #13: the global RNG gave a 214-level difference between two runs)."""
+    seed, other frames (the global RNG gave a 214-level difference between two runs)."""
     pipe = our_pipeline(folder, real_config(folder))
     ref, drv, given = driving_and_reference(tmp_path)
 

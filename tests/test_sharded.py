@@ -1,4 +1,4 @@
-"""Sharded runs resume (issue #13): DeepSpeed ZeRO-2 launched for real with 2 CPU processes through the
+"""Sharded runs resume: DeepSpeed ZeRO-2 launched for real with 2 CPU processes through the
 trainer, and FSDP2 (which accelerate runs only on GPUs) through the same save/load functions on 2 CPU
 processes; per-rank safetensors, no pickles."""
 

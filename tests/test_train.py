@@ -407,7 +407,7 @@ def test_train_cli_bad_inputs(same_id_run, puppet_dataset, tmp_path, cli_here):
 def test_deepspeed_is_told_the_micro_batch_the_trainer_uses():
     """The trainer keeps its own rank-sharded DataLoader out of accelerate.prepare(), so DeepSpeed's
     "auto" micro-batch (configs/accelerate/deepspeed_zero2_8gpu.yaml) must be filled in by hand, or
-    accelerate refuses to start (issue #13). DeepSpeed itself does not run on a CPU: the plugin
+    accelerate refuses to start. DeepSpeed itself does not run on a CPU: the plugin
     object is stubbed with the config accelerate would hand it."""
     from types import SimpleNamespace
 

@@ -404,7 +404,7 @@ def extract_cues(reference: np.ndarray, driving: FrameSource, cfg: CuesConfig,
     t_start = time.perf_counter()
     # Two cores are shared by the models, the FFT and the video encoder thread: torch's own
     # thread pool only oversubscribes them (measured 1.4 -> 7.7 ms/frame for the pose cue).
-    # OpenCV's pool is left as it is: on one thread (tried in session 15) the job spent a little less
+    # OpenCV's pool is left as it is: on one thread (measured) the job spent a little less
     # CPU but took longer, its resizes and warps on the critical path no longer split over two cores.
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -458,7 +458,7 @@ def i2v_hidden_states(noisy: torch.Tensor, reference_latent: torch.Tensor, layou
                  model never learns that carry, and its error against the reference grew 1.2x, 1.9x,
                  2.7x over latent frames 0, 1, 2 with `first_frame`; with `all_frames` each token sees
                  the reference at its own place (held-out SSIM 0.377 -> 0.613 after the same 1,000
-                 steps, issue #11)."""
+                 steps)."""
     b, f, c, h, w = noisy.shape
     if reference_latent.dim() == 4:
         reference_latent = reference_latent.unsqueeze(1)
