@@ -582,8 +582,8 @@ def test_cpu_budget_benchmark_counts_each_threads_cpu_in_its_group(tmp_path):
 
 def test_warnings_are_one_line_each_and_a_field_of_the_report():
     """cue_warnings: the person found in under 90% of the frames, a scale beyond 2 (or under 1/2), a
-    Location Cue mostly outside the frame, a variable frame rate and a truncated file each give one
-    line; a clean job none."""
+    Location Cue mostly outside the frame in a tenth of the frames or more, a variable frame rate and a
+    truncated file each give one line; a clean job none."""
     from directanimator.cues.extract import CueReport, cue_warnings, mostly_outside
     from directanimator.cues.location import Alignment
 
@@ -594,10 +594,11 @@ def test_warnings_are_one_line_each_and_a_field_of_the_report():
         return CueReport(**{**base, **kw})
 
     assert cue_warnings(report()) == []
-    lines = cue_warnings(report(person_frames=80, alignment={"scale": 2.4, "frames_mostly_outside": 7},
+    assert cue_warnings(report(alignment={"scale": 1.2, "frames_mostly_outside": 9})) == []  # under a tenth
+    lines = cue_warnings(report(person_frames=80, alignment={"scale": 2.4, "frames_mostly_outside": 12},
                                 container_frames=120), variable_frame_rate=True)
     assert [x.split(":")[0] for x in lines] == ["warning"] * 5 and all("\n" not in x for x in lines)
-    assert "only 80 of 100 frames (80%)" in lines[1] and "scaled by 2.40" in lines[2] and "in 7 of 100" in lines[3]
+    assert "only 80 of 100 frames (80%)" in lines[1] and "scaled by 2.40" in lines[2] and "in 12 of 100" in lines[3]
     assert "variable frame rate" in lines[4] and "announces 120 frames" in lines[0]
     assert "scaled by 0.40" in cue_warnings(report(alignment={"scale": 0.4}))[0]
     boxes = [np.array([10.0, 30, 10, 50]), np.array([50.0, 70, 10, 50]), None]  # [x_min, x_max, y_min, y_max]

@@ -90,7 +90,8 @@ def truncation_warning(read: int, announced: int | None) -> str | None:
 
 PERSON_FRAMES_WARNING = 0.9   # a person found in fewer of the frames than this is worth a warning
 ALIGNMENT_SCALE_WARNING = 2.0  # the driving person scaled onto the reference by more (or less than 1/x)
-OUTSIDE_WARNING = 0.25         # a Location Cue with more of its box than this outside the frame
+OUTSIDE_WARNING = 0.25         # a Location Cue with more of its box than this outside the frame ...
+OUTSIDE_FRAMES_WARNING = 0.1   # ... in at least this share of the frames
 
 
 def cue_warnings(report: "CueReport", variable_frame_rate: bool = False) -> list[str]:
@@ -108,7 +109,7 @@ def cue_warnings(report: "CueReport", variable_frame_rate: bool = False) -> list
                    f"framings differ a lot (a standing driver and a seated reference?), so the body will not "
                    f"land on the reference person")
     outside = report.alignment.get("frames_mostly_outside", 0)
-    if outside:
+    if outside >= OUTSIDE_FRAMES_WARNING * n:
         out.append(f"warning: in {outside} of {n} frames the Location Cue lies mostly outside the frame (the "
                    f"driving person, moved onto the reference person's place, runs off it)")
     if variable_frame_rate:
