@@ -3,25 +3,33 @@
 PY := .venv/bin/python
 PIP := .venv/bin/pip
 STAMP := .venv/.installed
+TEST_STAMP := .venv/.installed-test
 
-.PHONY: setup test test-fast demo serve bench clean
+.PHONY: setup setup-test test test-fast demo serve bench clean
 
+# what the demo and the web page need
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install --quiet --disable-pip-version-check -c constraints.txt -e ".[ui]"
+	touch $(STAMP)
+
+# and what only the tests need: the dev extra, and Debian's chromium for the web page's browser test
+# (installed when missing and possible: root and apt-get; otherwise that one test is skipped and says why)
+setup-test: $(TEST_STAMP)
+
+$(TEST_STAMP): $(STAMP)
 	$(PIP) install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
-	@# the web page's browser test drives Debian's chromium: installed here when missing and possible
-	@# (root and apt-get); otherwise that one test is skipped and says why
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 		echo "note: chromium could not be installed; the browser test of the web page will be skipped"; }
-	touch $(STAMP)
+	touch $(TEST_STAMP)
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
-test-fast: $(STAMP)
+test-fast: $(TEST_STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
 
 demo: $(STAMP)

@@ -1,5 +1,5 @@
 """The web page (`directanimator serve`, directanimator/ui.py): the service on its own, then the page
-driven in a real headless Chromium (Debian's `chromium`, installed by `make setup` when missing)."""
+driven in a real headless Chromium (Debian's `chromium`, installed by `make setup-test` when missing)."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def test_two_requests_at_once_queue_and_keep_their_own_outputs(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine: `make setup` installs Debian's chromium "
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine: `make setup-test` installs Debian's chromium "
                                              "(apt-get) and could not here")
 def test_page_in_a_real_browser(tmp_path):
     """Upload the bundled photo and a short clip, press cues, then animate: a playable mp4 with the
