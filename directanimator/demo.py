@@ -67,10 +67,11 @@ def animate_puppet(out_dir: Path, steps: int | None = None) -> dict:
     seconds = time.perf_counter() - t
     generated = np.stack(list(iter_frames(out_dir / "demo.mp4")))
     ref_mask = reference.masks[0].astype(bool)
-    rows = {"embedded demo model": puppet_metrics(generated, truth.frames, truth.masks, ref_mask)}
-    for name, video in trivial_answers(reference.frames[0], ref_mask, driving.frames, driving.masks).items():
-        rows[TRIVIAL_NAMES[name]] = puppet_metrics(video, truth.frames, truth.masks, ref_mask)
-    rows = {k: {m: round(v, 4) for m, v in r.items()} for k, r in rows.items()}
+    ref = reference.frames[0]
+    rows = {"embedded demo model": puppet_metrics(generated, truth.frames, truth.masks, ref_mask, ref)}
+    for name, video in trivial_answers(ref, ref_mask, driving.frames, driving.masks).items():
+        rows[TRIVIAL_NAMES[name]] = puppet_metrics(video, truth.frames, truth.masks, ref_mask, ref)
+    rows = {k: {m: None if v is None else round(v, 4) for m, v in r.items()} for k, r in rows.items()}
     save_image(out_dir / "demo_strip.png", frame_strip(reference.frames[0], driving.frames, generated, truth.frames))
     return {**ids, "frames": result.num_frames, "windows": result.windows, "seconds": round(seconds, 2),
             "metrics": rows}
@@ -88,9 +89,10 @@ def frame_strip(reference: np.ndarray, driving: np.ndarray, generated: np.ndarra
 
 
 def format_scores(scores: dict) -> list[str]:
-    lines = [f"{'':46s} {'SSIM':>6s} {'PSNR':>7s} {'person':>7s} {'moving':>7s}"]
+    lines = [f"{'':46s} {'SSIM':>6s} {'PSNR':>7s} {'person':>7s} {'moving':>7s} {'motion IoU':>10s}"]
     for name, m in scores["metrics"].items():
-        lines.append(f"  {name:44s} {m['ssim']:6.3f} {m['psnr']:7.2f} {m['person_psnr']:7.2f} {m['moving_psnr']:7.2f}")
+        lines.append(f"  {name:44s} {m['ssim']:6.3f} {m['psnr']:7.2f} {m['person_psnr']:7.2f} {m['moving_psnr']:7.2f}"
+                     f" {m['motion_iou']:10.3f}")
     return lines
 
 

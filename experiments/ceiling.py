@@ -65,12 +65,13 @@ def main() -> None:
                             ("exact background + codec(truth) person", np.where(region, round_trip, truth)),
                             ("exact background + 1.5 px blurred person", np.where(region, blur, truth)),
                             ("exact background + DC-only person", np.where(region, dc_only, truth))):
-            rows.setdefault(name, []).append(puppet_metrics(video, truth, gt["masks"], ra["masks"][0]))
-    print(f"| oracle ({args.triples} triples of {args.world}) | SSIM | PSNR | person PSNR | moving PSNR |")
-    print("|---|---|---|---|---|")
+            rows.setdefault(name, []).append(puppet_metrics(video, truth, gt["masks"], ra["masks"][0], ref))
+    print(f"| oracle ({args.triples} triples of {args.world}) | SSIM | PSNR | person PSNR | moving PSNR | motion IoU |")
+    print("|---|---|---|---|---|---|")
     for name, r in rows.items():
-        m = {k: float(np.mean([x[k] for x in r])) for k in r[0]}
-        print(f"| {name} | {m['ssim']:.3f} | {m['psnr']:.2f} | {m['person_psnr']:.2f} | {m['moving_psnr']:.2f} |")
+        m = {k: float(np.mean([x[k] for x in r if x[k] is not None])) for k in r[0]}
+        print(f"| {name} | {m['ssim']:.3f} | {m['psnr']:.2f} | {m['person_psnr']:.2f} | {m['moving_psnr']:.2f} | "
+              f"{m['motion_iou']:.3f} |")
 
 
 if __name__ == "__main__":

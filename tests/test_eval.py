@@ -261,3 +261,29 @@ def test_evaluate_says_when_it_resizes_the_ground_truth(tmp_path):
     assert report["notes"] == ["a: ground truth 512 x 336 resized to the generated video's 64 x 42 before scoring"]
     write_clip(tmp_path / "gt" / "a.mp4", small, fps=10)
     assert evaluate(tmp_path / "gen", tmp_path / "gt", face=False, pose=False, progress=False)["notes"] == []
+
+
+def test_motion_iou_on_hand_made_videos():
+    """Pixels that differ from the reference photo by more than 40 levels in some channel, in the
+    answer and in the truth, intersection over union over all frames: the still photo 0, the truth
+    itself 1, an answer moving in half the truth's place and as much elsewhere 1/3; a truth that
+    never moves has no score; 40 levels or less is not a move."""
+    from directanimator.eval.puppet import motion_iou, puppet_metrics
+
+    ref = np.full((8, 8, 3), 100, np.uint8)
+    truth = np.repeat(ref[None], 2, axis=0)
+    truth[:, 0:4, 0:2, 1] = 200                        # 8 moved pixels a frame, 16 in all
+    half = np.repeat(ref[None], 2, axis=0)
+    half[:, 0:2, 0:2, 0] = 0                           # 4 of the truth's a frame ...
+    half[:, 6:8, 6:8, 2] = 255                         # ... and 4 elsewhere
+    still = np.repeat(ref[None], 2, axis=0)
+    assert motion_iou(still, truth, ref) == 0.0 and motion_iou(truth, truth, ref) == 1.0
+    assert motion_iou(half, truth, ref) == pytest.approx(8 / 24)
+    assert motion_iou(still, still, ref) is None
+    faint = still.copy()
+    faint[:, 0:4, 0:2] = 140
+    assert motion_iou(faint, truth, ref) == 0.0
+    masks = np.zeros((2, 8, 8), bool)
+    masks[:, 0:4, 0:2] = True
+    m = puppet_metrics(half, truth, masks, masks[0], ref)
+    assert m["motion_iou"] == pytest.approx(8 / 24) and "motion_iou" not in puppet_metrics(half, truth, masks, masks[0])

@@ -11,7 +11,8 @@ pixels of the ground truth's person mask (dilated by 2 px), the region the anima
 still already scores well); and face PSNR: PSNR inside the ground truth's face boxes (a puppet-world
 stand-in for the face identity metrics, which need a face recogniser that works on cartoons); moving
 PSNR: PSNR over the region that moves, the union of the true person masks and the reference's mask
-(a still photo is wrong there by construction).
+(a still photo is wrong there by construction); motion IoU: whether the answer moves where the truth
+moves (`motion_iou`: the still photo scores 0, a perfect answer 1).
 
 A number means nothing without the trivial answers next to it: `trivial_answers` gives three on the
 same triple, evaluated with the same metrics:
@@ -74,12 +75,33 @@ def moving_region(truth_masks: np.ndarray, reference_mask: np.ndarray) -> np.nda
     return _dilate(union)
 
 
+MOTION_LEVELS = 40  # a pixel has moved where it differs from the reference photo by more, in some channel
+
+
+def moved(video: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(T, H, W) bool: where each frame differs from the reference photo by more than MOTION_LEVELS."""
+    return (np.abs(video.astype(np.int16) - reference.astype(np.int16)[None]) > MOTION_LEVELS).any(axis=-1)
+
+
+def motion_iou(generated: np.ndarray, truth: np.ndarray, reference: np.ndarray) -> float | None:
+    """Does the answer move where the truth moves: the pixels that differ from the reference photo
+    (`moved`) in the answer and in the truth, intersection over union summed over all frames. The
+    still photo scores 0, a perfect answer 1; None when the truth never moves."""
+    a, t = moved(generated, reference), moved(truth, reference)
+    union = int((a | t).sum())
+    return float((a & t).sum() / union) if union else None
+
+
 def puppet_metrics(generated: np.ndarray, truth: np.ndarray, truth_masks: np.ndarray,
-                   reference_mask: np.ndarray) -> dict[str, float | None]:
-    """The four metrics every puppet table shows (uint8 (T, H, W, 3) frames, (T, H, W) masks)."""
-    return {"ssim": ssim(generated, truth), "psnr": psnr(generated, truth),
-            "person_psnr": region_psnr(generated, truth, _dilate(truth_masks)),
-            "moving_psnr": region_psnr(generated, truth, moving_region(truth_masks, reference_mask))}
+                   reference_mask: np.ndarray, reference: np.ndarray | None = None) -> dict[str, float | None]:
+    """The metrics every puppet table shows (uint8 (T, H, W, 3) frames, (T, H, W) masks); with the
+    reference photo, also `motion_iou`."""
+    out = {"ssim": ssim(generated, truth), "psnr": psnr(generated, truth),
+           "person_psnr": region_psnr(generated, truth, _dilate(truth_masks)),
+           "moving_psnr": region_psnr(generated, truth, moving_region(truth_masks, reference_mask))}
+    if reference is not None:
+        out["motion_iou"] = motion_iou(generated, truth, reference)
+    return out
 
 
 def aligned_masks(driving_masks: np.ndarray, reference_mask: np.ndarray) -> np.ndarray:
@@ -131,26 +153,28 @@ def evaluate_triples(pipe, dataset: str | Path, limit: int | None = None, steps:
                 pipe(reference, clip_dir(dataset, tr["driving"]) / "video.mp4", out, steps=steps, seed=seed,
                      progress=False, **Detectors.from_annotations(
                          drv_ann, ref_ann, skeleton_errors=pipe.config.cues.pose.skeleton_errors).kwargs())
-                rows.append({"triple": k, **_all_metrics(np.stack(list(iter_frames(out))), truth, gt_ann, ref_mask)})
+                rows.append({"triple": k, **_all_metrics(np.stack(list(iter_frames(out))), truth, gt_ann, ref_mask,
+                                                         reference)})
             if baselines:
                 driving = np.stack(list(iter_frames(clip_dir(dataset, tr["driving"]) / "video.mp4")))
                 n = min(len(driving), len(truth))
                 answers = trivial_answers(reference, ref_mask, driving[:n], drv_ann["masks"][:n])
                 for name, video in answers.items():
-                    base_rows[name].append({"triple": k, **_all_metrics(video, truth, gt_ann, ref_mask)})
+                    base_rows[name].append({"triple": k, **_all_metrics(video, truth, gt_ann, ref_mask, reference)})
     return {"mean": mean_metrics(rows) if rows else None,
             "baselines": {k: mean_metrics(v) for k, v in base_rows.items()}, "triples": rows,
             "baseline_triples": base_rows}
 
 
-METRIC_KEYS = ("ssim", "psnr", "person_psnr", "moving_psnr", "l1", "face_psnr")
+METRIC_KEYS = ("ssim", "psnr", "person_psnr", "moving_psnr", "motion_iou", "l1", "face_psnr")
 
 
-def _all_metrics(video: np.ndarray, truth: np.ndarray, truth_ann: dict, reference_mask: np.ndarray) -> dict:
-    """The four puppet metrics, L1 and face PSNR of a video against the truth (over their common frames)."""
+def _all_metrics(video: np.ndarray, truth: np.ndarray, truth_ann: dict, reference_mask: np.ndarray,
+                 reference: np.ndarray) -> dict:
+    """The puppet metrics, L1 and face PSNR of a video against the truth (over their common frames)."""
     n = min(len(video), len(truth))
     video, truth = video[:n], truth[:n]
-    return {**puppet_metrics(video, truth, truth_ann["masks"][:n], reference_mask), "l1": l1(video, truth),
+    return {**puppet_metrics(video, truth, truth_ann["masks"][:n], reference_mask, reference), "l1": l1(video, truth),
             "face_psnr": face_psnr(video, truth, truth_ann["face_boxes"][:n])}
 
 

@@ -109,7 +109,7 @@ def _uint8_frames(video: torch.Tensor) -> np.ndarray:
     return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-SAMPLE_KEYS = ("ssim", "psnr", "person_psnr", "moving_psnr")
+SAMPLE_KEYS = ("ssim", "psnr", "person_psnr", "moving_psnr", "motion_iou")
 
 
 def baseline_metrics(vs: ValidationSet) -> dict[str, dict[str, float]]:
@@ -119,7 +119,7 @@ def baseline_metrics(vs: ValidationSet) -> dict[str, dict[str, float]]:
         answers = trivial_answers(vs.references[i], vs.reference_masks[i], vs.driving[i], vs.driving_masks[i])
         for name, video in answers.items():
             rows.setdefault(name, []).append(puppet_metrics(video, vs.truth[i], vs.truth_masks[i],
-                                                            vs.reference_masks[i]))
+                                                            vs.reference_masks[i], vs.references[i]))
     return {k: mean_metrics(v, SAMPLE_KEYS) for k, v in rows.items()}
 
 
@@ -158,7 +158,8 @@ def validate(model, vs: ValidationSet, codec: LatentCodec, encoder_hidden_states
         video = codec.decode(lat.float().cpu())
         for j in range(b):
             i = s + j
-            rows.append(puppet_metrics(_uint8_frames(video[j]), vs.truth[i], vs.truth_masks[i], vs.reference_masks[i]))
+            rows.append(puppet_metrics(_uint8_frames(video[j]), vs.truth[i], vs.truth_masks[i], vs.reference_masks[i],
+                                       vs.references[i]))
     if was_training:
         model.train()
     out = {"val_loss": float(np.sum(losses) / (n * len(LOSS_TIMESTEPS)))}
