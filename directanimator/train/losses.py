@@ -63,12 +63,16 @@ def _cast(dtype: torch.dtype | None, x: torch.Tensor, enc: torch.Tensor, cues: d
     return x.to(dtype), enc.to(dtype), {k: v.to(dtype) if v.is_floating_point() else v for k, v in cues.items()}
 
 
+CUE_KEYS = ("pose_latents", "face_latents", "body_mask", "face_mask")
+
+
 class Same2XObjective:
     """The training objective of both stages in one object, as REPA's loss is (paper 3.2): the
     denoising loss, and in the cross-ID stage the alignment to the frozen same-ID teacher (eq 4). It
     owns the teacher, the alignment depth D, the optional projector (student width -> teacher width;
-    trained with the student) and lambda, runs the student, and returns both terms for the trainer to
-    log; the loss to minimise is `loss_d + weight * loss_a` (`total`).
+    trained with the student) and lambda, samples its noise, timesteps and cue dropout and assembles
+    the inputs (`inputs`), runs the student, and returns both terms for the trainer to log; the loss
+    to minimise is `loss_d + weight * loss_a` (`total`).
 
     The student sees its cues (pseudo cues in the cross-ID stage: another identity doing the clip's
     motion); the teacher sees the same noisy input with the clip's own cues and runs only its first D
@@ -76,10 +80,10 @@ class Same2XObjective:
     is 0 and the student's forward returns no features."""
 
     def __init__(self, scheduler, teacher: torch.nn.Module | None = None, depth: int | None = None,
-                 weight: float = 0.0, projector: torch.nn.Module | None = None):
+                 weight: float = 0.0, projector: torch.nn.Module | None = None, cue_dropout: float = 0.0):
         if teacher is not None and weight > 0 and depth is None:
             raise ValueError("Same2X needs the alignment depth D with a teacher")
-        self.scheduler = scheduler
+        self.scheduler, self.cue_dropout = scheduler, cue_dropout
         self.teacher = teacher.requires_grad_(False).eval() if teacher is not None else None
         self.depth = depth
         self.weight = float(weight) if teacher is not None else 0.0
@@ -115,6 +119,34 @@ class Same2XObjective:
         if self.projector is not None:
             h_s = self.projector(h_s)
         return loss_d, s2x_loss(h_t, h_s)
+
+    def inputs(self, model, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict:
+        """One batch's training inputs, drawn from `generator` in a fixed order (noise, timesteps, cue
+        dropout): the diffusion target of the (unwrapped) `model` front-padded as CogVideoX1.5 lays the
+        sequence out (its padding left out of the loss), the noisy I2V input, the student's cues and,
+        when aligning, the teacher's (the clip's own cues, dropped with the student's). The keyword
+        arguments of `__call__` but the student and the text."""
+        from ..model import front_padding, i2v_hidden_states, pad_front
+        from ..model.sampling import diffusion_target
+
+        device = batch["latents"].device
+        lat = diffusion_target(model, batch["latents"], batch["reference_latent"])
+        b = lat.shape[0]
+        pad = front_padding(lat.shape[1], model.config.get("patch_size_t"))
+        lat = pad_front(lat, pad)
+        noise = torch.randn(lat.shape, generator=generator).to(device)
+        t = sample_timesteps(b, self.scheduler, generator).to(device)
+        keep = (torch.rand(b, generator=generator) >= self.cue_dropout).float().to(device).view(b, 1, 1, 1, 1)
+        layout = model.config.get("reference_layout", "first_frame")
+        x = i2v_hidden_states(add_noise(lat, noise, t, self.scheduler), batch["reference_latent"], layout)
+        cues = {k: pad_front(batch[k], pad) * keep for k in CUE_KEYS}
+        teacher_cues = None
+        if self.aligns:
+            teacher_cues = dict(pose_latents=pad_front(batch["teacher_pose_latents"], pad) * keep,
+                                face_latents=pad_front(batch["teacher_face_latents"], pad) * keep,
+                                body_mask=cues["body_mask"], face_mask=cues["face_mask"])
+        return {"x": x, "t": t, "cues": cues, "latents": lat, "noise": noise, "teacher_cues": teacher_cues,
+                "pad": pad}
 
     def total(self, loss_d: torch.Tensor, loss_a: torch.Tensor) -> torch.Tensor:
         return loss_d + self.weight * loss_a if self.aligns else loss_d

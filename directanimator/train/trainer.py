@@ -30,13 +30,11 @@ from ..config import Config, dump_config, to_dict
 from ..data.dataset import CachedSamples
 from ..data.sampler import BucketBatchSampler
 from ..errors import InputError, TrainingError
-from ..model import (CueFusionTransformer3D, build_codec, build_text_encoder, build_transformer, front_padding,
-                     i2v_hidden_states, pad_front)
+from ..model import CueFusionTransformer3D, build_codec, build_text_encoder, build_transformer
 from ..model.loading import check_compatible, load_transformer  # noqa: F401 (re-exported)
 from .checkpoint import latest_checkpoint, load_checkpoint, partial_folder, save_checkpoint, start_partial
 from .sharded import load_shard, save_shard
-from ..model.sampling import diffusion_target
-from .losses import Same2XObjective, add_noise, make_scheduler
+from .losses import Same2XObjective, make_scheduler
 
 
 def s2x_depth(cfg: Config, num_layers: int) -> int:
@@ -237,8 +235,6 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         total = sum(p.numel() for p in model.parameters())
         print(f"train.trainable {tc.trainable}: {n_train:,} of {total:,} parameters trained "
               f"({100 * n_train / total:.1f}%), the backbone frozen", flush=True)
-    layout = model.config.get("reference_layout", "first_frame")
-    pt = model.config.get("patch_size_t")
     depth = s2x_depth(cfg, model.config.num_layers) if teacher is not None else None
     use_s2x = teacher is not None and tc.s2x.weight > 0
     if use_s2x and teacher.config.num_attention_heads * teacher.config.attention_head_dim != \
@@ -275,7 +271,8 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     else:
         model_p, optimizer = accelerator.prepare(model, optimizer)
     scheduler = make_scheduler(cfg.model.pretrained)
-    objective = Same2XObjective(scheduler, teacher if use_s2x else None, depth, tc.s2x.weight, projector)
+    objective = Same2XObjective(scheduler, teacher if use_s2x else None, depth, tc.s2x.weight, projector,
+                                cue_dropout=tc.cue_dropout)
     ema = {k: v.detach().float().clone() for k, v in model.state_dict().items()} if tc.ema_decay > 0 else None
 
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "nonfinite_in_row": 0, "skipped_nonfinite": 0}
@@ -364,30 +361,13 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         samples = 0
         for micro in range(tc.grad_accum):
             batch = {k: v.to(device) for k, v in next(stream).items()}
-            gen = _step_generator(tc.seed, step, micro, rank)
-            lat = diffusion_target(model, batch["latents"], batch["reference_latent"])
-            b = lat.shape[0]
+            inputs = objective.inputs(model, batch, _step_generator(tc.seed, step, micro, rank))
+            b = inputs["latents"].shape[0]
             samples += b
-            # patch_size_t: front padding with copies of latent frame 0, as CogVideoX1.5's own fine-tuning
-            # and its I2V pipeline lay the sequence out (model/transformer.py front_padding); the loss
-            # leaves the padding out
-            pad = front_padding(lat.shape[1], pt)
-            lat = pad_front(lat, pad)
-            noise = torch.randn(lat.shape, generator=gen).to(device)
-            t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen).to(device)
-            keep = (torch.rand(b, generator=gen) >= tc.cue_dropout).float().to(device).view(b, 1, 1, 1, 1)
-            x = i2v_hidden_states(add_noise(lat, noise, t, scheduler), batch["reference_latent"], layout)
             enc = text([cfg.model.text.prompt] * b, device=device)
-            cues = {k: pad_front(batch[k], pad) * keep for k in ("pose_latents", "face_latents", "body_mask",
-                                                                 "face_mask")}
             with accelerator.accumulate(model_p):
                 with accelerator.autocast():
-                    teacher_cues = None
-                    if objective.aligns:  # the teacher sees the clip's own cues, dropped with the student's
-                        teacher_cues = dict(pose_latents=pad_front(batch["teacher_pose_latents"], pad) * keep,
-                                            face_latents=pad_front(batch["teacher_face_latents"], pad) * keep,
-                                            body_mask=cues["body_mask"], face_mask=cues["face_mask"])
-                    loss_d, loss_a = objective(model_p, x, enc, t, cues, lat, noise, teacher_cues, pad)
+                    loss_d, loss_a = objective(model_p, encoder_hidden_states=enc, **inputs)
                     loss = objective.total(loss_d, loss_a)
                 finite = accelerator.gather(torch.isfinite(loss.detach()).float().reshape(1)).min().item() > 0
                 if not finite:
