@@ -194,7 +194,7 @@ def _animate(args: argparse.Namespace) -> int:
     result = pipe(args.reference, args.driving, out, steps=args.steps, seed=args.seed, size=args.size,
                   guidance_scale=args.guidance, side_by_side=side, progress=not args.quiet,
                   keep_background=args.keep_background, window_fusion=args.window_fusion, out_size=args.out_size)
-    for line in result.cue_report.get("warnings", []):
+    for line in result.warnings:
         print(line, file=sys.stderr)
     print(f"wrote {out}" + (f" and {side}" if side else "") + ": " + json.dumps(result.as_dict()))
     return 0

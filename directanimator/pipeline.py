@@ -33,7 +33,6 @@ peft LoRA through diffusers' `add_adapter`.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -99,10 +98,12 @@ class AnimationResult:
     seconds: dict[str, float] = field(default_factory=dict)
     cue_report: dict = field(default_factory=dict)
     frames: np.ndarray | None = None  # (N, H, W, 3) uint8 as written, when asked for (`return_frames`)
+    # one line each: the settings' (guidance without cue dropout) and the cue job's (cue_report's)
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"path": str(self.path), "num_frames": self.num_frames, "fps": self.fps, "width": self.width,
-                "height": self.height, "windows": self.windows, "seconds": self.seconds}
+                "height": self.height, "windows": self.windows, "seconds": self.seconds, "warnings": self.warnings}
 
 
 def window_step(window: int, overlap: int, temporal: int = 4) -> int:
@@ -341,9 +342,6 @@ class DirectAnimatorPipeline:
         guidance = inf.guidance_scale if guidance_scale is None else guidance_scale
         if not (isinstance(guidance, (int, float)) and math.isfinite(guidance) and guidance >= 1.0):
             raise InputError(f"--guidance must be a finite number >= 1 (1 = off), got {guidance}")
-        warning = guidance_warning(self.config, guidance)
-        if warning:
-            print(warning, file=sys.stderr)
         return inf, steps, seed, guidance
 
     def extract_driving_cues(self, reference: np.ndarray, driving, size: int, info, tmp: Path, progress: bool,
@@ -589,8 +587,9 @@ class DirectAnimatorPipeline:
                 Path(side_by_side).parent.mkdir(parents=True, exist_ok=True)
                 tmp_sbs.replace(side_by_side)
         seconds = {k: round(v, 3) for k, v in seconds.items()}
+        warnings = [w for w in (guidance_warning(cfg, guidance),) if w] + report.warnings
         return AnimationResult(out, n, info.fps, fw, fh, len(starts), seconds, report.as_dict(),
-                               np.stack(kept) if kept else None)
+                               np.stack(kept) if kept else None, warnings)
 
 
 class ModelOffload:

@@ -223,7 +223,7 @@ def build_app(service: AnimateService):
                                   guidance=guidance, size=size, overlap=overlap, token=token, progress=report)
         except Exception as exc:  # noqa: BLE001 - shown in the page, the server keeps serving
             raise fail(exc) from None
-        for line in res.report["cues"].get("warnings", []):
+        for line in res.report["warnings"]:
             gr.Warning(line)
         f = res.files
         return (str(f["animation.mp4"]), str(f["side_by_side.mp4"]), res.report,

@@ -632,12 +632,22 @@ def test_settings_no_model_serves_are_refused_before_any_work(tmp_path):
 
 
 def test_guidance_without_cue_dropout_warns_once(tmp_path, capsys):
+    """--guidance above 1 on a model trained without cue dropout: one warning line, in the result's
+    warnings (the CLI prints them, the page shows them), not printed by the pipeline itself."""
     from directanimator.config import Config, guidance_warning
+    from directanimator.cues.detectors import Detectors
 
     cfg = Config()
     assert guidance_warning(cfg, 1.0) is None and guidance_warning(cfg, 2.5).startswith("warning: --guidance 2.5")
     cfg.train.cue_dropout = 0.1
     assert guidance_warning(cfg, 2.5) is None
+    drv, clip = puppet_driving(tmp_path, frames=9, audio=False)
+    _, ref = puppet_reference(tmp_path)
+    given = Detectors.from_annotations({"masks": clip.masks, "face_boxes": clip.face_boxes}, ref).kwargs()
+    pipe = DirectAnimatorPipeline.from_pretrained(None)
+    result = pipe(ref.frames[0], drv, tmp_path / "g.mp4", steps=1, guidance_scale=2.0, progress=False, **given)
+    assert [w for w in result.warnings if "--guidance" in w] == [guidance_warning(pipe.config, 2.0)]
+    assert result.as_dict()["warnings"] == result.warnings and capsys.readouterr().err == ""
 
 
 def test_a_killed_runs_working_folder_is_removed_by_the_next_run(tmp_path):
