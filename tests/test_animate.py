@@ -332,8 +332,9 @@ def test_animate_bad_inputs(same_id_run, tmp_path, cli_here):
     assert r.returncode == 2 and "--overwrite" in r.stderr
     # values checked before any work, one line each (they used to run at 64 px, print two
     # contradicting lines, end in a diffusers ValueError, or write an all-black video)
-    for extra, says in ((("--size", "0"), "--size must lie between 32 and 4096 pixels, got 0"),
-                        (("--size", "-64"), "--size must lie between 32 and 4096 pixels, got -64"),
+    for extra, says in ((("--size", "0"), "--size must lie between 32 and 256 pixels for this model (trained at 64), got 0"),
+                        (("--size", "-64"), "--size must lie between 32 and 256 pixels for this model (trained at 64), "
+                                            "got -64"),
                         (("--steps", "100000"), "--steps must lie between 1 and 1000"),
                         (("--guidance", "nan"), "--guidance must be a finite number >= 1")):
         r = run("--checkpoint", str(same_id_run), *extra, out="v.mp4")
