@@ -249,11 +249,8 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="directanimator",
-                                     description="DirectAnimator: human image animation from raw driving videos")
-    sub = parser.add_subparsers(dest="verb", required=True)
-
+def _add_cues_verb(sub) -> None:
+    """The `cues` verb's arguments."""
     p = sub.add_parser("cues", help="driving video + reference photo -> Driving Cue Triplet (paper 3.1)")
     p.add_argument("--reference", required=True, help="reference photo (any image OpenCV reads)")
     p.add_argument("--driving", required=True, help="driving video (any format PyAV reads)")
@@ -267,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cues)
 
+
+def _add_synth_verb(sub) -> None:
+    """The `synth` verb's arguments."""
     p = sub.add_parser("synth", help="write a puppet-world dataset with ground truth")
     p.add_argument("--out", required=True, help="dataset folder (written atomically)")
     p.add_argument("--identities", type=int, default=10)
@@ -284,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_synth)
 
+
+def _add_preprocess_verb(sub) -> None:
+    """The `preprocess` verb's arguments."""
     p = sub.add_parser("preprocess", help="cache cues and latents of a dataset for training (resumable)")
     p.add_argument("--dataset", required=True)
     p.add_argument("--config", default=None)
@@ -293,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_preprocess)
 
+
+def _add_pseudo_verb(sub) -> None:
+    """The `pseudo` verb's arguments."""
     p = sub.add_parser("pseudo", help="pseudo cross-ID driving clips + automated quality filter (Same2X)")
     p.add_argument("--dataset", required=True)
     p.add_argument("--config", default=None)
@@ -303,10 +309,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_pseudo)
 
+
+def _add_train_verb(sub) -> None:
+    """The `train` verb's arguments."""
     p = sub.add_parser("train", help="Same2X training, either stage (also: accelerate launch -m directanimator.train)")
     add_train_arguments(p)
     p.set_defaults(func=_train)
 
+
+def _add_animate_verb(sub) -> None:
+    """The `animate` verb's arguments."""
     p = sub.add_parser("animate", help="reference photo + driving video -> animated video (one command)")
     p.add_argument("--reference", required=True, help="reference photo")
     p.add_argument("--driving", required=True, help="driving video; the output keeps its frame count, fps, audio")
@@ -337,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_animate)
 
+
+def _add_evaluate_verb(sub) -> None:
+    """The `evaluate` verb's arguments."""
     p = sub.add_parser("evaluate", help="the paper's ten metrics: generated vs ground-truth videos")
     p.add_argument("--generated", required=True, help="a video, or a folder of videos matched by file name")
     p.add_argument("--ground-truth", required=True)
@@ -356,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_evaluate)
 
+
+def _add_serve_verb(sub) -> None:
+    """The `serve` verb's arguments."""
     p = sub.add_parser("serve", help="a web page to animate (needs the ui extra: pip install -e '.[ui]')")
     p.add_argument("--checkpoint", default=None, help="default checkpoint of the page (default: the embedded model)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
@@ -365,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_placement_args(p)
     p.set_defaults(func=_serve)
 
+
+def _add_plot_losses_verb(sub) -> None:
+    """The `plot-losses` verb's arguments."""
     p = sub.add_parser("plot-losses", help="loss curves of training runs to a PNG")
     p.add_argument("runs", nargs="+", help="run directories")
     p.add_argument("--out", required=True)
@@ -372,6 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smooth", type=int, default=1, help="moving-average window in steps")
     p.add_argument("--title", default=None)
     p.set_defaults(func=_plot_losses)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="directanimator",
+                                     description="DirectAnimator: human image animation from raw driving videos")
+    sub = parser.add_subparsers(dest="verb", required=True)
+    for add in (_add_cues_verb, _add_synth_verb, _add_preprocess_verb, _add_pseudo_verb, _add_train_verb,
+                _add_animate_verb, _add_evaluate_verb, _add_serve_verb, _add_plot_losses_verb):
+        add(sub)
     return parser
 
 

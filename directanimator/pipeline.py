@@ -302,8 +302,11 @@ class DirectAnimatorPipeline:
 
     # ------------------------------------------------------------------ steps
 
-    def check_inputs(self, reference: str | Path | np.ndarray, driving: str | Path, steps: int, size: int) -> int:
+    def check_inputs(self, reference: str | Path | np.ndarray, driving: str | Path, steps: int, size: int,
+                     out_size: int | None = None) -> int:
         """Returns the working size, rounded to what the model takes (with a note) when needed."""
+        if out_size is not None and not (isinstance(out_size, int) and 16 <= out_size <= 4096):
+            raise InputError(f"--out-size must be an integer from 16 to 4096 pixels, got {out_size}")
         if not isinstance(reference, np.ndarray) and not Path(reference).is_file():
             raise InputError(f"reference image not found: {reference}")
         if not Path(driving).is_file():
@@ -464,27 +467,16 @@ class DirectAnimatorPipeline:
         frames as written, before the video encoder (memory grows with the video: for tests and
         short clips). `out_size`: the written video's longer side in pixels (frames upscaled with
         Lanczos from the working size; default: the working size)."""
-        if out_size is not None and not (isinstance(out_size, int) and 16 <= out_size <= 4096):
-            raise InputError(f"--out-size must be an integer from 16 to 4096 pixels, got {out_size}")
         cfg = self.config
         # 1. check inputs and settings
         inf, steps, seed, guidance = self.resolve_settings(steps, seed, guidance_scale, window_overlap,
                                                            keep_background, window_fusion)
-        size = self.check_inputs(reference, driving, steps, cfg.model.size if size is None else size)
-        detectors = {k: v for k, v in (("segmenter", segmenter), ("face_detector", face_detector),
-                                       ("reference_mask", reference_mask), ("keypoints", keypoints))}
+        size = self.check_inputs(reference, driving, steps, cfg.model.size if size is None else size, out_size)
         out = Path(out)
         ref_img = reference if isinstance(reference, np.ndarray) else load_image(reference)
         info = probe_video(driving)  # a corrupt or unreadable video is an InputError here
-        window = cfg.model.frames
-        overlap = min(max(0, inf.window_overlap), window - 1)
-        step = window_step(window, overlap, self.codec.temporal_factor)
-        if window - step != overlap and not getattr(self, "_overlap_noted", False):
-            self._overlap_noted = True
-            print(f"note: window overlap {overlap} -> {window - step} frames (window starts on the codec's "
-                  f"{self.codec.temporal_factor}-frame grid)")
+        window, overlap = cfg.model.frames, self._overlap(inf.window_overlap)
         seconds = {"cues": 0.0, "codec": 0.0, "transformer": 0.0, "write": 0.0}
-        out.parent.mkdir(parents=True, exist_ok=True)
         with work_dir(out.parent) as tmpdir:
             tmp = Path(tmpdir)
             spool = tmp / CUE_ARRAYS
@@ -492,20 +484,11 @@ class DirectAnimatorPipeline:
             if callback is not None:
                 callback("cues", 0, 1)
             t0 = time.perf_counter()
-            report = self.extract_driving_cues(ref_img, driving, size, info, tmp, progress, **detectors)
+            report = self.extract_driving_cues(ref_img, driving, size, info, tmp, progress, segmenter=segmenter,
+                                               face_detector=face_detector, reference_mask=reference_mask,
+                                               keypoints=keypoints)
             seconds["cues"] = time.perf_counter() - t0
-            n = report.num_frames
-            # output frame: the reference's own framing (letterbox padding cropped), even sides
-            lb = Letterbox.fit(ref_img.shape[1], ref_img.shape[0], size)
-            iw, ih = lb.inner
-            x0, y0 = lb.pad_x, lb.pad_y
-            ow, oh = max(2, iw // 2 * 2), max(2, ih // 2 * 2)
-            fw, fh = ow, oh  # the written size
-            panel = size  # the side-by-side's panels, enlarged with the video
-            if out_size is not None:
-                k = out_size / max(ow, oh)
-                fw, fh = max(2, int(round(ow * k / 2)) * 2), max(2, int(round(oh * k / 2)) * 2)
-                panel = max(2, int(round(size * k / 2)) * 2)
+            n, framing = report.num_frames, _Framing.of(ref_img, size, out_size)
             # 4a. the reference through the codec
             t0 = time.perf_counter()
             ref_lb, ref_latent = self.encode_reference(spool, seed)
@@ -513,83 +496,159 @@ class DirectAnimatorPipeline:
             # 3. windows on the codec's frame grid
             starts = window_starts(n, window, overlap, self.codec.temporal_factor)
             keeper = _BackgroundKeeper(spool, ref_lb, inf.keep_background_margin) if inf.keep_background else None
-            tmp_out = tmp / ("result" + out.suffix)
-            tmp_sbs = tmp / ("side" + out.suffix) if side_by_side else None
-            writer = VideoWriter(tmp_out, info.fps_fraction, fw, fh, crf=18,
-                                 audio_from=Path(driving) if info.has_audio else None)
-            sbs = None
-            if tmp_sbs is not None:
-                sbs = VideoWriter(tmp_sbs, info.fps_fraction, 4 * panel, panel, crf=18,
-                                  audio_from=Path(driving) if info.has_audio else None)
-            blender = WindowBlender(starts, window, n)
-            pose_buf: dict[int, np.ndarray] = {}
-            kept: list[np.ndarray] | None = [] if return_frames else None
+            writers = _Writers(tmp, out.suffix, driving, info, size, framing, ref_lb, side_by_side is not None,
+                               return_frames)
             fused = None
             if inf.window_fusion == "latent" and len(starts) > 1:
-                fused, fused_layout = self._denoise_fused(spool, tmp, starts, n, ref_latent, seed, steps, guidance,
-                                                          progress, callback, seconds)
-            drv_frames = iter_frames(driving) if sbs is not None else None
-            drv_lb = Letterbox.fit(info.width, info.height, size)
+                fused = self._denoise_fused(spool, tmp, starts, n, ref_latent, seed, steps, guidance, progress,
+                                            callback, seconds)
+            blender = WindowBlender(starts, window, n)
             bar = tqdm(total=len(starts), desc="animate", unit="window", disable=not progress, leave=False)
             try:
                 for wi, s in enumerate(starts):
-                    t0 = time.perf_counter()
-                    if fused is None:  # 4b. the window's cues through the codec; 5. denoise
-                        enc_cues = self.encode_window(spool, s, window, n)
-                        seconds["codec"] += time.perf_counter() - t0
-                        t0 = time.perf_counter()
-                        g = torch.Generator().manual_seed(seed * 1_000_003 + wi)
-                        latents = self.denoise(ref_latent, enc_cues, g, steps, guidance)
-                        seconds["transformer"] += time.perf_counter() - t0
-                    else:  # denoised already, with the other windows
-                        enc_cues = {"pose_cue": self.window_pose_cue(spool, s, window, n)}
-                        target = torch.from_numpy(np.stack([fused[j] for j in fused_layout[wi]]))[None]
-                        latents = from_diffusion_target(self.transformer, target, ref_latent.float().cpu())
+                    latents, pose_cue = self._window_latents(wi, s, spool, n, ref_latent, seed, steps, guidance,
+                                                             fused, seconds)
                     # 6. decode and blend; 7. keep the background; 8. write
                     t0 = time.perf_counter()
                     frames = self.decode_frames(latents)
                     seconds["codec"] += time.perf_counter() - t0
                     t0 = time.perf_counter()
-                    for j in range(window):
-                        if s + j < n:
-                            pose_buf.setdefault(s + j, enc_cues["pose_cue"][j])
+                    writers.add_poses(s, pose_cue, n)
                     for index, blended in blender.add(wi, frames):
                         if keeper is not None:
                             blended = keeper(index, blended)
-                        full = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
-                        shown = np.ascontiguousarray(full[y0:y0 + oh, x0:x0 + ow])
-                        if (fw, fh) != (ow, oh):
-                            shown = cv2.resize(shown, (fw, fh), interpolation=cv2.INTER_LANCZOS4)
-                        writer.write(shown)
-                        if kept is not None:
-                            kept.append(shown)
-                        pose = pose_buf.pop(index)
-                        if sbs is not None:  # reference | driving | pose cue | result, letterboxed
-                            drv = drv_lb.apply(next(drv_frames))
-                            pose3 = np.repeat(pose[..., None], 3, axis=2) if pose.ndim == 2 else pose
-                            row = np.concatenate([ref_lb, drv, pose3, full], axis=1)
-                            if panel != size:
-                                row = cv2.resize(row, (4 * panel, panel), interpolation=cv2.INTER_LANCZOS4)
-                            sbs.write(np.ascontiguousarray(row))
+                        writers.write(index, np.clip(blended + 0.5, 0, 255).astype(np.uint8))
                     seconds["write"] += time.perf_counter() - t0
                     bar.update()
                     if callback is not None:
                         callback("windows", wi + 1, len(starts))
             finally:
                 bar.close()
-                writer.close()
-                if sbs is not None:
-                    sbs.close()
+                writers.close()
             if blender.done != n:
                 raise RuntimeError(f"wrote {blender.done} of {n} frames")
-            tmp_out.replace(out)
-            if tmp_sbs is not None:
-                Path(side_by_side).parent.mkdir(parents=True, exist_ok=True)
-                tmp_sbs.replace(side_by_side)
+            writers.move_to(out, side_by_side)
         seconds = {k: round(v, 3) for k, v in seconds.items()}
         warnings = [w for w in (guidance_warning(cfg, guidance),) if w] + report.warnings
-        return AnimationResult(out, n, info.fps, fw, fh, len(starts), seconds, report.as_dict(),
-                               np.stack(kept) if kept else None, warnings)
+        return AnimationResult(out, n, info.fps, framing.fw, framing.fh, len(starts), seconds, report.as_dict(),
+                               np.stack(writers.kept) if writers.kept else None, warnings)
+
+    def _overlap(self, requested: int) -> int:
+        """The window overlap in frames, within the window; a note (once) where the codec's frame grid
+        moves it."""
+        window = self.config.model.frames
+        overlap = min(max(0, requested), window - 1)
+        step = window_step(window, overlap, self.codec.temporal_factor)
+        if window - step != overlap and not getattr(self, "_overlap_noted", False):
+            self._overlap_noted = True
+            print(f"note: window overlap {overlap} -> {window - step} frames (window starts on the codec's "
+                  f"{self.codec.temporal_factor}-frame grid)")
+        return overlap
+
+    def _window_latents(self, wi: int, start: int, spool: Path, n: int, ref_latent: torch.Tensor, seed: int,
+                        steps: int, guidance: float, fused, seconds: dict) -> tuple[torch.Tensor, np.ndarray]:
+        """Window `wi`'s clean latents and its Pose Cue: 4b. its cues through the codec, 5. denoised
+        alone; or taken from the windows denoised together (`fused`: latents and their layout)."""
+        window = self.config.model.frames
+        if fused is not None:
+            latents_by_frame, layout = fused
+            target = torch.from_numpy(np.stack([latents_by_frame[j] for j in layout[wi]]))[None]
+            latents = from_diffusion_target(self.transformer, target, ref_latent.float().cpu())
+            return latents, self.window_pose_cue(spool, start, window, n)
+        t0 = time.perf_counter()
+        enc_cues = self.encode_window(spool, start, window, n)
+        seconds["codec"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        g = torch.Generator().manual_seed(seed * 1_000_003 + wi)
+        latents = self.denoise(ref_latent, enc_cues, g, steps, guidance)
+        seconds["transformer"] += time.perf_counter() - t0
+        return latents, enc_cues["pose_cue"]
+
+
+@dataclass
+class _Framing:
+    """The written frame: the reference's own framing in the working frame (its letterbox padding
+    cropped; even sides, `ow` x `oh` at `x0`, `y0`), written at `fw` x `fh` (enlarged with Lanczos for
+    `out_size`), and the side-by-side's panel side, enlarged with it."""
+
+    x0: int
+    y0: int
+    ow: int
+    oh: int
+    fw: int
+    fh: int
+    panel: int
+
+    @classmethod
+    def of(cls, reference: np.ndarray, size: int, out_size: int | None) -> "_Framing":
+        lb = Letterbox.fit(reference.shape[1], reference.shape[0], size)
+        iw, ih = lb.inner
+        ow, oh = max(2, iw // 2 * 2), max(2, ih // 2 * 2)
+        fw, fh, panel = ow, oh, size
+        if out_size is not None:
+            k = out_size / max(ow, oh)
+            fw, fh = max(2, int(round(ow * k / 2)) * 2), max(2, int(round(oh * k / 2)) * 2)
+            panel = max(2, int(round(size * k / 2)) * 2)
+        return cls(lb.pad_x, lb.pad_y, ow, oh, fw, fh, panel)
+
+    def shown(self, full: np.ndarray) -> np.ndarray:
+        """A finished working-size frame as written."""
+        shown = np.ascontiguousarray(full[self.y0:self.y0 + self.oh, self.x0:self.x0 + self.ow])
+        if (self.fw, self.fh) != (self.ow, self.oh):
+            shown = cv2.resize(shown, (self.fw, self.fh), interpolation=cv2.INTER_LANCZOS4)
+        return shown
+
+
+class _Writers:
+    """Step 8: each finished frame to the result video, to the side-by-side when asked (reference |
+    driving | pose cue | result, letterboxed) and to the kept frames when asked; both videos under
+    temporary names in `tmp`, moved into place by `move_to`."""
+
+    def __init__(self, tmp: Path, suffix: str, driving, info, size: int, framing: _Framing, ref_lb: np.ndarray,
+                 side_by_side: bool, keep: bool):
+        audio = Path(driving) if info.has_audio else None
+        self.framing, self.size, self.ref_lb = framing, size, ref_lb
+        self.result_path = tmp / ("result" + suffix)
+        self.side_path = tmp / ("side" + suffix) if side_by_side else None
+        self.result = VideoWriter(self.result_path, info.fps_fraction, framing.fw, framing.fh, crf=18, audio_from=audio)
+        self.side = None
+        if side_by_side:
+            self.side = VideoWriter(self.side_path, info.fps_fraction, 4 * framing.panel, framing.panel, crf=18,
+                                    audio_from=audio)
+            self.driving_frames, self.driving_lb = iter_frames(driving), Letterbox.fit(info.width, info.height, size)
+        self.kept: list[np.ndarray] | None = [] if keep else None
+        self.poses: dict[int, np.ndarray] = {}
+
+    def add_poses(self, start: int, pose_cue: np.ndarray, n: int) -> None:
+        """A window's Pose Cue frames, for the side-by-side (the first window that has a frame gives it)."""
+        for j in range(len(pose_cue)):
+            if start + j < n:
+                self.poses.setdefault(start + j, pose_cue[j])
+
+    def write(self, index: int, full: np.ndarray) -> None:
+        shown = self.framing.shown(full)
+        self.result.write(shown)
+        if self.kept is not None:
+            self.kept.append(shown)
+        pose = self.poses.pop(index)
+        if self.side is not None:
+            drv = self.driving_lb.apply(next(self.driving_frames))
+            pose3 = np.repeat(pose[..., None], 3, axis=2) if pose.ndim == 2 else pose
+            row = np.concatenate([self.ref_lb, drv, pose3, full], axis=1)
+            if self.framing.panel != self.size:
+                row = cv2.resize(row, (4 * self.framing.panel, self.framing.panel), interpolation=cv2.INTER_LANCZOS4)
+            self.side.write(np.ascontiguousarray(row))
+
+    def close(self) -> None:
+        self.result.close()
+        if self.side is not None:
+            self.side.close()
+
+    def move_to(self, out: Path, side_by_side: str | Path | None) -> None:
+        self.result_path.replace(out)
+        if self.side_path is not None:
+            Path(side_by_side).parent.mkdir(parents=True, exist_ok=True)
+            self.side_path.replace(side_by_side)
 
 
 class ModelOffload:

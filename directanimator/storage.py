@@ -275,7 +275,9 @@ WORK_PREFIX = ".directanimator-"
 
 def work_dir(parent: str | Path) -> tempfile.TemporaryDirectory:
     """A hidden working folder in `parent` (`.directanimator-PID-*`, removed when done). A run that
-    was killed cannot remove its own: such folders of processes no longer running are removed first."""
+    was killed cannot remove its own: such folders of processes no longer running are removed first.
+    `parent` is made when missing."""
+    Path(parent).mkdir(parents=True, exist_ok=True)
     remove_stale_work_dirs(parent)
     return tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=parent)
 

@@ -183,25 +183,27 @@ class AnimateService:
                                       "report.json": folder / "report.json"}, report)
 
 
-def build_app(service: AnimateService):
-    """The Gradio page around `service`."""
+def _page_error(exc: BaseException):
+    """The CLI's one-line message of an exception, as a Gradio error shown on the page."""
     import gradio as gr
 
-    from .assets import ASTRONAUT, WALK_VIDEO
+    if isinstance(exc, InputError):
+        return gr.Error(f"error: {exc}", print_exception=False)
+    if isinstance(exc, Cancelled):
+        return gr.Error("stopped: the animation was cancelled", print_exception=False)
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return gr.Error(f"internal error: {first}", print_exception=False)
 
-    def fail(exc: BaseException):
-        if isinstance(exc, InputError):
-            return gr.Error(f"error: {exc}", print_exception=False)
-        if isinstance(exc, Cancelled):
-            return gr.Error("stopped: the animation was cancelled", print_exception=False)
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return gr.Error(f"internal error: {first}", print_exception=False)
+
+def _handlers(service: AnimateService):
+    """The page's two actions around `service`: (on_cues, on_animate). Their names are the API's."""
+    import gradio as gr
 
     def on_cues(reference, driving, size):
         try:
             res = service.cues(reference, driving, size)
         except Exception as exc:  # noqa: BLE001 - shown in the page, the server keeps serving
-            raise fail(exc) from None
+            raise _page_error(exc) from None
         summary = {k: res.report[k] for k in ("num_frames", "person_frames", "face_frames", "alignment", "warnings")}
         summary["dropped_frames"] = len(res.report["dropped_frames"])
         for line in res.report["warnings"]:  # the CLI's warning lines, as notices on the page
@@ -222,13 +224,23 @@ def build_app(service: AnimateService):
             res = service.animate(reference, driving, checkpoint=checkpoint or None, steps=steps, seed=seed,
                                   guidance=guidance, size=size, overlap=overlap, token=token, progress=report)
         except Exception as exc:  # noqa: BLE001 - shown in the page, the server keeps serving
-            raise fail(exc) from None
+            raise _page_error(exc) from None
         for line in res.report["warnings"]:
             gr.Warning(line)
         f = res.files
         return (str(f["animation.mp4"]), str(f["side_by_side.mp4"]), res.report,
                 [str(f["animation.mp4"]), str(f["side_by_side.mp4"]), str(f["report.json"])], str(res.folder))
 
+    return on_cues, on_animate
+
+
+def build_app(service: AnimateService):
+    """The Gradio page around `service`."""
+    import gradio as gr
+
+    from .assets import ASTRONAUT, WALK_VIDEO
+
+    on_cues, on_animate = _handlers(service)
     with gr.Blocks(title="DirectAnimator", delete_cache=(600, 3600)) as page:
         gr.Markdown("# DirectAnimator\nA reference photo performs the motion of a driving video. Check the cues "
                     "first (are the person and the face found, is the body placed over the reference person?), "

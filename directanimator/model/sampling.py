@@ -185,85 +185,110 @@ def sample_fused_latents(transformer, scheduler, reference_latent: torch.Tensor,
     from diffusers import CogVideoXDPMScheduler
     from tqdm import tqdm
 
-    from .transformer import front_padding, pad_front
+    from .transformer import front_padding
 
     c0 = window_cues(0)
     _, n, c, h, w = c0["pose_latents"].shape
     given_layout = [list(idx) for idx in layout]
     pad = front_padding(n, transformer.config.get("patch_size_t"))
     shared_total = total
-    if pad:
-        padded = []
-        for idx in layout:
-            padded.append(list(range(total, total + pad)) + list(idx))
-            total += pad
-        layout = padded
-    device = c0["pose_latents"].device
-    dtype = compute_dtype(transformer)
-    enc = encoder_hidden_states.to(dtype)
-
-    def buffer(name):
-        if workdir is None:
-            return np.zeros((total, c, h, w), np.float32)
-        return np.lib.format.open_memmap(str(Path(workdir) / f"{name}.npy"), mode="w+", dtype=np.float32,
-                                         shape=(total, c, h, w))
-
-    x, v_acc, old = buffer("latents"), buffer("velocity"), None
-    w_acc = np.zeros(total, np.float32)
+    if pad:  # each window's private padding latents, after the shared ones
+        layout = [list(range(total + k * pad, total + (k + 1) * pad)) + list(idx) for k, idx in enumerate(layout)]
+        total += pad * len(layout)
+    run = _FusedRun(transformer, scheduler, reference_latent, window_cues, layout, pad, encoder_hidden_states,
+                    guidance_scale, c0["pose_latents"].device)
+    x = _latent_buffer(workdir, "latents", (total, c, h, w))
     for i in range(total):  # one noise draw, frame by frame (same numbers as one (total, ...) draw)
         x[i] = (torch.randn((c, h, w), generator=generator) * scheduler.init_noise_sigma).numpy()
-    shared_w = [float(min(j, n - j)) + 0.05 for j in range(1, n)]  # triangular over latents 1..n-1
-    weights = [[1.0] * (pad + 1) + shared_w for _ in layout]
-    scheduler.set_timesteps(steps, device=device)
+    scheduler.set_timesteps(steps, device=run.device)
     timesteps = scheduler.timesteps
-    dpm = isinstance(scheduler, CogVideoXDPMScheduler)
-    if dpm:
-        old = buffer("old_prediction")
-    chunk = 64  # latent frames per scheduler call
+    old = _latent_buffer(workdir, "old_prediction", x.shape) if isinstance(scheduler, CogVideoXDPMScheduler) else None
+    v_acc, w_acc = _latent_buffer(workdir, "velocity", x.shape), np.zeros(total, np.float32)
     fused_until = len(timesteps) if fused_steps is None else max(0, min(int(fused_steps), len(timesteps)))
     for i, t in enumerate(tqdm(timesteps, desc="denoise (fused windows)", leave=False, disable=not progress)):
         if i >= fused_until:
             break
-        v_acc[:] = 0.0
-        w_acc[:] = 0.0
-        for wi, idx in enumerate(layout):
-            cues = window_cues(wi)
-            cond = {k: pad_front(cues[k], pad).to(dtype) for k in CUE_KEYS}
-            lat = torch.from_numpy(np.stack([x[j] for j in idx]))[None].to(device)
-            v = guided_velocity(transformer, lat, t, scheduler, reference_latent, enc, cond, guidance_scale, dtype)
-            v = v[0].cpu().numpy()
-            for pos, j in enumerate(idx):
-                v_acc[j] += weights[wi][pos] * v[pos]
-                w_acc[j] += weights[wi][pos]
-        for a in range(0, total, chunk):
-            b = min(total, a + chunk)
-            vv = torch.from_numpy(v_acc[a:b] / w_acc[a:b, None, None, None])[None]
-            xx = torch.from_numpy(np.array(x[a:b]))[None]
-            op = torch.from_numpy(np.array(old[a:b]))[None] if dpm and i > 0 else None
-            xx, op = scheduler_step(scheduler, vv, i, xx, op, generator)
-            if dpm:
-                old[a:b] = op[0].numpy()
-            x[a:b] = xx[0].numpy()
+        run.fused_step(i, t, x, old, v_acc, w_acc, generator)
         if callback is not None:
             callback(i + 1, len(timesteps))
     if fused_until == len(timesteps):
         return x[:shared_total], given_layout
     # the remaining steps window by window, each from its slice of the fused state
-    if workdir is None:
-        out = np.zeros((len(layout) * n, c, h, w), np.float32)
-    else:
-        out = np.lib.format.open_memmap(str(Path(workdir) / "windows.npy"), mode="w+", dtype=np.float32,
-                                        shape=(len(layout) * n, c, h, w))
+    out = _latent_buffer(workdir, "windows", (len(layout) * n, c, h, w))
     for wi, idx in enumerate(layout):
-        cues = window_cues(wi)
-        cond = {k: pad_front(cues[k], pad).to(dtype) for k in CUE_KEYS}
-        lat = torch.from_numpy(np.stack([x[j] for j in idx]))[None].to(device)
-        op = torch.from_numpy(np.stack([old[j] for j in idx]))[None].to(device) if dpm and fused_until > 0 else None
-        for i in range(fused_until, len(timesteps)):
-            v = guided_velocity(transformer, lat, timesteps[i], scheduler, reference_latent, enc, cond,
-                                guidance_scale, dtype)
-            lat, op = scheduler_step(scheduler, v, i, lat, op, generator)
-        out[wi * n:(wi + 1) * n] = lat[0, pad:].cpu().numpy()
+        out[wi * n:(wi + 1) * n] = run.finish_window(wi, idx, x, old if fused_until > 0 else None,
+                                                     timesteps, fused_until, generator)
     if callback is not None:
         callback(len(timesteps), len(timesteps))
     return out, [list(range(wi * n, (wi + 1) * n)) for wi in range(len(layout))]
+
+
+def _latent_buffer(workdir: Path | None, name: str, shape: tuple):
+    """A float32 latent array: a numpy memmap file under `workdir` (memory stays one window's), or
+    in memory without one."""
+    import numpy as np
+
+    if workdir is None:
+        return np.zeros(shape, np.float32)
+    return np.lib.format.open_memmap(str(Path(workdir) / f"{name}.npy"), mode="w+", dtype=np.float32, shape=shape)
+
+
+class _FusedRun:
+    """What every step of `sample_fused_latents` shares: the model, the windows' cues and layout,
+    the weights with which windows share latents (triangular over latents 1..n-1, highest
+    mid-window; padding and a window's first latent its own)."""
+
+    CHUNK = 64  # latent frames per scheduler call
+
+    def __init__(self, transformer, scheduler, reference_latent, window_cues, layout, pad, encoder_hidden_states,
+                 guidance_scale, device):
+        self.transformer, self.scheduler, self.reference_latent = transformer, scheduler, reference_latent
+        self.window_cues, self.layout, self.pad, self.guidance_scale = window_cues, layout, pad, guidance_scale
+        self.device, self.dtype = device, compute_dtype(transformer)
+        self.enc = encoder_hidden_states.to(self.dtype)
+        n = len(layout[0]) - pad
+        shared_w = [float(min(j, n - j)) + 0.05 for j in range(1, n)]
+        self.weights = [[1.0] * (pad + 1) + shared_w for _ in layout]
+
+    def velocity(self, wi: int, lat: torch.Tensor, t) -> torch.Tensor:
+        from .transformer import pad_front
+
+        cues = self.window_cues(wi)
+        cond = {k: pad_front(cues[k], self.pad).to(self.dtype) for k in CUE_KEYS}
+        return guided_velocity(self.transformer, lat, t, self.scheduler, self.reference_latent, self.enc, cond,
+                               self.guidance_scale, self.dtype)
+
+    def fused_step(self, i: int, t, x, old, v_acc, w_acc, generator) -> None:
+        """Step i on the whole sequence `x` (in place): each window's v, their weighted mean on every
+        latent, then one scheduler step (`old`: DPM's previous prediction, in place)."""
+        import numpy as np
+
+        v_acc[:] = 0.0
+        w_acc[:] = 0.0
+        for wi, idx in enumerate(self.layout):
+            lat = torch.from_numpy(np.stack([x[j] for j in idx]))[None].to(self.device)
+            v = self.velocity(wi, lat, t)[0].cpu().numpy()
+            for pos, j in enumerate(idx):
+                v_acc[j] += self.weights[wi][pos] * v[pos]
+                w_acc[j] += self.weights[wi][pos]
+        for a in range(0, len(x), self.CHUNK):
+            b = min(len(x), a + self.CHUNK)
+            vv = torch.from_numpy(v_acc[a:b] / w_acc[a:b, None, None, None])[None]
+            xx = torch.from_numpy(np.array(x[a:b]))[None]
+            op = torch.from_numpy(np.array(old[a:b]))[None] if old is not None and i > 0 else None
+            xx, op = scheduler_step(self.scheduler, vv, i, xx, op, generator)
+            if old is not None:
+                old[a:b] = op[0].numpy()
+            x[a:b] = xx[0].numpy()
+
+    def finish_window(self, wi: int, idx: list[int], x, old, timesteps, start: int, generator):
+        """Window `wi` alone from step `start` on, from its slice of the fused state; its latents
+        without the padding."""
+        import numpy as np
+
+        lat = torch.from_numpy(np.stack([x[j] for j in idx]))[None].to(self.device)
+        op = torch.from_numpy(np.stack([old[j] for j in idx]))[None].to(self.device) if old is not None else None
+        for i in range(start, len(timesteps)):
+            v = self.velocity(wi, lat, timesteps[i])
+            lat, op = scheduler_step(self.scheduler, v, i, lat, op, generator)
+        return lat[0, self.pad:].cpu().numpy()

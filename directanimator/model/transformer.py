@@ -49,6 +49,13 @@ class CueFusionOutput(BaseOutput):
     features: dict[int, torch.Tensor] | None = None
 
 
+def _check_cue_settings(injection: str, reference_layout: str) -> None:
+    if injection not in INJECTIONS:
+        raise ValueError(f"injection must be one of {INJECTIONS}, got {injection!r}")
+    if reference_layout not in REFERENCE_LAYOUTS:
+        raise ValueError(f"reference_layout must be one of {REFERENCE_LAYOUTS}, got {reference_layout!r}")
+
+
 class CueFusionTransformer3D(CogVideoXTransformer3DModel):
     """See the module docstring. Saves and loads with `save_pretrained` / `from_pretrained`
     (safetensors); the cue settings are part of its config."""
@@ -92,10 +99,7 @@ class CueFusionTransformer3D(CogVideoXTransformer3DModel):
         reference_layout: str = "first_frame",
         reference_residual: bool = False,
     ):
-        if injection not in INJECTIONS:
-            raise ValueError(f"injection must be one of {INJECTIONS}, got {injection!r}")
-        if reference_layout not in REFERENCE_LAYOUTS:
-            raise ValueError(f"reference_layout must be one of {REFERENCE_LAYOUTS}, got {reference_layout!r}")
+        _check_cue_settings(injection, reference_layout)
         cue_latent = cue_latent_channels if cue_latent_channels is not None else (out_channels or in_channels)
         cue_in = cue_latent + (1 if use_location_cue else 0)
         num_cues = 2 if use_face_cue else 1
@@ -133,31 +137,36 @@ class CueFusionTransformer3D(CogVideoXTransformer3DModel):
         # diffusers registers the config before running __init__, so the base class has just recorded
         # the widened channel count: record the caller's (the config must rebuild this same model).
         self.register_to_config(in_channels=in_channels)
-        dim = num_attention_heads * attention_head_dim
-        self.num_cues = num_cues if injection != "none" else 0
-        self.cue_in_channels = cue_in
+        self.num_cues, self.cue_in_channels = (num_cues if injection != "none" else 0), cue_in
+        self._build_cue_modules(cue_in, num_cues)
+
+    # ------------------------------------------------------------------ construction helpers
+
+    def _build_cue_modules(self, cue_in: int, num_cues: int) -> None:
+        """The cue stream of the config's injection: the cue patch embeddings and, per block, CueFusion
+        (eqs 1-3) or cross-attention; `concat` widens the input instead, its new channels at zero."""
+        cfg = self.config
+        dim = cfg.num_attention_heads * cfg.attention_head_dim
         self.cue_embed = nn.ModuleList()
         self.cue_fusion = nn.ModuleList()
         self.cue_cross_attention = nn.ModuleList()
-        if injection in ("cuefusion", "cross_attention"):
+        if cfg.injection in ("cuefusion", "cross_attention"):
             self.cue_embed = nn.ModuleList(
-                CuePatchEmbed(cue_in, dim, patch_size, patch_size_t) for _ in range(num_cues)
+                CuePatchEmbed(cue_in, dim, cfg.patch_size, cfg.patch_size_t) for _ in range(num_cues)
             )
-        if injection == "cuefusion":
+        if cfg.injection == "cuefusion":
             self.cue_fusion = nn.ModuleList(
-                CueFusion(time_embed_dim, dim, num_cues, eps=norm_eps) for _ in range(num_layers)
+                CueFusion(cfg.time_embed_dim, dim, num_cues, eps=cfg.norm_eps) for _ in range(cfg.num_layers)
             )
-        elif injection == "cross_attention":
+        elif cfg.injection == "cross_attention":
             self.cue_cross_attention = nn.ModuleList(
-                CueCrossAttention(dim, num_attention_heads, attention_head_dim, eps=norm_eps)
-                for _ in range(num_layers)
+                CueCrossAttention(dim, cfg.num_attention_heads, cfg.attention_head_dim, eps=cfg.norm_eps)
+                for _ in range(cfg.num_layers)
             )
-        elif injection == "concat":
+        elif cfg.injection == "concat":
             # The extra input channels start at zero: the backbone sees the cues, but its output is
             # unchanged until training moves these weights.
-            self._zero_cue_input_channels(in_channels)
-
-    # ------------------------------------------------------------------ construction helpers
+            self._zero_cue_input_channels(cfg.in_channels)
 
     @torch.no_grad()
     def _zero_cue_input_channels(self, backbone_in: int) -> None:
@@ -337,29 +346,14 @@ class CueFusionTransformer3D(CogVideoXTransformer3DModel):
         cfg = self.config
         injection = cfg.injection
         b, f, _, h, w = hidden_states.shape
-        p, pt = cfg.patch_size, cfg.patch_size_t
-        if h % p or w % p:
-            raise ValueError(f"latent size {h}x{w} is not a multiple of the patch size {p}")
-        depths = sorted(set(int(d) for d in feature_depths))
-        if depths and not 1 <= depths[0] <= depths[-1] <= cfg.num_layers:
-            raise ValueError(f"feature depths must lie in 1..{cfg.num_layers}, got {depths}")
-        if features_only and not depths:
-            raise ValueError("features_only needs feature_depths")
-
+        depths = self._check_forward(f, h, w, feature_depths, features_only)
         cues: list[torch.Tensor] = []
         if injection != "none":
             cues.append(self._cue_inputs(pose_latents, body_mask, "pose", hidden_states))
             if cfg.use_face_cue:
                 cues.append(self._cue_inputs(face_latents, face_mask, "face", hidden_states))
-
-        if front_padding(f, pt):
-            raise ValueError(
-                f"{f} latent frames are not a multiple of patch_size_t={pt}: pad them at the front first "
-                "(model.front_padding / pad_front, as diffusers' CogVideoX1.5 I2V pipeline does: one more noise "
-                "frame, which holds the reference, dropped after denoising)")
-        num_frames = f
         if image_rotary_emb is None and cfg.use_rotary_positional_embeddings:
-            image_rotary_emb = self.rotary_embedding(num_frames, h, w, device=hidden_states.device)
+            image_rotary_emb = self.rotary_embedding(f, h, w, device=hidden_states.device)
         if ofs is None and self.ofs_embedding is not None:
             ofs = hidden_states.new_full((b,), 2.0)  # what the CogVideoX1.5 I2V pipeline passes
 
@@ -379,13 +373,46 @@ class CueFusionTransformer3D(CogVideoXTransformer3DModel):
         encoder_hidden_states = hidden_states[:, :text_seq_length]  # (B, L, dim)
         hidden_states = hidden_states[:, text_seq_length:]  # (B, N, dim), N = F/p_t * H/p * W/p
 
-        # e_p, e_f: one token per vision token
-        cue_tokens = [embed(c) for embed, c in zip(self.cue_embed, cues)]  # each (B, N, dim)
-        cross_context = torch.cat(cue_tokens, dim=1) if injection == "cross_attention" else None
-
         # 3. blocks, each preceded by its cue injection
-        features: dict[int, torch.Tensor] = {}
         last = depths[-1] if features_only else len(self.transformer_blocks)
+        hidden_states, features = self._run_blocks(hidden_states, encoder_hidden_states, emb, cues, last, depths,
+                                                   image_rotary_emb, attention_kwargs)
+        if features_only:
+            return CueFusionOutput(sample=None, features=features or None) if return_dict else (None, features)
+
+        # 4. output head and unpatchify (as diffusers)
+        hidden_states = self.norm_final(hidden_states)
+        hidden_states = self.norm_out(hidden_states, temb=emb)
+        output = self._unpatchify(self.proj_out(hidden_states), b, f, h, w)  # proj_out: (B, N, p_t * p * p * C_out)
+        if not return_dict:
+            return (output, features)
+        return CueFusionOutput(sample=output, features=features or None)
+
+    def _check_forward(self, f: int, h: int, w: int, feature_depths, features_only: bool) -> list[int]:
+        """The input's shape against the patch sizes, and the asked feature depths (sorted, unique)."""
+        cfg = self.config
+        if h % cfg.patch_size or w % cfg.patch_size:
+            raise ValueError(f"latent size {h}x{w} is not a multiple of the patch size {cfg.patch_size}")
+        depths = sorted(set(int(d) for d in feature_depths))
+        if depths and not 1 <= depths[0] <= depths[-1] <= cfg.num_layers:
+            raise ValueError(f"feature depths must lie in 1..{cfg.num_layers}, got {depths}")
+        if features_only and not depths:
+            raise ValueError("features_only needs feature_depths")
+        if front_padding(f, cfg.patch_size_t):
+            raise ValueError(
+                f"{f} latent frames are not a multiple of patch_size_t={cfg.patch_size_t}: pad them at the front "
+                "first (model.front_padding / pad_front, as diffusers' CogVideoX1.5 I2V pipeline does: one more "
+                "noise frame, which holds the reference, dropped after denoising)")
+        return depths
+
+    def _run_blocks(self, hidden_states, encoder_hidden_states, emb, cues, last: int, depths: list[int],
+                    image_rotary_emb, attention_kwargs) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """The first `last` blocks, each preceded by its cue injection; the vision tokens after the
+        blocks in `depths` (1-based)."""
+        injection = self.config.injection
+        cue_tokens = [embed(c) for embed, c in zip(self.cue_embed, cues)]  # e_p, e_f: each (B, N, dim)
+        cross_context = torch.cat(cue_tokens, dim=1) if injection == "cross_attention" else None
+        features: dict[int, torch.Tensor] = {}
         for i, block in enumerate(self.transformer_blocks[:last]):
             if injection == "cuefusion":
                 # Eqs 1-3; the paper adds e^M "before entering the 3D full attention layers". We add
@@ -409,22 +436,16 @@ class CueFusionTransformer3D(CogVideoXTransformer3DModel):
                 )
             if i + 1 in depths:
                 features[i + 1] = hidden_states
-        if features_only:
-            return CueFusionOutput(sample=None, features=features or None) if return_dict else (None, features)
+        return hidden_states, features
 
-        # 4. output head and unpatchify (as diffusers)
-        hidden_states = self.norm_final(hidden_states)
-        hidden_states = self.norm_out(hidden_states, temb=emb)
-        hidden_states = self.proj_out(hidden_states)  # (B, N, p_t * p * p * C_out)
+    def _unpatchify(self, tokens: torch.Tensor, b: int, f: int, h: int, w: int) -> torch.Tensor:
+        """(B, N, p_t * p * p * C_out) tokens -> (B, F, C_out, H, W), as diffusers lays them out."""
+        p, pt = self.config.patch_size, self.config.patch_size_t
         if pt is None:
-            output = hidden_states.reshape(b, num_frames, h // p, w // p, -1, p, p)
-            output = output.permute(0, 1, 4, 2, 5, 3, 6).flatten(5, 6).flatten(3, 4)
-        else:
-            output = hidden_states.reshape(b, num_frames // pt, h // p, w // p, -1, pt, p, p)
-            output = output.permute(0, 1, 5, 4, 2, 6, 3, 7).flatten(6, 7).flatten(4, 5).flatten(1, 2)
-        if not return_dict:
-            return (output, features)
-        return CueFusionOutput(sample=output, features=features or None)
+            output = tokens.reshape(b, f, h // p, w // p, -1, p, p)
+            return output.permute(0, 1, 4, 2, 5, 3, 6).flatten(5, 6).flatten(3, 4)
+        output = tokens.reshape(b, f // pt, h // p, w // p, -1, pt, p, p)
+        return output.permute(0, 1, 5, 4, 2, 6, 3, 7).flatten(6, 7).flatten(4, 5).flatten(1, 2)
 
 
 def front_padding(num_frames: int, patch_size_t: int | None) -> int:

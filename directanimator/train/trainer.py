@@ -150,9 +150,20 @@ def _step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Genera
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, DistributedType
+    """Train one stage (`cfg.train.stage`) into the run folder `out`; with `resume`, from its latest
+    checkpoint. Returns the run's summary (also written to `out`/summary.json)."""
+    out = Path(out)
+    _check_train_config(cfg, out, resume)
+    run = _Run(cfg, out, progress)
+    if resume:
+        run.resume()
+    run.start_outputs()
+    while run.state["step"] < cfg.train.max_steps:
+        run.step()
+    return run.finish()
 
+
+def _check_train_config(cfg: Config, out: Path, resume: bool) -> None:
     tc = cfg.train
     if cfg.data.dataset is None:
         raise InputError("no dataset: pass --dataset DIR or set data.dataset in the config")
@@ -163,14 +174,19 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     if tc.stage == "cross_id" and tc.teacher is None and (tc.init == "same_id" or tc.s2x.weight > 0):
         raise InputError("the cross_id stage needs a same-ID teacher (it starts from it or aligns to it): "
                          "pass --teacher RUN_OR_CHECKPOINT")
-    out = Path(out)
     if not resume and latest_checkpoint(out) is not None:
         raise InputError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
 
-    # cpu=True without CUDA: only then does accelerate form a gloo process group from the launcher's
-    # WORLD_SIZE (without it every process silently trains alone). DeepSpeed is the exception: accelerate
-    # turns a cpu=True run into plain DDP, so a DeepSpeed launch without CUDA keeps cpu=False and names
-    # the gloo backend (DeepSpeed then runs on its CPU accelerator: how the tests launch ZeRO-2 here)
+
+def _make_accelerator(tc):
+    """accelerate's Accelerator for this machine and launch. cpu=True without CUDA: only then does
+    accelerate form a gloo process group from the launcher's WORLD_SIZE (without it every process
+    silently trains alone). DeepSpeed is the exception: accelerate turns a cpu=True run into plain DDP,
+    so a DeepSpeed launch without CUDA keeps cpu=False and names the gloo backend (DeepSpeed then runs
+    on its CPU accelerator: how the tests launch ZeRO-2 here)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=False)]
     cpu = not torch.cuda.is_available()
     if cpu:  # DeepSpeed's own choice without CUDA, named so that importing it does not warn
@@ -181,302 +197,374 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         cpu = False
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
         _no_deepspeed_shared_memory_kernel()
-    accelerator = Accelerator(
-        cpu=cpu, gradient_accumulation_steps=tc.grad_accum, mixed_precision=_mixed_precision(tc.mixed_precision),
-        kwargs_handlers=handlers,
-    )
-    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
-    backend = {DistributedType.DEEPSPEED: "deepspeed", DistributedType.FSDP: "fsdp"}.get(accelerator.distributed_type)
-    main = accelerator.is_main_process
-    torch.manual_seed(tc.seed)
+    return Accelerator(cpu=cpu, gradient_accumulation_steps=tc.grad_accum,
+                       mixed_precision=_mixed_precision(tc.mixed_precision), kwargs_handlers=handlers)
 
-    codec = build_codec(cfg.model)
-    data = CachedSamples(cfg.data.dataset, cfg, tc.stage)
-    sampler = BucketBatchSampler(data.shapes, tc.batch_size, tc.seed, rank, world)
-    loader = DataLoader(data, batch_sampler=sampler, num_workers=cfg.data.num_workers)
 
-    teacher = None
-    if tc.stage == "cross_id" and tc.teacher is not None:  # none: from the base model without S2X
-        teacher = load_transformer(tc.teacher)
-        check_compatible(teacher, cfg, codec.latent_channels, f"teacher {tc.teacher}")
-        teacher.requires_grad_(False).eval().to(device)
-    if teacher is not None and tc.init == "same_id":
-        # fp32 trainable weights, whatever the teacher was stored in (a DeepSpeed bf16 run stores bf16)
-        model = copy.deepcopy(teacher).float().train().requires_grad_(True)
-        if cfg.model.gradient_checkpointing:
-            model.enable_gradient_checkpointing()
-    if teacher is not None:
-        if _mixed_precision(tc.mixed_precision) == "bf16":  # frozen: bf16 halves it (11 GiB at 5B, README)
-            teacher.to(torch.bfloat16)
-        teacher_digest = weights_digest(teacher)
-    if teacher is None or tc.init != "same_id":
+class _Run:
+    """One training run: set up in `__init__` (accelerator, data, the student and the frozen teacher,
+    optimizer, objective), then `resume`, `start_outputs`, `step` until the last step, `finish`.
+    Validation (`validate`) and checkpoints (`checkpoint`) are hooks `step` calls on their schedule."""
+
+    def __init__(self, cfg: Config, out: Path, progress: bool):
+        from accelerate.utils import DistributedType
+
+        self.cfg, self.tc, self.out, self.progress = cfg, cfg.train, out, progress
+        tc = self.tc
+        acc = self.accelerator = _make_accelerator(tc)
+        self.device, self.rank, self.world = acc.device, acc.process_index, acc.num_processes
+        self.backend = {DistributedType.DEEPSPEED: "deepspeed", DistributedType.FSDP: "fsdp"}.get(acc.distributed_type)
+        self.main = acc.is_main_process
         torch.manual_seed(tc.seed)
-        model = build_transformer(cfg.model, codec.latent_channels)
-    model.train()
-    from ..model.adapters import expected_trainable, set_trainable
+        self.codec = build_codec(cfg.model)
+        data = CachedSamples(cfg.data.dataset, cfg, tc.stage)
+        self.sampler = BucketBatchSampler(data.shapes, tc.batch_size, tc.seed, self.rank, self.world)
+        self.loader = DataLoader(data, batch_sampler=self.sampler, num_workers=cfg.data.num_workers)
+        self._build_models()
+        self.text = build_text_encoder(cfg.model, self.model, device=self.device)
+        self.val_set = None
+        if tc.validation.dataset is not None and self.main:
+            from .validation import build_validation_set
 
-    n_train = set_trainable(model, tc.trainable, tc.lora)
-    if n_train != expected_trainable(model, tc.trainable, tc.lora):
-        raise RuntimeError(f"train.trainable {tc.trainable}: {n_train} trainable parameters, the config says "
-                           f"{expected_trainable(model, tc.trainable, tc.lora)}")
-    if tc.frozen_dtype == "bfloat16":
-        if tc.trainable == "full":
-            raise InputError("train.frozen_dtype bfloat16 is for lora and cue_only runs (a full run freezes nothing)")
-        if _mixed_precision(tc.mixed_precision) != "bf16":
-            raise InputError("train.frozen_dtype bfloat16 needs train.mixed_precision: bf16 (the frozen weights "
-                             "compute in bf16 under autocast)")
-        if backend == "fsdp":
-            raise InputError("train.frozen_dtype bfloat16 is not supported under FSDP (one dtype per shard unit)")
-        with torch.no_grad():
-            for p in model.parameters():
-                if not p.requires_grad:
-                    p.data = p.data.to(torch.bfloat16)
-    if main and tc.trainable != "full":
-        total = sum(p.numel() for p in model.parameters())
-        print(f"train.trainable {tc.trainable}: {n_train:,} of {total:,} parameters trained "
-              f"({100 * n_train / total:.1f}%), the backbone frozen", flush=True)
-    depth = s2x_depth(cfg, model.config.num_layers) if teacher is not None else None
-    use_s2x = teacher is not None and tc.s2x.weight > 0
-    if use_s2x and teacher.config.num_attention_heads * teacher.config.attention_head_dim != \
-            model.config.num_attention_heads * model.config.attention_head_dim and not tc.s2x.projector:
-        raise InputError("teacher and student widths differ: set train.s2x.projector: true")
-    projector = None
-    if use_s2x and tc.s2x.projector:
-        dim_s = model.config.num_attention_heads * model.config.attention_head_dim
-        dim_t = teacher.config.num_attention_heads * teacher.config.attention_head_dim
+            self.val_set = build_validation_set(tc.validation.dataset, cfg, self.codec, tc.validation.triples)
+        self._build_optimizer()
+        self.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "nonfinite_in_row": 0, "skipped_nonfinite": 0}
+        self.last_log: dict = {}
+        # a sharded run's weights gathered for its final checkpoint, reused for the final digest; held only
+        # from the last step on (kept at every checkpoint it would pin a full copy, 24 GB at 5B, in between);
+        # set on every process alike (step-based), so no process skips a collective the others enter
+        self.final_gathered: tuple[dict | None] | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    def _build_models(self) -> None:
+        """The frozen same-ID teacher (cross-ID stage), the student (from the teacher or the base
+        model), its trainable part, and the S2X depth and projector."""
+        cfg, tc = self.cfg, self.tc
+        teacher = None
+        if tc.stage == "cross_id" and tc.teacher is not None:  # none: from the base model without S2X
+            teacher = load_transformer(tc.teacher)
+            check_compatible(teacher, cfg, self.codec.latent_channels, f"teacher {tc.teacher}")
+            teacher.requires_grad_(False).eval().to(self.device)
+        if teacher is not None and tc.init == "same_id":
+            # fp32 trainable weights, whatever the teacher was stored in (a DeepSpeed bf16 run stores bf16)
+            model = copy.deepcopy(teacher).float().train().requires_grad_(True)
+            if cfg.model.gradient_checkpointing:
+                model.enable_gradient_checkpointing()
+        self.teacher_digest = None
+        if teacher is not None:
+            if _mixed_precision(tc.mixed_precision) == "bf16":  # frozen: bf16 halves it (11 GiB at 5B, README)
+                teacher.to(torch.bfloat16)
+            self.teacher_digest = weights_digest(teacher)
+        if teacher is None or tc.init != "same_id":
+            torch.manual_seed(tc.seed)
+            model = build_transformer(cfg.model, self.codec.latent_channels)
+        model.train()
+        self.teacher, self.model = teacher, model
+        self._set_trainable()
+        self.depth = s2x_depth(cfg, model.config.num_layers) if teacher is not None else None
+        self.use_s2x = teacher is not None and tc.s2x.weight > 0
+        self.projector = self._projector() if self.use_s2x else None
+
+    def _set_trainable(self) -> None:
+        """`train.trainable` (full, lora, cue_only) and, for the last two, the frozen weights' dtype."""
+        from ..model.adapters import expected_trainable, set_trainable
+
+        tc, model = self.tc, self.model
+        self.n_train = set_trainable(model, tc.trainable, tc.lora)
+        if self.n_train != expected_trainable(model, tc.trainable, tc.lora):
+            raise RuntimeError(f"train.trainable {tc.trainable}: {self.n_train} trainable parameters, the config "
+                               f"says {expected_trainable(model, tc.trainable, tc.lora)}")
+        if tc.frozen_dtype == "bfloat16":
+            if tc.trainable == "full":
+                raise InputError("train.frozen_dtype bfloat16 is for lora and cue_only runs (a full run freezes "
+                                 "nothing)")
+            if _mixed_precision(tc.mixed_precision) != "bf16":
+                raise InputError("train.frozen_dtype bfloat16 needs train.mixed_precision: bf16 (the frozen weights "
+                                 "compute in bf16 under autocast)")
+            if self.backend == "fsdp":
+                raise InputError("train.frozen_dtype bfloat16 is not supported under FSDP (one dtype per shard unit)")
+            with torch.no_grad():
+                for p in model.parameters():
+                    if not p.requires_grad:
+                        p.data = p.data.to(torch.bfloat16)
+        if self.main and tc.trainable != "full":
+            total = sum(p.numel() for p in model.parameters())
+            print(f"train.trainable {tc.trainable}: {self.n_train:,} of {total:,} parameters trained "
+                  f"({100 * self.n_train / total:.1f}%), the backbone frozen", flush=True)
+
+    def _projector(self) -> torch.nn.Linear | None:
+        """S2X's optional projector from the student's width to the teacher's (identity when equal)."""
+        s, t = self.model.config, self.teacher.config
+        dim_s, dim_t = s.num_attention_heads * s.attention_head_dim, t.num_attention_heads * t.attention_head_dim
+        if not self.tc.s2x.projector:
+            if dim_s != dim_t:
+                raise InputError("teacher and student widths differ: set train.s2x.projector: true")
+            return None
         projector = torch.nn.Linear(dim_s, dim_t)
         if dim_s == dim_t:
             with torch.no_grad():
                 projector.weight.copy_(torch.eye(dim_s))
                 projector.bias.zero_()
-    text = build_text_encoder(cfg.model, model, device=device)
-    vc = tc.validation
-    val_set = None
-    if vc.dataset is not None and main:
-        from .validation import build_validation_set
+        return projector
 
-        val_set = build_validation_set(vc.dataset, cfg, codec, vc.triples)
+    def _build_optimizer(self) -> None:
+        """The optimizer and LR schedule, the models prepared by accelerate, and the objective."""
+        tc, acc = self.tc, self.accelerator
+        self.params = [p for p in self.model.parameters() if p.requires_grad] + (
+            list(self.projector.parameters()) if self.projector is not None else [])
+        self.optimizer = make_optimizer(tc, self.params, self.backend)
+        self.lr_sched = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(tc, s))
+        # The LR schedule is stepped by hand once per optimizer step: accelerate's wrapper would step it
+        # once per process. Our DataLoader stays ours (its bucket sampler already shards by rank; prepare()
+        # would shard it again), so DeepSpeed, which reads the micro-batch size from a prepared DataLoader,
+        # is told it here; without it accelerate rejects the "auto" in configs/accelerate/*.yaml
+        _tell_deepspeed_the_batch(acc, tc.batch_size)
+        if self.projector is not None:
+            self.model_p, self.projector, self.optimizer = acc.prepare(self.model, self.projector, self.optimizer)
+        else:
+            self.model_p, self.optimizer = acc.prepare(self.model, self.optimizer)
+        self.objective = Same2XObjective(make_scheduler(self.cfg.model.pretrained),
+                                         self.teacher if self.use_s2x else None, self.depth, tc.s2x.weight,
+                                         self.projector, cue_dropout=tc.cue_dropout)
+        self.ema = ({k: v.detach().float().clone() for k, v in self.model.state_dict().items()}
+                    if tc.ema_decay > 0 else None)
 
-    params = [p for p in model.parameters() if p.requires_grad] + (
-        list(projector.parameters()) if projector is not None else [])
-    optimizer = make_optimizer(tc, params, backend)
-    lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(tc, s))
-    # The LR schedule is stepped by hand once per optimizer step: accelerate's wrapper would step it
-    # once per process. Our DataLoader stays ours (its bucket sampler already shards by rank; prepare()
-    # would shard it again), so DeepSpeed, which reads the micro-batch size from a prepared DataLoader,
-    # is told it here; without it accelerate rejects the "auto" in configs/accelerate/*.yaml
-    _tell_deepspeed_the_batch(accelerator, tc.batch_size)
-    if projector is not None:
-        model_p, projector, optimizer = accelerator.prepare(model, projector, optimizer)
-    else:
-        model_p, optimizer = accelerator.prepare(model, optimizer)
-    scheduler = make_scheduler(cfg.model.pretrained)
-    objective = Same2XObjective(scheduler, teacher if use_s2x else None, depth, tc.s2x.weight, projector,
-                                cue_dropout=tc.cue_dropout)
-    ema = {k: v.detach().float().clone() for k, v in model.state_dict().items()} if tc.ema_decay > 0 else None
-
-    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "nonfinite_in_row": 0, "skipped_nonfinite": 0}
-    if resume:
-        ckpt = latest_checkpoint(out)
+    def resume(self) -> None:
+        """The latest checkpoint's weights, optimizer, schedule, data position and EMA."""
+        acc, backend = self.accelerator, self.backend
+        ckpt = latest_checkpoint(self.out)
         if ckpt is None:
-            raise InputError(f"--resume: {out} has no checkpoint to resume from")
+            raise InputError(f"--resume: {self.out} has no checkpoint to resume from")
         # DeepSpeed ZeRO-1/2 and FSDP2: each process reads back its own partition (train/sharded.py);
         # FSDP2's weights are shards too, ZeRO's bf16 working weights are whole (model/)
-        state, ema_loaded = load_checkpoint(ckpt, accelerator.unwrap_model(model_p), optimizer, lr_sched,
-                                            sharded=backend is not None, weights=backend != "fsdp")
+        self.state, ema_loaded = load_checkpoint(ckpt, acc.unwrap_model(self.model_p), self.optimizer, self.lr_sched,
+                                                 sharded=backend is not None, weights=backend != "fsdp")
         if backend is not None:
-            load_shard(ckpt, backend, model_p, optimizer, rank, world)
-        if ema is not None:  # a run resumed with EMA newly switched on starts it from the resumed weights
-            ema = ema_loaded if ema_loaded is not None else {
-                k: v.detach().float().clone() for k, v in accelerator.unwrap_model(model_p).state_dict().items()}
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(dump_config(cfg))
-        for log_path in (out / "log.jsonl", out / "validation.jsonl"):
-            if log_path.is_file():  # drop lines a killed run wrote after its last checkpoint
-                keep = [ln for ln in log_path.read_text().splitlines()
-                        if ln.strip() and json.loads(ln)["step"] <= state["step"]]
-                log_path.write_text("".join(ln + "\n" for ln in keep))
-        if val_set is not None and not (out / "validation.jsonl").is_file():  # the trivial answers, once
-            from .validation import baseline_metrics
+            load_shard(ckpt, backend, self.model_p, self.optimizer, self.rank, self.world)
+        if self.ema is not None:  # a run resumed with EMA newly switched on starts it from the resumed weights
+            self.ema = ema_loaded if ema_loaded is not None else {
+                k: v.detach().float().clone() for k, v in acc.unwrap_model(self.model_p).state_dict().items()}
 
-            (out / "validation.jsonl").write_text(json.dumps(
-                {"step": 0, "trivial_answers": baseline_metrics(val_set), "triples": len(val_set),
-                 "dataset": str(vc.dataset)}) + "\n")
-    accelerator.wait_for_everyone()
-    tb = None
-    if main:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
+    def start_outputs(self) -> None:
+        """The run folder: its config, its logs cut back to the resumed step, the trivial answers'
+        validation row, TensorBoard; the progress bar, the batch stream and the clock."""
+        out, state = self.out, self.state
+        if self.main:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.yaml").write_text(dump_config(self.cfg))
+            for log_path in (out / "log.jsonl", out / "validation.jsonl"):
+                if log_path.is_file():  # drop lines a killed run wrote after its last checkpoint
+                    keep = [ln for ln in log_path.read_text().splitlines()
+                            if ln.strip() and json.loads(ln)["step"] <= state["step"]]
+                    log_path.write_text("".join(ln + "\n" for ln in keep))
+            if self.val_set is not None and not (out / "validation.jsonl").is_file():  # the trivial answers, once
+                from .validation import baseline_metrics
 
-            tb = SummaryWriter(str(out / "tensorboard"))
-        except ImportError:
-            tb = None
+                (out / "validation.jsonl").write_text(json.dumps(
+                    {"step": 0, "trivial_answers": baseline_metrics(self.val_set), "triples": len(self.val_set),
+                     "dataset": str(self.tc.validation.dataset)}) + "\n")
+        self.accelerator.wait_for_everyone()
+        self.tb = None
+        if self.main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
 
-    def batches():
+                self.tb = SummaryWriter(str(out / "tensorboard"))
+            except ImportError:
+                self.tb = None
+        self.stream = self._batches()
+        self.bar = tqdm(total=self.tc.max_steps, initial=state["step"], desc=f"train {self.tc.stage}", unit="step",
+                        disable=not (self.progress and self.main), leave=False)
+        self.t_start = time.perf_counter()
+
+    def _batches(self):
+        state = self.state
         while True:
-            sampler.set_epoch(state["epoch"], state["batch_in_epoch"])
-            for batch in loader:
+            self.sampler.set_epoch(state["epoch"], state["batch_in_epoch"])
+            for batch in self.loader:
                 state["batch_in_epoch"] += 1
                 yield batch
             state["epoch"] += 1
             state["batch_in_epoch"] = 0
 
-    def run_validation() -> None:
-        from .validation import validate
+    # ------------------------------------------------------------------ training
 
-        val_path = out / "validation.jsonl"
-        t_val = time.perf_counter()
-        enc = text([cfg.model.text.prompt], device=device)
-        judged = accelerator.unwrap_model(model_p)
-        if ema is not None:  # with EMA on, the EMA weights are the model that is judged and kept
-            judged = copy.deepcopy(judged)
-            judged.load_state_dict({k: v.to(judged.state_dict()[k].dtype) for k, v in ema.items()})
-        metrics = validate(judged, val_set, codec, enc, vc.sample_steps, device=device)
-        row = {"step": state["step"], **metrics, "seconds": round(time.perf_counter() - t_val, 2),
-               "train_seconds": round(time.perf_counter() - t_start + state.get("seconds_before", 0.0), 1)}
-        with open(val_path, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        best_file = out / "best" / "best.json"
-        best = json.loads(best_file.read_text()) if best_file.is_file() else None
-        sign = -1.0 if vc.select == "val_loss" else 1.0
-        if best is None or sign * row[vc.select] > sign * best[vc.select]:
-            save_best(out, judged, row, cfg)
-        bar.write(f"validation at step {state['step']}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-
-    stream = batches()
-    bar = tqdm(total=tc.max_steps, initial=state["step"], desc=f"train {tc.stage}", unit="step",
-               disable=not (progress and main), leave=False)
-    last_log: dict = {}
-    # a sharded run's weights gathered for its final checkpoint, reused for the final digest; held only
-    # from the last step on (kept at every checkpoint it would pin a full copy, 24 GB at 5B, in between);
-    # set on every process alike (step-based), so no process skips a collective the others enter
-    final_gathered: tuple[dict | None] | None = None
-    t_start = time.perf_counter()
-    while state["step"] < tc.max_steps:
-        step = state["step"]
-        t0 = time.perf_counter()
+    def training_step(self, step: int) -> tuple[dict | None, int, object]:
+        """One optimizer step over `train.grad_accum` micro-batches: (the mean loss terms, or None when
+        a loss or gradient was not finite and the step was skipped; samples; the gradient norm)."""
+        tc, acc, objective = self.tc, self.accelerator, self.objective
         sums = {"loss": 0.0, "loss_denoise": 0.0, "loss_s2x": 0.0}
-        finite_all = True
-        samples = 0
+        finite_all, samples, grad_norm = True, 0, None
         for micro in range(tc.grad_accum):
-            batch = {k: v.to(device) for k, v in next(stream).items()}
-            inputs = objective.inputs(model, batch, _step_generator(tc.seed, step, micro, rank))
+            batch = {k: v.to(self.device) for k, v in next(self.stream).items()}
+            inputs = objective.inputs(self.model, batch, _step_generator(tc.seed, step, micro, self.rank))
             b = inputs["latents"].shape[0]
             samples += b
-            enc = text([cfg.model.text.prompt] * b, device=device)
-            with accelerator.accumulate(model_p):
-                with accelerator.autocast():
-                    loss_d, loss_a = objective(model_p, encoder_hidden_states=enc, **inputs)
+            enc = self.text([self.cfg.model.text.prompt] * b, device=self.device)
+            with acc.accumulate(self.model_p):
+                with acc.autocast():
+                    loss_d, loss_a = objective(self.model_p, encoder_hidden_states=enc, **inputs)
                     loss = objective.total(loss_d, loss_a)
-                finite = accelerator.gather(torch.isfinite(loss.detach()).float().reshape(1)).min().item() > 0
+                finite = acc.gather(torch.isfinite(loss.detach()).float().reshape(1)).min().item() > 0
                 if not finite:
                     finite_all = False
-                    optimizer.zero_grad(set_to_none=True)
+                    self.optimizer.zero_grad(set_to_none=True)
                     continue
-                accelerator.backward(loss)
+                acc.backward(loss)
                 sums["loss"] += loss.item() / tc.grad_accum
                 sums["loss_denoise"] += loss_d.item() / tc.grad_accum
                 sums["loss_s2x"] += loss_a.item() / tc.grad_accum
                 grad_norm = None
-                if accelerator.sync_gradients:
-                    grad_norm = accelerator.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+                if acc.sync_gradients:
+                    grad_norm = acc.clip_grad_norm_(self.params, tc.grad_clip if tc.grad_clip > 0 else float("inf"))
                     if not torch.isfinite(torch.as_tensor(grad_norm)):
                         finite_all = False
-                        optimizer.zero_grad(set_to_none=True)
+                        self.optimizer.zero_grad(set_to_none=True)
                         continue
-                optimizer.step()
-                if accelerator.sync_gradients:
-                    lr_sched.step()
-                optimizer.zero_grad(set_to_none=True)
-        if not finite_all:
+                self.optimizer.step()
+                if acc.sync_gradients:
+                    self.lr_sched.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        return (sums if finite_all else None), samples, grad_norm
+
+    def step(self) -> None:
+        """A training step, then its log line, the EMA, and validation and a checkpoint when due."""
+        tc, state = self.tc, self.state
+        step, t0 = state["step"], time.perf_counter()
+        sums, samples, grad_norm = self.training_step(step)
+        if sums is None:
             state["nonfinite_in_row"] += 1
             state["skipped_nonfinite"] += 1
             state["step"] += 1
             if state["nonfinite_in_row"] > tc.max_nonfinite_in_row:
                 raise TrainingError(f"{state['nonfinite_in_row']} non-finite losses or gradients in a row at step "
                                     f"{step}: lower train.lr or check the data (last finite loss: "
-                                    f"{last_log.get('loss', 'none')})")
-            bar.update()
-            continue
+                                    f"{self.last_log.get('loss', 'none')})")
+            self.bar.update()
+            return
         state["nonfinite_in_row"] = 0
-        if ema is not None:
+        if self.ema is not None:
             with torch.no_grad():
-                for k, v in accelerator.unwrap_model(model_p).state_dict().items():
-                    ema[k].mul_(tc.ema_decay).add_(v.detach().float(), alpha=1 - tc.ema_decay)
+                for k, v in self.accelerator.unwrap_model(self.model_p).state_dict().items():
+                    self.ema[k].mul_(tc.ema_decay).add_(v.detach().float(), alpha=1 - tc.ema_decay)
         state["step"] += 1
-        # mean over processes of each loss term
-        red = accelerator.reduce(torch.tensor([sums["loss"], sums["loss_denoise"], sums["loss_s2x"]], device=device),
-                                 reduction="mean").tolist()
-        dt = time.perf_counter() - t0
-        last_log = {"step": state["step"], "loss": red[0], "loss_denoise": red[1], "loss_s2x": red[2] if use_s2x else None,
-                    "lr": lr_sched.get_last_lr()[0], "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                    "step_time": dt, "samples_per_s": samples * world / dt, "epoch": state["epoch"],
-                    "skipped_nonfinite": state["skipped_nonfinite"]}
-        if main and (state["step"] % tc.log_every == 0 or state["step"] == 1 or state["step"] == tc.max_steps):
-            with open(out / "log.jsonl", "a") as fh:
-                fh.write(json.dumps(last_log) + "\n")
-            if tb is not None:
-                for k in ("loss", "loss_denoise", "loss_s2x", "lr", "grad_norm"):
-                    if last_log[k] is not None:
-                        tb.add_scalar(f"train/{k}", last_log[k], state["step"])
-        bar.update()
-        bar.set_postfix(loss=f"{red[0]:.4f}")
-        if val_set is not None and (state["step"] % vc.every == 0 or state["step"] == tc.max_steps):
-            run_validation()
+        self._log(sums, samples, grad_norm, time.perf_counter() - t0)
+        if self.val_set is not None and (state["step"] % tc.validation.every == 0 or state["step"] == tc.max_steps):
+            self.validate()
         if state["step"] % tc.checkpoint_every == 0 or state["step"] == tc.max_steps:
-            state["seconds_before"] = state.get("seconds_before", 0.0) + time.perf_counter() - t_start
-            t_start = time.perf_counter()
-            accelerator.wait_for_everyone()
-            sharded = backend is not None
-            # collective under DeepSpeed/FSDP: every process takes part in gathering the weights
-            gathered = accelerator.get_state_dict(model_p) if sharded else None
-            if state["step"] == tc.max_steps:
-                final_gathered = (gathered,)
-            if sharded:  # every process writes its partition of the optimizer state into the partial folder
-                if main:
-                    start_partial(out, state["step"])
-                accelerator.wait_for_everyone()
-                save_shard(partial_folder(out, state["step"]), backend, model_p, optimizer, rank, world)
-                accelerator.wait_for_everyone()
-            if main:
-                save_checkpoint(out, state["step"], accelerator.unwrap_model(model_p), None if sharded else optimizer,
-                                lr_sched, {**state, "stage": tc.stage, "config": to_dict(cfg), "world_size": world,
-                                           "backend": backend or "ddp"}, ema, tc.keep_last,
-                                started=sharded,
-                                save_model=lambda folder, m: save_model_folder(m, folder, cfg, state=gathered))
-            accelerator.wait_for_everyone()
-    bar.close()
-    if tb is not None:
-        tb.close()
-    # DDP keeps replicas identical; check it rather than trust it (a SHA-1 of every weight, per rank).
-    # Under DeepSpeed ZeRO/FSDP a rank's module holds a shard (FSDP) or the rank's copy is not what
-    # was saved: the digest is of the weights gathered to the main process (a collective), and there
-    # is no per-rank copy to compare.
-    if backend is not None:  # the final checkpoint's gathered weights (none when resumed at the end)
-        gathered = final_gathered[0] if final_gathered is not None else accelerator.get_state_dict(model_p)
-        digest = weights_digest(gathered) if main else ""
-        in_sync = None
-    else:
-        digest = weights_digest(accelerator.unwrap_model(model_p))
-        digests = accelerator.gather(torch.tensor([int(digest[:15], 16)], device=device)).tolist()
+            self.checkpoint()
+
+    def _log(self, sums: dict, samples: int, grad_norm, seconds: float) -> None:
+        """The step's loss terms (mean over processes) to log.jsonl, TensorBoard and the bar."""
+        state, tc = self.state, self.tc
+        red = self.accelerator.reduce(torch.tensor([sums["loss"], sums["loss_denoise"], sums["loss_s2x"]],
+                                                   device=self.device), reduction="mean").tolist()
+        self.last_log = {"step": state["step"], "loss": red[0], "loss_denoise": red[1],
+                         "loss_s2x": red[2] if self.use_s2x else None, "lr": self.lr_sched.get_last_lr()[0],
+                         "grad_norm": float(grad_norm) if grad_norm is not None else None, "step_time": seconds,
+                         "samples_per_s": samples * self.world / seconds, "epoch": state["epoch"],
+                         "skipped_nonfinite": state["skipped_nonfinite"]}
+        if self.main and (state["step"] % tc.log_every == 0 or state["step"] == 1 or state["step"] == tc.max_steps):
+            with open(self.out / "log.jsonl", "a") as fh:
+                fh.write(json.dumps(self.last_log) + "\n")
+            if self.tb is not None:
+                for k in ("loss", "loss_denoise", "loss_s2x", "lr", "grad_norm"):
+                    if self.last_log[k] is not None:
+                        self.tb.add_scalar(f"train/{k}", self.last_log[k], state["step"])
+        self.bar.update()
+        self.bar.set_postfix(loss=f"{red[0]:.4f}")
+
+    # ------------------------------------------------------------------ hooks
+
+    def train_seconds(self) -> float:
+        return time.perf_counter() - self.t_start + self.state.get("seconds_before", 0.0)
+
+    def validate(self) -> None:
+        """The held-out validation row (the EMA weights when on), and RUN/best when it is the best."""
+        from .validation import validate
+
+        vc, out = self.tc.validation, self.out
+        t_val = time.perf_counter()
+        enc = self.text([self.cfg.model.text.prompt], device=self.device)
+        judged = self.accelerator.unwrap_model(self.model_p)
+        if self.ema is not None:  # with EMA on, the EMA weights are the model that is judged and kept
+            judged = copy.deepcopy(judged)
+            judged.load_state_dict({k: v.to(judged.state_dict()[k].dtype) for k, v in self.ema.items()})
+        metrics = validate(judged, self.val_set, self.codec, enc, vc.sample_steps, device=self.device)
+        row = {"step": self.state["step"], **metrics, "seconds": round(time.perf_counter() - t_val, 2),
+               "train_seconds": round(self.train_seconds(), 1)}
+        with open(out / "validation.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        best_file = out / "best" / "best.json"
+        best = json.loads(best_file.read_text()) if best_file.is_file() else None
+        sign = -1.0 if vc.select == "val_loss" else 1.0
+        if best is None or sign * row[vc.select] > sign * best[vc.select]:
+            save_best(out, judged, row, self.cfg)
+        self.bar.write(f"validation at step {self.state['step']}: "
+                       + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+
+    def checkpoint(self) -> None:
+        """RUN/checkpoints/step_N: the weights (gathered from the shards under DeepSpeed/FSDP), the
+        optimizer (each process its partition when sharded), schedule, state and EMA."""
+        acc, state, tc, out = self.accelerator, self.state, self.tc, self.out
+        state["seconds_before"] = self.train_seconds()
+        self.t_start = time.perf_counter()
+        acc.wait_for_everyone()
+        sharded = self.backend is not None
+        # collective under DeepSpeed/FSDP: every process takes part in gathering the weights
+        gathered = acc.get_state_dict(self.model_p) if sharded else None
+        if state["step"] == tc.max_steps:
+            self.final_gathered = (gathered,)
+        if sharded:  # every process writes its partition of the optimizer state into the partial folder
+            if self.main:
+                start_partial(out, state["step"])
+            acc.wait_for_everyone()
+            save_shard(partial_folder(out, state["step"]), self.backend, self.model_p, self.optimizer, self.rank,
+                       self.world)
+            acc.wait_for_everyone()
+        if self.main:
+            save_checkpoint(out, state["step"], acc.unwrap_model(self.model_p), None if sharded else self.optimizer,
+                            self.lr_sched, {**state, "stage": tc.stage, "config": to_dict(self.cfg),
+                                            "world_size": self.world, "backend": self.backend or "ddp"},
+                            self.ema, tc.keep_last, started=sharded,
+                            save_model=lambda folder, m: save_model_folder(m, folder, self.cfg, state=gathered))
+        acc.wait_for_everyone()
+
+    def _final_digest(self) -> tuple[str, bool | None]:
+        """DDP keeps replicas identical; check it rather than trust it (a SHA-1 of every weight, per rank).
+        Under DeepSpeed ZeRO/FSDP a rank's module holds a shard (FSDP) or the rank's copy is not what
+        was saved: the digest is of the weights gathered to the main process (a collective), and there
+        is no per-rank copy to compare."""
+        acc = self.accelerator
+        if self.backend is not None:  # the final checkpoint's gathered weights (none when resumed at the end)
+            gathered = self.final_gathered[0] if self.final_gathered is not None else acc.get_state_dict(self.model_p)
+            return (weights_digest(gathered) if self.main else ""), None
+        digest = weights_digest(acc.unwrap_model(self.model_p))
+        digests = acc.gather(torch.tensor([int(digest[:15], 16)], device=self.device)).tolist()
         if len(set(digests)) != 1:
-            raise TrainingError(f"the {world} processes ended with different weights: {digests}")
-        in_sync = True
-    if teacher is not None and weights_digest(teacher) != teacher_digest:
-        raise TrainingError("the frozen same-ID teacher changed during training")
-    summary = {"run": str(out), "stage": tc.stage, "steps": state["step"], "world_size": world,
-               "skipped_nonfinite": state["skipped_nonfinite"], "last": last_log,
-               "seconds": round(time.perf_counter() - t_start + state.get("seconds_before", 0.0), 2),
-               "s2x_depth": depth,
-               "trainable": tc.trainable, "trainable_parameters": n_train,
-               "weights_sha1": digest, "ranks_in_sync": in_sync,
-               "teacher_sha1": teacher_digest if teacher is not None else None}
-    if main:
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-    return summary
+            raise TrainingError(f"the {self.world} processes ended with different weights: {digests}")
+        return digest, True
+
+    def finish(self) -> dict:
+        """The summary (checked: replicas in sync, the teacher unchanged), written by the main process."""
+        tc, state, acc = self.tc, self.state, self.accelerator
+        self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
+        digest, in_sync = self._final_digest()
+        if self.teacher is not None and weights_digest(self.teacher) != self.teacher_digest:
+            raise TrainingError("the frozen same-ID teacher changed during training")
+        summary = {"run": str(self.out), "stage": tc.stage, "steps": state["step"], "world_size": self.world,
+                   "skipped_nonfinite": state["skipped_nonfinite"], "last": self.last_log,
+                   "seconds": round(self.train_seconds(), 2), "s2x_depth": self.depth,
+                   "trainable": tc.trainable, "trainable_parameters": self.n_train,
+                   "weights_sha1": digest, "ranks_in_sync": in_sync, "teacher_sha1": self.teacher_digest}
+        if self.main:
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        acc.wait_for_everyone()
+        acc.end_training()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        return summary
 
