@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shlex
 import subprocess
@@ -39,6 +38,8 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _util import machine  # noqa: E402  (the machine as every benchmark names it)
 DA = str(Path(sys.executable).parent / "directanimator")
 RESULTS = ROOT / "experiments" / "results"
 REPORT = ROOT / "experiments" / "reports" / "claims.md"
@@ -239,19 +240,11 @@ def score(cross: Path, scoring: Path) -> dict:
     pipe = DirectAnimatorPipeline.from_pretrained(cross / "best", scheduler=inference.scheduler)
     pipe.config = replace(pipe.config, inference=inference)
     got = evaluate_triples(pipe, scoring, limit=BUDGET["eval_triples"], seed=BUDGET["eval_seed"])
-    rnd = {k: None for k in METRICS}
-
     def rows(rs: list[dict]) -> list[dict]:
-        return [{k: (None if r.get(k) is None else round(r[k], 4)) for k in rnd} for r in rs]
+        return [{k: (None if r.get(k) is None else round(r[k], 4)) for k in METRICS} for r in rs]
 
     return {"mean": got["mean"], "rows": rows(got["triples"]), "trivial": got["baselines"],
             "trivial_rows": {k: rows(v) for k, v in got["baseline_triples"].items()}}
-
-
-def machine() -> str:
-    model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                  if ln.startswith("model name")), platform.processor())
-    return f"{model}, {os.cpu_count()} cores"
 
 
 def run_one(arm: str, seed: int, work: Path) -> Path:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from claims import ARMS, BUDGET, METRICS, RESULTS, REPORT, ROOT
+from claims import ARMS, BUDGET, METRICS, RESULTS, REPORT, ROOT, missing
 
 README = ROOT / "README.md"
 MARKERS = ("<!-- claims table: experiments/claims.py report -->", "<!-- end of claims table -->")
@@ -202,7 +202,7 @@ def write_report(results: Path | None = None, report: Path | None = None, readme
             *(claims_table(rows) if rows else ["No arm has been run at a seed the full arm has yet."]), "",
             "## Figure 1: how fast each arm reaches the held-out cross-ID validation loss", "",
             *figure1_lines(found), "", "## Still to run", "",
-            *([f"- tier {ARMS[a].tier}: {a} seed {s}" for a, s in __import__("claims").missing()] or ["Nothing."]), ""]
+            *([f"- tier {ARMS[a].tier}: {a} seed {s}" for a, s in missing()] or ["Nothing."]), ""]
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(text))
     update_readme(readme, rows, cpu_hours(found), runs)

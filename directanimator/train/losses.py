@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..model.sampling import build_scheduler
+from ..model import front_padding, i2v_hidden_states, pad_front
+from ..model.sampling import build_scheduler, diffusion_target
 
 
 def make_scheduler(pretrained: str | Path | None = None):
@@ -126,9 +127,6 @@ class Same2XObjective:
         sequence out (its padding left out of the loss), the noisy I2V input, the student's cues and,
         when aligning, the teacher's (the clip's own cues, dropped with the student's). The keyword
         arguments of `__call__` but the student and the text."""
-        from ..model import front_padding, i2v_hidden_states, pad_front
-        from ..model.sampling import diffusion_target
-
         device = batch["latents"].device
         lat = diffusion_target(model, batch["latents"], batch["reference_latent"])
         b = lat.shape[0]
