@@ -651,9 +651,9 @@ def test_preview_spreads_over_a_clip_whose_container_gave_no_frame_count_and_dra
 
 
 def test_a_subject_point_on_nobody_is_refused_not_followed(tmp_path, walk_frames):
-    """A segmenter may return a blob of floor: a point on it picks that blob, which the person
-    detectors do not take for a person: one error naming the point, instead of cues of the floor. A
-    point on the dancer still works (test_subject_choice_for_the_driving_video_and_the_reference)."""
+    """A segmenter may return a blob of floor: a point on it picks that blob (first in frame 1), which
+    the person detectors do not take for a person: one error naming the point and the frame, instead of
+    cues of the floor. A point on the dancer still works (test_subject_choice_for_the_driving_video_and_the_reference)."""
     from directanimator.config import CuesConfig
     from directanimator.cues.extract import extract_cues_in_memory
     from directanimator.errors import InputError
@@ -665,12 +665,14 @@ def test_a_subject_point_on_nobody_is_refused_not_followed(tmp_path, walk_frames
         def segment(self, rgb, index):
             prob = np.zeros(rgb.shape[:2], np.float32)
             h, w = prob.shape
-            prob[int(0.62 * h):int(0.74 * h), w // 2 + 8:] = 1.0  # the frame's bottom (letterboxed to a square)
+            if index > 0:  # nothing in the first frame: the point first picks something in frame 1
+                prob[int(0.62 * h):int(0.74 * h), w // 2 + 8:] = 1.0  # the frame's bottom (letterboxed)
             return prob
 
     frames = [np.concatenate([f, np.full_like(f, 110)], axis=1) for f in walk_frames[:4]]
     cfg = CuesConfig(size=64)
     cfg.segmentation.subject = "480,240"  # on the floor strip, in source pixels (512 x 256)
     cfg.segmentation.seed_with_pose = False
-    with pytest.raises(InputError, match=r"--subject 480,240: what that point picks in frame 0 is not a person"):
+    with pytest.raises(InputError, match=r"--subject 480,240: what that point picks in frame 1 is not a person"):
         extract_cues_in_memory(walk_frames[0], frames, cfg, segmenter=FloorAndDancer())
+

@@ -516,7 +516,7 @@ def _analyse(driving: FrameSource, cfg: CuesConfig, segmenter: Segmenter, face_f
         worker_timer("segment", t)
         return done
 
-    shape = None
+    shape, point_checked = None, False
     pending: deque = deque()
     with open(spool, "wb") as out, _progress(hint, "cues 1/2 analyse", progress) as bar, \
             ThreadPoolExecutor(1, thread_name_prefix="cues-faces") as pool:
@@ -544,8 +544,9 @@ def _analyse(driving: FrameSource, cfg: CuesConfig, segmenter: Segmenter, face_f
             t = timer("decode", t)
             prob_d, subject_d = tracker(rgb, index)
             box_d = tracker.last_box
-            if box_d is not None and tracker.rule.point is not None and not boxes and not pending:
+            if box_d is not None and tracker.rule.point is not None and not point_checked:
                 check_point_on_a_person(rgb, box_d, cfg, index)  # the first frame the point picks someone
+                point_checked = True
             t = timer("segment", t)
             args = (index, rgb, det, lb, prob_d, subject_d, box_d, tracker.last_roi)
             if overlap:
