@@ -413,13 +413,36 @@ def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
     raise Terminated()
 
 
-def main(argv: list[str] | None = None) -> int:
+def install_termination_handling() -> None:
+    """SIGTERM raises Terminated (main thread only). A signal that lands while Python runs a finalizer
+    (`__del__`, a weakref callback: a library's object being collected) has its exception printed as
+    "Exception ignored" and dropped, and the job would go on to write its output: such a swallowed
+    Ctrl-C or SIGTERM is sent again, to be raised where it can unwind the job."""
     import signal
     import threading
 
+    if threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = sys.unraisablehook
+
+    def resend(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            # from another thread, a moment later: sent from here it would be raised inside this hook
+            # and dropped again
+            number = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+            timer = threading.Timer(0.05, os.kill, (os.getpid(), number))
+            timer.daemon = True
+            timer.start()
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = resend
+
+
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    install_termination_handling()
     from .cues._native import error_line
 
     try:

@@ -676,3 +676,27 @@ def test_a_subject_point_on_nobody_is_refused_not_followed(tmp_path, walk_frames
     with pytest.raises(InputError, match=r"--subject 480,240: what that point picks in frame 1 is not a person"):
         extract_cues_in_memory(walk_frames[0], frames, cfg, segmenter=FloorAndDancer())
 
+
+def test_a_termination_that_lands_in_a_finalizer_is_not_lost():
+    """SIGTERM arriving while Python runs some library object's `__del__` raises there, where Python
+    prints "Exception ignored" and drops it, and the job would go on to write its output: the CLI's
+    handling sends it again, to be raised where it unwinds the job."""
+    code = """
+import os, signal, time
+from directanimator.cli import Terminated, install_termination_handling
+install_termination_handling()
+class Collected:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)  # the signal lands while the finalizer runs
+        for _ in range(1000):
+            pass
+try:
+    Collected()
+    for _ in range(200):
+        time.sleep(0.01)
+    print("not terminated")
+except Terminated:
+    print("terminated")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "terminated" and r.stderr == "", (r.stdout, r.stderr)
