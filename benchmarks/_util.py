@@ -18,27 +18,3 @@ def peak_rss_mib_of(code: str) -> float:
     wrapper = code + "\nimport resource, json\nprint(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
     out = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, check=True, env=_START_ENV)
     return json.loads(out.stdout.strip().splitlines()[-1]) / 1024.0
-
-
-def cpu_model() -> str:
-    """The processor's model name (/proc/cpuinfo), or the architecture where it does not say: these
-    machines change hardware from one run to another (AMD EPYC in one, Intel Xeon in the next)."""
-    import platform
-
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine() -> str:
-    import os
-    import platform
-
-    return f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} cores, Python {platform.python_version()}"
-
-

@@ -13,17 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import peak_rss_mib_of  # noqa: E402  (before cv2 is imported: it keeps the start environment)
+from _util import peak_rss_mib_of  # before cv2 is imported: it keeps the start environment
 
 
 def main() -> None:
@@ -55,7 +50,7 @@ def main() -> None:
     # peak memory of the whole job in a fresh process, for a driving video and one 4x longer; first, before
     # this process's timing runs (measured after them, the cue job's children peaked higher, equally for
     # both lengths: benchmarks/cues.py)
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from pathlib import Path; "
+    code = ("from pathlib import Path; "
             "from tests.test_animate import gt_pipeline_run; "
             "from directanimator.pipeline import DirectAnimatorPipeline; "
             f"gt_pipeline_run(DirectAnimatorPipeline.from_pretrained(None), Path({str(tmp)!r}), {{n}}, steps=2, name='m{{n}}')")

@@ -18,23 +18,21 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import machine  # noqa: E402
-from cues import make_clip  # noqa: E402
+from directanimator.machine import machine
+from cues import make_clip
 
-from directanimator.config import CuesConfig  # noqa: E402
-from directanimator.cues.face import MediaPipeFaceDetector, face_cue  # noqa: E402
-from directanimator.cues.location import estimate_alignment, location_masks, tight_box  # noqa: E402
-from directanimator.cues.pose import GaussianLowpass, pose_cue  # noqa: E402
-from directanimator.cues.segment import MediaPipeSegmenter  # noqa: E402
-from directanimator.video import iter_frames  # noqa: E402
+from directanimator.config import CuesConfig
+from directanimator.cues.face import MediaPipeFaceDetector, face_cue
+from directanimator.cues.location import estimate_alignment, location_masks, tight_box
+from directanimator.cues.pose import GaussianLowpass, pose_cue
+from directanimator.cues.segment import MediaPipeSegmenter
+from directanimator.video import iter_frames
 
 
 def main() -> None:

@@ -37,13 +37,12 @@ import tempfile
 import threading
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import machine  # noqa: E402
-from cues import make_clip  # noqa: E402
+from directanimator.machine import machine
+from cues import make_clip
 
-from directanimator.assets import ASTRONAUT  # noqa: E402
-from directanimator.config import CuesConfig  # noqa: E402
-from directanimator.cues.files import write_cues  # noqa: E402
+from directanimator.assets import ASTRONAUT
+from directanimator.config import CuesConfig
+from directanimator.cues.files import write_cues
 
 TICK = os.sysconf("SC_CLK_TCK")
 TARGET_MS = 10.0

@@ -25,18 +25,18 @@ import argparse
 import json
 import resource
 import statistics
-import sys
 import tempfile
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import machine, peak_rss_mib_of  # noqa: E402
+from _util import peak_rss_mib_of
 
-from directanimator.assets import ASTRONAUT, WALK_VIDEO  # noqa: E402
-from directanimator.config import CuesConfig  # noqa: E402
-from directanimator.cues.files import write_cues  # noqa: E402
-from directanimator.video import Letterbox, VideoWriter, iter_frames  # noqa: E402
+from directanimator.machine import machine
+
+from directanimator.assets import ASTRONAUT, WALK_VIDEO
+from directanimator.config import CuesConfig
+from directanimator.cues.files import write_cues
+from directanimator.video import Letterbox, VideoWriter, iter_frames
 
 
 def make_clip(path: Path, repeats: int, size: int = 512) -> int:

@@ -18,19 +18,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import machine  # noqa: E402
+from directanimator.machine import machine
 
-from directanimator.assets import WALK_VIDEO  # noqa: E402
-from directanimator.config import CuesConfig  # noqa: E402
-from directanimator.cues.segment import MediaPipeSegmenter, PoseSeeder, SubjectRule, SubjectTracker  # noqa: E402
-from directanimator.video import Letterbox, iter_frames  # noqa: E402
+from directanimator.assets import WALK_VIDEO
+from directanimator.config import CuesConfig
+from directanimator.cues.segment import MediaPipeSegmenter, PoseSeeder, SubjectRule, SubjectTracker
+from directanimator.video import Letterbox, iter_frames
 
 FRAMINGS = ((640, 360), (960, 540), (1280, 720), (360, 640), (540, 960))  # (height, width)
 STARTS = (0, 20)

@@ -51,7 +51,6 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--steps", type=int, default=40)
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT))
     from directanimator.config import load_config
     from directanimator.data.dataset import CachedSamples
 

@@ -42,8 +42,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def join_pairs(starts: list[int], window: int, n: int) -> set[int]:
@@ -80,10 +78,10 @@ def scores(video: np.ndarray, truth: np.ndarray, joins: set[int]) -> dict:
 
 def clip_starts(pipe, frames: int) -> list[int]:
     """The window starts the pipeline, as configured now, uses on a clip of `frames` frames."""
-    from directanimator.pipeline import window_starts
+    from directanimator.windows import windows_covering
 
     cfg = pipe.config
-    return window_starts(frames, cfg.model.frames, cfg.inference.window_overlap, pipe.codec.temporal_factor)
+    return windows_covering(frames, cfg.model.frames, cfg.inference.window_overlap, pipe.codec.temporal_factor)
 
 
 def clip_joins(pipe, frames: int) -> set[int]:

@@ -397,7 +397,7 @@ class TrainConfig:
 
 @dataclass
 class InferenceConfig:
-    """`directanimator animate` (pipeline.py)."""
+    """`directanimator animate` (pipeline/)."""
 
     steps: int = 50
     scheduler: Literal["ddim", "dpm"] = "ddim"
@@ -425,7 +425,7 @@ class InferenceConfig:
     # exactly; inside, the model's. For a static camera, as in the reference photo; off for a moving one.
     keep_background: bool = False
     keep_background_margin: float = 0.05
-    # GPU memory savers for the transformer (pipeline.py `apply_memory_option`): none; fp8 = weights
+    # GPU memory savers for the transformer (pipeline/pipeline.py `apply_memory_option`): none; fp8 = weights
     # stored in float8 (e4m3), each layer cast to the compute dtype when it runs (diffusers'
     # layerwise casting: half of bf16's weight memory); group_offload = weights in CPU memory, one
     # block at a time brought to the GPU (diffusers' group offloading: least memory, slowest); auto =

@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
@@ -35,7 +33,7 @@ def main() -> None:
     import torch
 
     from directanimator.config import load_config
-    from directanimator.data.cache import video_tensor
+    from directanimator.windows import video_tensor
     from directanimator.data.format import clip_dir, read_annotations
     from directanimator.eval.puppet import moving_region, puppet_metrics
     from directanimator.model import build_codec

@@ -34,12 +34,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from _util import machine  # noqa: E402  (the machine as every benchmark names it)
+from directanimator.machine import machine
 DA = str(Path(sys.executable).parent / "directanimator")
 RESULTS = ROOT / "experiments" / "results"
 REPORT = ROOT / "experiments" / "reports" / "claims.md"
@@ -361,5 +359,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.exit(main())

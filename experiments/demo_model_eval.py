@@ -25,7 +25,6 @@ from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 MAIN = ("ssim", "psnr", "person_psnr", "moving_psnr")
 GOAL = {"ssim": 0.03, "psnr": 1.0, "person_psnr": 1.0, "moving_psnr": 1.0}

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 CRITERIA = {  # score -> (threshold field, direction: drop when score < t ("min") or > t ("max"))
     "mask_iou": ("min_mask_iou", "min"),

@@ -12,11 +12,9 @@ margin over the best trivial answer on the same windows; the row with the best s
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 GOAL = {"ssim": 0.03, "psnr": 1.0, "person_psnr": 1.0, "moving_psnr": 1.0}
 

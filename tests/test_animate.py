@@ -6,12 +6,14 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from directanimator.pipeline import DirectAnimatorPipeline, triangular_weights, window_starts, window_step
+from directanimator.pipeline import DirectAnimatorPipeline, triangular_weights
+from directanimator.windows import window_step, windows_covering
 from directanimator.video import iter_frames, probe_video
 
 from .media import write_clip
@@ -52,7 +54,7 @@ def test_window_blender_gives_each_frame_once_in_order_as_soon_as_final():
     from directanimator.pipeline import WindowBlender
 
     n, window = 17, 9
-    starts = window_starts(n, window, 5)
+    starts = windows_covering(n, window, 5, 4)
     blender = WindowBlender(starts, window, n)
     out = []
     rng = np.random.default_rng(0)
@@ -71,14 +73,14 @@ def test_window_blender_gives_each_frame_once_in_order_as_soon_as_final():
 
 
 def test_window_layout():
-    assert window_starts(5, 9, 4) == [0]
-    assert window_starts(9, 9, 4) == [0]
-    assert window_step(9, 4) == 4 and window_step(9, 1) == 8 and window_step(17, 4) == 12
-    assert window_starts(17, 9, 4) == [0, 4, 8]
-    assert window_starts(33, 9, 2) == [0, 4, 8, 12, 16, 20, 24]
-    assert window_starts(33, 9, 1) == [0, 8, 16, 24]
+    assert windows_covering(5, 9, 4, 4) == [0]
+    assert windows_covering(9, 9, 4, 4) == [0]
+    assert window_step(9, 4, 4) == 4 and window_step(9, 1, 4) == 8 and window_step(17, 4, 4) == 12
+    assert windows_covering(17, 9, 4, 4) == [0, 4, 8]
+    assert windows_covering(33, 9, 2, 4) == [0, 4, 8, 12, 16, 20, 24]
+    assert windows_covering(33, 9, 1, 4) == [0, 8, 16, 24]
     for n in (10, 33, 100):
-        s = window_starts(n, 9, 4)
+        s = windows_covering(n, 9, 4, 4)
         assert s[-1] + 9 >= n > s[-1] and all(b - a == 4 for a, b in zip(s, s[1:]))
     w = triangular_weights(9)
     assert np.allclose(w, [0.05, 1.05, 2.05, 3.05, 4.05, 3.05, 2.05, 1.05, 0.05])
@@ -132,7 +134,8 @@ def test_windows_join_without_seams(tmp_path):
     video = gt_pipeline_run(pipe, tmp_path, frames=33, steps=10)
     assert len(video) == 33
     d = np.abs(np.diff(video, axis=0)).mean(axis=(1, 2, 3))  # d[t] = |f(t+1) - f(t)|
-    starts = window_starts(33, pipe.config.model.frames, pipe.config.inference.window_overlap)
+    starts = windows_covering(33, pipe.config.model.frames, pipe.config.inference.window_overlap,
+                              pipe.codec.temporal_factor)
     assert starts == [0, 4, 8, 12, 16, 20, 24]
     F = pipe.config.model.frames
     borders = sorted({s - 1 for s in starts[1:]} | {s + F - 1 for s in starts[:-1] if s + F - 1 < len(d)})
@@ -229,10 +232,11 @@ def test_fused_windows_recover_x0_with_an_oracle_velocity(tmp_path):
     whole sequence, with both schedulers, its buffers in files, stepped in chunks."""
     import torch
 
-    from directanimator.model.sampling import fused_window_layout, sample_fused_latents
+    from directanimator.model.sampling import sample_fused_latents
+    from directanimator.windows import fused_window_layout
     from directanimator.pipeline import make_inference_scheduler
 
-    layout, total = fused_window_layout([0, 4, 8, 12], 9)
+    layout, total = fused_window_layout([0, 4, 8, 12], 9, 4)
     assert layout == [[0, 1, 2], [6, 2, 3], [7, 3, 4], [8, 4, 5]] and total == 9
     x0 = torch.randn(total, 24, 16, 16, generator=torch.Generator().manual_seed(0))
     ref = torch.zeros(1, 1, 24, 16, 16)
@@ -414,23 +418,32 @@ def test_guidance_formula_and_dpm_steps_follow_diffusers():
     torch.testing.assert_close(out, x)
 
 
-def test_inference_never_imports_training_code():
-    """The brief's rule: model/, cues/, the pipeline and the web page import nothing from train/,
-    neither at import time nor while loading and running the embedded model."""
+def test_inference_never_imports_training_or_dataset_code():
+    """The brief's rule: model/, cues/, the pipeline, the shared windows module and the web page import
+    nothing from train/ or data/ (nor the puppet world, synth/), neither at import time nor while
+    loading the embedded model and animating with it."""
     import ast
 
     root = Path(__file__).resolve().parents[1] / "directanimator"
-    files = [*root.glob("model/*.py"), *root.glob("cues/*.py"), root / "pipeline.py", root / "ui.py"]
+    files = [*root.glob("model/*.py"), *root.glob("cues/*.py"), *root.glob("pipeline/*.py"), root / "windows.py",
+             root / "ui.py"]
+    assert len([f for f in files if f.parent.name == "pipeline"]) >= 5
     for f in files:
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, ast.ImportFrom):
                 target = ("." * node.level) + (node.module or "")
-                assert "train" not in target.split("."), f"{f.name} imports {target}"
+                parts = target.split(".")
+                assert not {"train", "data", "synth"} & set(parts), f"{f.name} imports {target}"
     code = ("import sys, numpy as np\n"
             "from directanimator.pipeline import DirectAnimatorPipeline\n"
             "pipe = DirectAnimatorPipeline.from_pretrained(None)\n"
-            "print(sorted(m for m in sys.modules if m.startswith('directanimator.train')))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            f"pipe({str(ROOT / 'directanimator' / 'assets' / 'astronaut.jpg')!r}, "
+            f"{str(ROOT / 'directanimator' / 'assets' / 'walk.mp4')!r}, sys.argv[1], steps=1, progress=False)\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('directanimator.train', 'directanimator.data', "
+            "'directanimator.synth'))))\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run([sys.executable, "-c", code, str(Path(tmp) / "a.mp4")], capture_output=True, text=True,
+                             check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 

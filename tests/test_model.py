@@ -381,7 +381,7 @@ def test_cogvideox_codec_reference_scaling_and_seeded_posterior(tmp_path):
 def test_i2v_input_layout():
     noisy = torch.randn(2, 3, C, 8, 8)
     ref = torch.randn(2, 1, C, 8, 8)
-    x = i2v_hidden_states(noisy, ref)
+    x = i2v_hidden_states(noisy, ref, "first_frame")
     assert x.shape == (2, 3, 2 * C, 8, 8)
     assert torch.equal(x[:, :, :C], noisy) and torch.equal(x[:, :1, C:], ref) and x[:, 1:, C:].abs().sum() == 0
     x = i2v_hidden_states(noisy, ref, "all_frames")

@@ -112,7 +112,7 @@ def test_pipeline_matches_diffusers_image_to_video_pipeline(folder, tmp_path):
         scheduler=CogVideoXDDIMScheduler.from_pretrained(folder, subfolder="scheduler"))
     theirs_pipe.set_progress_bar_config(disable=True)
     prompt_embeds = pipe.text_encoder([PROMPT])
-    # our window's initial noise (pipeline.py: generator seed * 1_000_003 + window), one padding frame
+    # our window's initial noise (pipeline/pipeline.py: generator seed * 1_000_003 + window), one padding frame
     noise = torch.randn((1, 4, LATENT_CHANNELS, SIZE // 8, SIZE // 8),
                         generator=torch.Generator().manual_seed(seed * 1_000_003))
     theirs = theirs_pipe(image=Image.fromarray(ref), prompt_embeds=prompt_embeds, guidance_scale=1.0,

@@ -153,7 +153,8 @@ def test_cache_is_keyed_by_config_and_content(puppet_dataset, tiny_cfg):
 def test_the_reference_is_the_photo_stored_with_the_clip(puppet_dataset, tiny_cfg):
     """A puppet training clip carries a reference photo in another pose: the cache encodes that photo
     as the reference, not one of the clip's frames (whose pose is close to the target's)."""
-    from directanimator.data.cache import load_clip_frames, video_tensor
+    from directanimator.data.cache import load_clip_frames
+    from directanimator.windows import video_tensor
     from directanimator.data.format import clip_dir
     from directanimator.model import build_codec
 

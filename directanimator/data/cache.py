@@ -37,8 +37,9 @@ from ..cues.extract import DrivingCues, extract_cues_in_memory
 from ..cues.face import GivenFaceBoxes
 from ..cues.segment import GivenMasks
 from ..errors import InputError
-from ..model.codec import LatentCodec, mask_to_latent
+from ..model.codec import LatentCodec
 from ..video import Letterbox, iter_frames, probe_video
+from ..windows import cue_latents, video_tensor, windows_inside
 from .format import ClipRecord, clip_dir
 
 CACHE_VERSION = 1
@@ -134,10 +135,6 @@ def reference_index(clip_id: str, num_frames: int, seed: int = 0) -> int:
     return int(np.random.default_rng([zlib.crc32(clip_id.encode()), seed]).integers(num_frames))
 
 
-def window_starts(num_frames: int, frames: int, stride: int | None) -> list[int]:
-    return list(range(0, num_frames - frames + 1, stride or frames))
-
-
 def compute_cues(clip: ClipFrames, ref_index: int | None, cfg: Config) -> DrivingCues:
     """The Driving Cue Triplet of a clip with one of its frames as reference (`ref_index`), or with
     the reference photo stored with the clip (None); ground-truth masks and face boxes are used when
@@ -179,14 +176,6 @@ def compute_cues(clip: ClipFrames, ref_index: int | None, cfg: Config) -> Drivin
     return extract_cues_in_memory(ref_image, frames, cues_cfg, fps=clip.fps, reference_name=name, **kwargs)
 
 
-def video_tensor(frames: np.ndarray) -> torch.Tensor:
-    """(T, H, W, 3) or (T, H, W) uint8 -> (1, T, 3, H, W) float in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).float().div(127.5).sub(1.0)
-    if x.dim() == 3:
-        x = x[..., None].expand(-1, -1, -1, 3)
-    return x.permute(0, 3, 1, 2)[None]
-
-
 def misalign(pose: np.ndarray, body: np.ndarray | None, scale: float, shift: tuple[float, float]) -> np.ndarray:
     """Appendix A.2's misalignment augmentation: the person in the pose cue scaled about its mean
     centre and shifted (fractions of the size); the frames keep their size."""
@@ -218,10 +207,9 @@ def encode_windows(codec: LatentCodec, frames: np.ndarray | None, cues: DrivingC
         sl = slice(s, s + length)
         if frames is not None:
             add("latents", codec.encode(video_tensor(frames[sl]), gen))
-            add("body_mask", mask_to_latent(torch.from_numpy(cues.body_mask[sl])[None, :, None], codec))
-            add("face_mask", mask_to_latent(torch.from_numpy(cues.face_mask[sl])[None, :, None], codec))
-        add("pose_latents", codec.encode(video_tensor(pose[sl]), gen))
-        add("face_latents", codec.encode(video_tensor(cues.face_cue[sl]), gen))
+        masks = (cues.body_mask[sl], cues.face_mask[sl]) if frames is not None else (None, None)
+        for key, value in cue_latents(codec, pose[sl], cues.face_cue[sl], *masks, generator=gen).items():
+            add(key, value)
     result = {k: torch.stack(v) for k, v in out.items()}
     if frames is not None and reference is not None:
         ref = codec.encode_reference(video_tensor(reference[None]), gen)[0].to("cpu", dtype)  # (1, C, h, w)
@@ -255,7 +243,7 @@ def build_clip_entry(dataset: Path, record: ClipRecord, cfg: Config, codec: Late
     fp = fingerprint(folder)
     clip = load_clip_frames(folder, cfg.model.size)
     n = len(clip.frames)
-    starts = window_starts(n, cfg.model.frames, cfg.data.window_stride)
+    starts = windows_inside(n, cfg.model.frames, cfg.data.window_stride)
     if not starts:
         raise InputError(f"clip {record.clip_id} has {n} frames, fewer than model.frames = {cfg.model.frames}")
     # the stored reference photo when the clip has one (meta: reference_index -1), else a frame of its own

@@ -7,16 +7,16 @@ import dataclasses
 import torch
 
 from ..config import ModelConfig
-from .codec import CogVideoXCodec, LatentCodec, PixelShuffleCodec, latent_frames, mask_to_latent
+from .codec import CogVideoXCodec, LatentCodec, PixelShuffleCodec, mask_to_latent
 from .cue_fusion import CueFusion, downsample_mask
 from .text import CachedPrompt, NullPrompt, T5PromptEncoder
 from .transformer import (INJECTIONS, REFERENCE_LAYOUTS, CueFusionOutput, CueFusionTransformer3D, front_padding,
-                          i2v_hidden_states, pad_front)
+                          i2v_hidden_states, pad_front, reference_layout_of)
 
 __all__ = [
     "INJECTIONS", "REFERENCE_LAYOUTS", "CogVideoXCodec", "CueFusion", "CueFusionOutput", "CueFusionTransformer3D", "LatentCodec",
     "CachedPrompt", "NullPrompt", "PixelShuffleCodec", "T5PromptEncoder", "build_codec", "build_text_encoder",
-    "build_transformer", "downsample_mask", "front_padding", "i2v_hidden_states", "latent_frames", "mask_to_latent", "pad_front", "transformer_kwargs",
+    "build_transformer", "downsample_mask", "front_padding", "i2v_hidden_states", "reference_layout_of", "mask_to_latent", "pad_front", "transformer_kwargs",
 ]
 
 

@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from ..errors import InputError
+from ..windows import latent_frames
 from .cue_fusion import downsample_mask
 from .weights import find_component
 
@@ -35,13 +36,6 @@ class LatentCodec(Protocol):
         ...
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
-
-
-def latent_frames(num_frames: int, temporal_factor: int = 4) -> int:
-    """1 + 4k frames -> 1 + k latent frames; other counts are an error."""
-    if num_frames < 1 or (num_frames - 1) % temporal_factor:
-        raise ValueError(f"{num_frames} frames: the codec takes 1 + {temporal_factor}k frames")
-    return 1 + (num_frames - 1) // temporal_factor
 
 
 def mask_to_latent(mask: torch.Tensor, codec: LatentCodec) -> torch.Tensor:

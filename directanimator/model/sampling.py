@@ -1,4 +1,4 @@
-"""The denoising loop shared by the pipeline (pipeline.py) and training-time validation
+"""The denoising loop shared by the pipeline (pipeline/) and training-time validation
 (train/validation.py): CogVideoX DDIM or DPM steps on v-predictions, optional classifier-free
 guidance on the driving cues (pose, face and location dropped together)."""
 
@@ -71,10 +71,10 @@ def guided_velocity(transformer, latents: torch.Tensor, t: torch.Tensor, schedul
     the reference latent laid in as the model was trained (`reference_layout`), in float32. With
     `guidance_scale` != 1, classifier-free guidance on the cues (all of `cond` zeroed for the second
     call). `cond` and `encoder_hidden_states` must already be in the compute dtype."""
-    from .transformer import i2v_hidden_states
+    from .transformer import i2v_hidden_states, reference_layout_of
 
     dtype = compute_dtype(transformer) if dtype is None else dtype
-    layout = transformer.config.get("reference_layout", "first_frame")
+    layout = reference_layout_of(transformer)
     x = i2v_hidden_states(scheduler.scale_model_input(latents, t), reference_latent, layout).to(dtype)
     tt = t.expand(latents.shape[0])
     v = transformer(x, encoder_hidden_states, tt, **cond).sample.float()
@@ -127,37 +127,6 @@ def sample_latents(transformer, scheduler, reference_latent: torch.Tensor, cues:
         v = guided_velocity(transformer, latents, t, scheduler, reference_latent, enc, cond, guidance_scale, dtype)
         latents, old_pred = scheduler_step(scheduler, v, i, latents, old_pred, generator)
     return from_diffusion_target(transformer, latents[:, pad:], reference_latent.float())
-
-
-def fused_window_layout(starts: list[int], window: int, temporal: int = 4) -> tuple[list[list[int]], int]:
-    """Latent frames of overlapping windows in one shared sequence, for denoising them together.
-
-    A window of `window` = 1 + temporal * (n - 1) frames has n latent frames: latent 0 holds its
-    first frame alone, latent j >= 1 the frames s + 4(j-1) + 1 .. s + 4j (the CogVideoX VAE's causal
-    grouping). With window starts on the 4-frame grid, latent j >= 1 of the window starting at s = 4k
-    is the video's latent k + j (frames 4(k+j)-3 .. 4(k+j)), the same latent every window covering
-    those frames shares; latent 0 of window k > 0 (frame 4k alone) belongs to that window only.
-    Returns (per window the indices of its n latents in the shared sequence, the sequence's length):
-    the video's latents 0 .. M-1 first, then one private latent per window after the first."""
-    n = latent_frames(window, temporal)
-    if any(s % temporal for s in starts):
-        raise ValueError(f"latent window fusion needs window starts on the {temporal}-frame grid, got {starts}")
-    ks = [s // temporal for s in starts]
-    shared = ks[-1] + n
-    layout, private = [], shared
-    for w, k in enumerate(ks):
-        if w == 0 and k == 0:
-            first = 0
-        else:
-            first, private = private, private + 1
-        layout.append([first] + [k + j for j in range(1, n)])
-    return layout, private
-
-
-def latent_frames(num_frames: int, temporal: int = 4) -> int:
-    from .codec import latent_frames as lf
-
-    return lf(num_frames, temporal)
 
 
 @torch.no_grad()

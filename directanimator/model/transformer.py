@@ -60,6 +60,9 @@ class CueFusionTransformer3D(CogVideoXTransformer3DModel):
     """See the module docstring. Saves and loads with `save_pretrained` / `from_pretrained`
     (safetensors); the cue settings are part of its config."""
 
+    # the backbone's defaults are diffusers' CogVideoXTransformer3DModel's (the real 2B/5B model: 49
+    # frames, 60 x 90 latents), so a real checkpoint's config.json loads as diffusers loads it; a
+    # model built from our YAML configs gets every value from config.py's ModelConfig
     @register_to_config
     def __init__(
         self,
@@ -96,7 +99,7 @@ class CueFusionTransformer3D(CogVideoXTransformer3DModel):
         cue_latent_channels: int | None = None,
         use_face_cue: bool = True,
         use_location_cue: bool = True,
-        reference_layout: str = "first_frame",
+        reference_layout: str = REFERENCE_LAYOUTS[0],
         reference_residual: bool = False,
     ):
         _check_cue_settings(injection, reference_layout)
@@ -468,7 +471,12 @@ def pad_front(x: torch.Tensor, pad: int) -> torch.Tensor:
     return torch.cat([x[:, :1].expand(-1, pad, *x.shape[2:]), x], dim=1)
 
 
-def i2v_hidden_states(noisy: torch.Tensor, reference_latent: torch.Tensor, layout: str = "first_frame") -> torch.Tensor:
+def reference_layout_of(model) -> str:
+    """The model's `reference_layout` (models saved without one: the first, CogVideoX-I2V's)."""
+    return model.config.get("reference_layout", REFERENCE_LAYOUTS[0])
+
+
+def i2v_hidden_states(noisy: torch.Tensor, reference_latent: torch.Tensor, layout: str) -> torch.Tensor:
     """Image-to-video input: the noisy latents (B, F, C, H, W) concatenated on channels with the
     reference-image latent, placed by `layout`:
 

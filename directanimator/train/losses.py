@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..model import front_padding, i2v_hidden_states, pad_front
+from ..model import front_padding, i2v_hidden_states, pad_front, reference_layout_of
 from ..model.sampling import build_scheduler, diffusion_target
 
 
@@ -135,7 +135,7 @@ class Same2XObjective:
         noise = torch.randn(lat.shape, generator=generator).to(device)
         t = sample_timesteps(b, self.scheduler, generator).to(device)
         keep = (torch.rand(b, generator=generator) >= self.cue_dropout).float().to(device).view(b, 1, 1, 1, 1)
-        layout = model.config.get("reference_layout", "first_frame")
+        layout = reference_layout_of(model)
         x = i2v_hidden_states(add_noise(lat, noise, t, self.scheduler), batch["reference_latent"], layout)
         cues = {k: pad_front(batch[k], pad) * keep for k in CUE_KEYS}
         teacher_cues = None

@@ -135,7 +135,7 @@ def validate(model, vs: ValidationSet, codec: LatentCodec, encoder_hidden_states
     scheduler = make_scheduler()
     objective = Same2XObjective(scheduler)  # the denoising term alone, padding left out as in training
     sampler = sampler if sampler is not None else build_scheduler("ddim")
-    layout = model.config.get("reference_layout", "first_frame")
+    layout = model_pkg.reference_layout_of(model)
     losses, rows = [], []
     n = len(vs)
     for s in range(0, n, batch):

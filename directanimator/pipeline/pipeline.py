@@ -32,59 +32,30 @@ peft LoRA through diffusers' `add_adapter`.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
 import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
-from .config import Config, check_seed, check_size, dump_config, from_dict, guidance_warning, load_config
-from .cues.extract import extract_cues
-from .cues.files import CUE_ARRAYS, CueFileSink, mask_from_uint8
-from .data.cache import video_tensor
-from .errors import InputError
-from .storage import work_dir
-from .model import CueFusionTransformer3D, build_codec, build_text_encoder, mask_to_latent
-from .model.sampling import (CUE_KEYS, build_scheduler, from_diffusion_target, fused_window_layout,
-                             sample_fused_latents, sample_latents)
-from .video import Letterbox, VideoWriter, iter_frames, load_image, probe_video
-
-EMBEDDED = Path(__file__).parent / "assets" / "demo_model"
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def resolve_checkpoint(path: str | Path | None) -> tuple[Path, Config]:
-    """A pipeline folder (config.yaml + transformer/), a training run (config.yaml + checkpoints/),
-    or one checkpoint (model/ + state.json) -> (transformer folder, its config)."""
-    from .model.loading import resolve_model_dir
-
-    if path is None:
-        path = EMBEDDED
-        if not (EMBEDDED / "transformer" / "config.json").is_file():
-            raise InputError(f"the embedded demo model is missing from {EMBEDDED}; pass --checkpoint DIR")
-    p = Path(path)
-    if (p / "transformer" / "config.json").is_file():
-        model_dir = resolve_model_dir(p / "transformer")
-    else:
-        model_dir = resolve_model_dir(p)
-    cfg = None
-    for cand in (p / "config.yaml", model_dir.parent / "config.yaml", model_dir.parent.parent.parent / "config.yaml"):
-        if cand.is_file():
-            cfg = load_config(cand)
-            break
-    if cfg is None and (model_dir.parent / "state.json").is_file():
-        cfg = from_dict(Config, json.loads((model_dir.parent / "state.json").read_text()).get("config"))
-    if cfg is None:
-        raise InputError(f"{p}: no config.yaml next to the checkpoint (needed to rebuild its codec and cues)")
-    return model_dir, cfg
+from ..config import Config, check_seed, check_size, dump_config, guidance_warning
+from ..cues.extract import extract_cues
+from ..cues.files import CUE_ARRAYS, CueFileSink, mask_from_uint8
+from ..errors import InputError
+from ..model import CueFusionTransformer3D, build_codec, build_text_encoder
+from ..model.sampling import CUE_KEYS, from_diffusion_target, sample_fused_latents, sample_latents
+from ..storage import work_dir
+from ..video import iter_frames, load_image, probe_video
+from ..windows import cue_latents, fused_window_layout, video_tensor, window_step, windows_covering
+from .background import BackgroundKeeper
+from .blending import WindowBlender
+from .checkpoints import make_inference_scheduler, resolve_checkpoint, resolve_dtype
+from .offload import ModelOffload
+from .output import Framing, Writers
 
 
 @dataclass
@@ -104,113 +75,6 @@ class AnimationResult:
     def as_dict(self) -> dict:
         return {"path": str(self.path), "num_frames": self.num_frames, "fps": self.fps, "width": self.width,
                 "height": self.height, "windows": self.windows, "seconds": self.seconds, "warnings": self.warnings}
-
-
-def window_step(window: int, overlap: int, temporal: int = 4) -> int:
-    """Frames between window starts: window - overlap, rounded down to a multiple of the codec's
-    temporal group (4) when the window allows it. The codec encodes frames in groups (1, then 4 at a
-    time); windows whose groups line up blend group-boundary to group-boundary, while misaligned
-    windows interleave two sets of boundaries (measured: a frame-difference spike every 5 frames
-    with window 9 / overlap 4, none with overlap 5)."""
-    step = max(1, window - max(0, overlap))
-    return max(temporal, step // temporal * temporal) if window > temporal else step
-
-
-def window_starts(num_frames: int, window: int, overlap: int, temporal: int = 4) -> list[int]:
-    """Starts of windows covering [0, num_frames), `window_step` apart; the last window may run past
-    the end (its extra frames repeat the last frame and are dropped). A video shorter than a window
-    gets one window."""
-    if num_frames <= window:
-        return [0]
-    step = window_step(window, overlap, temporal)
-    count = -(-(num_frames - window) // step)
-    return [i * step for i in range(count + 1)]
-
-
-def triangular_weights(window: int, edge: float = 0.05) -> np.ndarray:
-    """w(j) = min(j, window - 1 - j) + edge: a triangle, highest mid-window, almost zero at both
-    ends, so in an overlap one window fades out while the next fades in. (A window's first frame is
-    its weakest: the codec encodes it alone, as the I2V first frame, so it is least like its
-    neighbours; with weights min(j + 1, window - j) it showed as a jump at every window start.)"""
-    j = np.arange(window)
-    return (np.minimum(j, window - 1 - j) + edge).astype(np.float32)
-
-
-class WindowBlender:
-    """Overlapping windows' decoded frames joined with triangular weights (highest mid-window). Frames
-    come out, in order, as soon as no later window touches them: before the next window's start, or
-    all remaining ones after the last window. Holds at most one window's frames."""
-
-    def __init__(self, starts: list[int], window: int, num_frames: int):
-        self.starts, self.window, self.n = list(starts), window, num_frames
-        self.weights = triangular_weights(window)
-        self.done = 0  # frames already given out
-        self._acc: np.ndarray | None = None  # weighted sums of frames done .. done + len - 1
-        self._wacc = np.zeros((0,), np.float32)
-
-    def add(self, wi: int, frames: np.ndarray):
-        """Window `wi`'s frames (window, H, W, 3) float; yields (frame index, blended frame) that are final."""
-        s = self.starts[wi]
-        end = min(s + self.window, self.n)
-        if self._acc is None:
-            self._acc = np.zeros((0, *frames.shape[1:]), np.float32)
-        need = end - self.done
-        if need > len(self._acc):
-            grow = need - len(self._acc)
-            self._acc = np.concatenate([self._acc, np.zeros((grow, *frames.shape[1:]), np.float32)])
-            self._wacc = np.concatenate([self._wacc, np.zeros(grow, np.float32)])
-        for j in range(end - s):
-            k = s + j - self.done
-            self._acc[k] += self.weights[j] * frames[j]
-            self._wacc[k] += self.weights[j]
-        final = (self.starts[wi + 1] if wi + 1 < len(self.starts) else self.n) - self.done
-        for k in range(final):
-            yield self.done + k, self._acc[k] / self._wacc[k]
-        self._acc, self._wacc = self._acc[final:], self._wacc[final:]
-        self.done += final
-
-
-def background_weight(body_mask: np.ndarray, reference_mask: np.ndarray, margin: float) -> np.ndarray:
-    """(H, W) float32 weight of the generated frame when the reference's background is kept: 1 over
-    the region the person occupies in this frame or occupied in the reference (the Location Cue's body
-    mask, any coverage, united with the reference person's mask) grown by `margin` x the frame size,
-    falling linearly to 0 over as much again, 0 beyond: there the output is the reference photo's own
-    pixels, exact, instead of the codec's lossy, sampled version of them (experiments/ceiling.py
-    measures what that is worth). margin 0: the region itself, no feather."""
-    region = (np.asarray(body_mask) > 0) | np.asarray(reference_mask).astype(bool)
-    px = margin * max(region.shape)
-    if not region.any():
-        return np.ones(region.shape, np.float32)
-    if px <= 0:
-        return region.astype(np.float32)
-    # distance (px) of every pixel outside the region to its nearest region pixel
-    dist = cv2.distanceTransform((~region).astype(np.uint8), cv2.DIST_L2, 5)
-    return np.clip(2.0 - dist / px, 0.0, 1.0).astype(np.float32)
-
-
-class _BackgroundKeeper:
-    """Per output frame, the generated frame blended with the reference by `background_weight`.
-    Frames whose body mask is empty (no usable person in that driving frame) use the nearest frame
-    that has one; with none in the whole video the generated frames pass unchanged."""
-
-    def __init__(self, spool: Path, reference: np.ndarray, margin: float):
-        self.spool, self.margin = spool, margin
-        self.reference = reference.astype(np.float32)
-        with safe_open(str(spool), "np") as f:
-            self.reference_mask = f.get_tensor("reference_mask").astype(bool)
-            body = f.get_slice("body_mask")
-            n = body.get_shape()[0]
-            self.valid = np.array([bool((body[i:i + 1] > 0).any()) for i in range(n)])
-        self.valid_idx = np.flatnonzero(self.valid)
-
-    def __call__(self, index: int, frame: np.ndarray) -> np.ndarray:
-        if not len(self.valid_idx):
-            return frame
-        src = index if self.valid[index] else int(self.valid_idx[np.argmin(np.abs(self.valid_idx - index))])
-        with safe_open(str(self.spool), "np") as f:
-            body = mask_from_uint8(f.get_slice("body_mask")[src:src + 1][0])
-        w = background_weight(body, self.reference_mask, self.margin)[..., None]
-        return w * frame + (1.0 - w) * self.reference
 
 
 class DirectAnimatorPipeline:
@@ -239,7 +103,7 @@ class DirectAnimatorPipeline:
         sampler's own arithmetic stays float32. A LoRA run's adapter is merged into the weights
         unless `merge_lora` is False (then it runs as live LoRA layers). `memory`: see
         `apply_memory_option` (default: the config's `inference.memory`)."""
-        from .model.loading import check_compatible, load_transformer
+        from ..model.loading import check_compatible, load_transformer
 
         device = torch.device(device)
         dtype = resolve_dtype(dtype, device)
@@ -386,14 +250,8 @@ class DirectAnimatorPipeline:
 
             pose, face = take("pose_cue"), take("face_cue")
             body, fmask = mask_from_uint8(take("body_mask")), mask_from_uint8(take("face_mask"))
-        c = self.codec
-        return {
-            "pose_latents": c.encode(video_tensor(pose)).to(self.device),
-            "face_latents": c.encode(video_tensor(face)).to(self.device),
-            "body_mask": mask_to_latent(torch.from_numpy(body)[None, :, None], c).to(self.device),
-            "face_mask": mask_to_latent(torch.from_numpy(fmask)[None, :, None], c).to(self.device),
-            "pose_cue": pose,
-        }
+        latents = cue_latents(self.codec, pose, face, body, fmask)
+        return {**{k: v.to(self.device) for k, v in latents.items()}, "pose_cue": pose}
 
     @staticmethod
     def window_pose_cue(spool: Path, start: int, length: int, num_frames: int) -> np.ndarray:
@@ -452,21 +310,68 @@ class DirectAnimatorPipeline:
 
     # ------------------------------------------------------------------ the call
 
-    def __call__(self, reference: str | Path | np.ndarray, driving: str | Path, out: str | Path,
-                 steps: int | None = None, seed: int | None = None, size: int | None = None,
-                 guidance_scale: float | None = None, side_by_side: str | Path | None = None,
-                 segmenter=None, face_detector=None, reference_mask: np.ndarray | None = None,
-                 progress: bool = True, window_overlap: int | None = None, keypoints=None,
-                 callback: Callable[[str, int, int], None] | None = None,
-                 keep_background: bool | None = None, window_fusion: str | None = None,
-                 return_frames: bool = False, out_size: int | None = None) -> AnimationResult:
-        """`callback(stage, done, total)`, when given, is called as work advances: ("cues", 0, 1)
-        before the cues, ("denoise", i, steps) after each denoising step when windows are fused in latent
-        space, ("windows", k, n) after each of the n windows is written. An exception it raises
-        (e.g. a cancel) stops the call; nothing is written then. `return_frames` also returns the
-        frames as written, before the video encoder (memory grows with the video: for tests and
-        short clips). `out_size`: the written video's longer side in pixels (frames upscaled with
-        Lanczos from the working size; default: the working size)."""
+    def __call__(self, reference: str | Path | np.ndarray, driving: str | Path, out: str | Path, *,
+                 size: int | None = None, out_size: int | None = None,
+                 segmenter=None, face_detector=None, reference_mask: np.ndarray | None = None, keypoints=None,
+                 window_overlap: int | None = None,
+                 steps: int | None = None, seed: int | None = None, guidance_scale: float | None = None,
+                 window_fusion: str | None = None,
+                 keep_background: bool | None = None,
+                 side_by_side: str | Path | None = None, return_frames: bool = False,
+                 progress: bool = True, callback: Callable[[str, int, int], None] | None = None) -> AnimationResult:
+        r"""
+        Animate the person in `reference` with the motion and expressions of `driving`. Every setting
+        left at `None` comes from the model's config (`model.size`, `inference.*`).
+
+        Args:
+            reference (`str`, `Path` or `np.ndarray`):
+                The reference photo: an image file, or an (H, W, 3) uint8 RGB array.
+            driving (`str` or `Path`):
+                The driving video, any length; the result has its frame count, frame rate and audio.
+            out (`str` or `Path`):
+                Where the result video goes; written under a temporary name and moved into place when
+                complete (nothing is left behind on an error or a cancel).
+            size (`int`, *optional*):
+                Step 1. The working size in pixels (square, letterboxed), rounded to what the model takes.
+            out_size (`int`, *optional*):
+                Step 1. The written video's longer side in pixels (enlarged with Lanczos from the
+                working size); default: the working size.
+            segmenter, face_detector, keypoints (*optional*):
+                Step 2. Detectors in place of the embedded ones (`cues.detectors.Detectors` gives
+                ground-truth ones for the puppet world); `keypoints` only for the skeleton ablation.
+            reference_mask (`np.ndarray`, *optional*):
+                Step 2. The reference person's (H, W) mask, in place of segmenting the photo.
+            window_overlap (`int`, *optional*):
+                Step 3. Frames shared by neighbouring windows (moved onto the codec's frame grid).
+            steps (`int`, *optional*):
+                Step 5. Denoising steps.
+            seed (`int`, *optional*):
+                Step 5. The seed of the initial noise and of the codec's sampling; the same seed gives the
+                same video.
+            guidance_scale (`float`, *optional*):
+                Step 5. Classifier-free guidance on the driving cues (1: off).
+            window_fusion (`str`, *optional*):
+                Step 5. `"pixel"`: each window denoised alone and blended after decoding; `"latent"`: all
+                windows denoised together, their shared latent frames fused at every step.
+            keep_background (`bool`, *optional*):
+                Step 7. Outside the person's region, the reference photo's own pixels.
+            side_by_side (`str` or `Path`, *optional*):
+                Step 8. Also write reference | driving | pose cue | result to this path.
+            return_frames (`bool`, defaults to `False`):
+                Step 8. Also return the frames as written, before the video encoder (memory grows with
+                the video: for tests and short clips).
+            progress (`bool`, defaults to `True`):
+                Progress bars on the terminal.
+            callback (`Callable[[str, int, int], None]`, *optional*):
+                Called as work advances with (stage, done, total): ("cues", 0, 1) before the cues,
+                ("denoise", i, steps) after each step when windows are fused in latent space,
+                ("windows", k, n) after each of the n windows is written. An exception it raises (a
+                cancel) stops the call; nothing is written then.
+
+        Returns:
+            [`AnimationResult`]: the written path, frame count, fps, size, windows, seconds per stage,
+            the cue report and warnings (and the frames when `return_frames`).
+        """
         cfg = self.config
         # 1. check inputs and settings
         inf, steps, seed, guidance = self.resolve_settings(steps, seed, guidance_scale, window_overlap,
@@ -488,15 +393,15 @@ class DirectAnimatorPipeline:
                                                face_detector=face_detector, reference_mask=reference_mask,
                                                keypoints=keypoints)
             seconds["cues"] = time.perf_counter() - t0
-            n, framing = report.num_frames, _Framing.of(ref_img, size, out_size)
+            n, framing = report.num_frames, Framing.of(ref_img, size, out_size)
             # 4a. the reference through the codec
             t0 = time.perf_counter()
             ref_lb, ref_latent = self.encode_reference(spool, seed)
             seconds["codec"] += time.perf_counter() - t0
             # 3. windows on the codec's frame grid
-            starts = window_starts(n, window, overlap, self.codec.temporal_factor)
-            keeper = _BackgroundKeeper(spool, ref_lb, inf.keep_background_margin) if inf.keep_background else None
-            writers = _Writers(tmp, out.suffix, driving, info, size, framing, ref_lb, side_by_side is not None,
+            starts = windows_covering(n, window, overlap, self.codec.temporal_factor)
+            keeper = BackgroundKeeper(spool, ref_lb, inf.keep_background_margin) if inf.keep_background else None
+            writers = Writers(tmp, out.suffix, driving, info, size, framing, ref_lb, side_by_side is not None,
                                return_frames)
             fused = None
             if inf.window_fusion == "latent" and len(starts) > 1:
@@ -565,144 +470,3 @@ class DirectAnimatorPipeline:
         return latents, enc_cues["pose_cue"]
 
 
-@dataclass
-class _Framing:
-    """The written frame: the reference's own framing in the working frame (its letterbox padding
-    cropped; even sides, `ow` x `oh` at `x0`, `y0`), written at `fw` x `fh` (enlarged with Lanczos for
-    `out_size`), and the side-by-side's panel side, enlarged with it."""
-
-    x0: int
-    y0: int
-    ow: int
-    oh: int
-    fw: int
-    fh: int
-    panel: int
-
-    @classmethod
-    def of(cls, reference: np.ndarray, size: int, out_size: int | None) -> "_Framing":
-        lb = Letterbox.fit(reference.shape[1], reference.shape[0], size)
-        iw, ih = lb.inner
-        ow, oh = max(2, iw // 2 * 2), max(2, ih // 2 * 2)
-        fw, fh, panel = ow, oh, size
-        if out_size is not None:
-            k = out_size / max(ow, oh)
-            fw, fh = max(2, int(round(ow * k / 2)) * 2), max(2, int(round(oh * k / 2)) * 2)
-            panel = max(2, int(round(size * k / 2)) * 2)
-        return cls(lb.pad_x, lb.pad_y, ow, oh, fw, fh, panel)
-
-    def shown(self, full: np.ndarray) -> np.ndarray:
-        """A finished working-size frame as written."""
-        shown = np.ascontiguousarray(full[self.y0:self.y0 + self.oh, self.x0:self.x0 + self.ow])
-        if (self.fw, self.fh) != (self.ow, self.oh):
-            shown = cv2.resize(shown, (self.fw, self.fh), interpolation=cv2.INTER_LANCZOS4)
-        return shown
-
-
-class _Writers:
-    """Step 8: each finished frame to the result video, to the side-by-side when asked (reference |
-    driving | pose cue | result, letterboxed) and to the kept frames when asked; both videos under
-    temporary names in `tmp`, moved into place by `move_to`."""
-
-    def __init__(self, tmp: Path, suffix: str, driving, info, size: int, framing: _Framing, ref_lb: np.ndarray,
-                 side_by_side: bool, keep: bool):
-        audio = Path(driving) if info.has_audio else None
-        self.framing, self.size, self.ref_lb = framing, size, ref_lb
-        self.result_path = tmp / ("result" + suffix)
-        self.side_path = tmp / ("side" + suffix) if side_by_side else None
-        self.result = VideoWriter(self.result_path, info.fps_fraction, framing.fw, framing.fh, crf=18, audio_from=audio)
-        self.side = None
-        if side_by_side:
-            self.side = VideoWriter(self.side_path, info.fps_fraction, 4 * framing.panel, framing.panel, crf=18,
-                                    audio_from=audio)
-            self.driving_frames, self.driving_lb = iter_frames(driving), Letterbox.fit(info.width, info.height, size)
-        self.kept: list[np.ndarray] | None = [] if keep else None
-        self.poses: dict[int, np.ndarray] = {}
-
-    def add_poses(self, start: int, pose_cue: np.ndarray, n: int) -> None:
-        """A window's Pose Cue frames, for the side-by-side (the first window that has a frame gives it)."""
-        for j in range(len(pose_cue)):
-            if start + j < n:
-                self.poses.setdefault(start + j, pose_cue[j])
-
-    def write(self, index: int, full: np.ndarray) -> None:
-        shown = self.framing.shown(full)
-        self.result.write(shown)
-        if self.kept is not None:
-            self.kept.append(shown)
-        pose = self.poses.pop(index)
-        if self.side is not None:
-            drv = self.driving_lb.apply(next(self.driving_frames))
-            pose3 = np.repeat(pose[..., None], 3, axis=2) if pose.ndim == 2 else pose
-            row = np.concatenate([self.ref_lb, drv, pose3, full], axis=1)
-            if self.framing.panel != self.size:
-                row = cv2.resize(row, (4 * self.framing.panel, self.framing.panel), interpolation=cv2.INTER_LANCZOS4)
-            self.side.write(np.ascontiguousarray(row))
-
-    def close(self) -> None:
-        self.result.close()
-        if self.side is not None:
-            self.side.close()
-
-    def move_to(self, out: Path, side_by_side: str | Path | None) -> None:
-        self.result_path.replace(out)
-        if self.side_path is not None:
-            Path(side_by_side).parent.mkdir(parents=True, exist_ok=True)
-            self.side_path.replace(side_by_side)
-
-
-class ModelOffload:
-    """Model CPU offload (diffusers' `enable_model_cpu_offload`) through accelerate hooks: the models
-    start in CPU memory; before one runs (its forward, or the VAE's encode/decode, which diffusers'
-    `apply_forward_hook` routes through the hook) the model on the device goes back to CPU memory and
-    this one comes to the device. Unlike accelerate's chained `cpu_offload_with_hook`, the order of use
-    does not matter: the pipeline alternates transformer and VAE window by window. `log` records every
-    move as ("offload" | "onload", index in `models`)."""
-
-    def __init__(self, models: list[torch.nn.Module], device: torch.device):
-        from accelerate.hooks import ModelHook, add_hook_to_module
-        from accelerate.utils import send_to_device
-
-        self.models, self.device = list(models), torch.device(device)
-        self.current: torch.nn.Module | None = None
-        self.log: list[tuple[str, int]] = []
-        owner = self
-
-        class Hook(ModelHook):
-            def pre_forward(self, module, *args, **kwargs):
-                owner.bring(module)
-                return send_to_device(args, owner.device), send_to_device(kwargs, owner.device)
-
-        for m in self.models:
-            m.to("cpu")
-            add_hook_to_module(m, Hook())
-
-    def bring(self, module: torch.nn.Module) -> None:
-        if self.current is module:
-            return
-        if self.current is not None:
-            self.current.to("cpu")
-            self.log.append(("offload", self._index(self.current)))
-        module.to(self.device)
-        self.current = module
-        self.log.append(("onload", self._index(module)))
-
-    def _index(self, module: torch.nn.Module) -> int:
-        return next(i for i, m in enumerate(self.models) if m is module)
-
-
-def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
-    """None or "auto": bfloat16 on CUDA (what CogVideoX runs in), float32 elsewhere."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype in (None, "auto"):
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in names:
-        raise InputError(f"--dtype must be one of auto, float32, bfloat16, float16, got {dtype!r}")
-    return names[dtype]
-
-
-def make_inference_scheduler(kind: str, pretrained: str | None = None):
-    return build_scheduler(kind, pretrained)
