@@ -51,7 +51,7 @@ def main() -> None:
     # this process's timing runs (measured after them, the cue job's children peaked higher, equally for
     # both lengths: benchmarks/cues.py)
     code = ("from pathlib import Path; "
-            "from tests.test_animate import gt_pipeline_run; "
+            "from tests.pipeline.test_animate import gt_pipeline_run; "
             "from directanimator.pipeline import DirectAnimatorPipeline; "
             f"gt_pipeline_run(DirectAnimatorPipeline.from_pretrained(None), Path({str(tmp)!r}), {{n}}, steps=2, name='m{{n}}')")
     result["peak_rss_mib"] = {f"{n}_frames": round(peak_rss_mib_of(code.format(n=n))) for n in (33, 132)}

@@ -2,7 +2,7 @@
 resume them. ZeRO-2 runs on 2 CUDA GPUs or,
 without them, on 2 CPU processes (DeepSpeed's CPU accelerator over gloo; `pip install -e ".[deepspeed]"`);
 FSDP runs only where there are 2 CUDA GPUs (accelerate runs FSDP only on GPUs: elsewhere its row says
-so; tests/test_sharded.py checks the FSDP2 checkpoint functions on 2 CPU processes without accelerate).
+so; tests/train/test_sharded.py checks the FSDP2 checkpoint functions on 2 CPU processes without accelerate).
 
   .venv/bin/python benchmarks/sharded_launch.py [--steps 4] [--work out/sharded]
 
@@ -44,7 +44,7 @@ def main() -> None:
     from directanimator.synth.world import build_world
     from directanimator.train.pseudo import make_pseudo
     from tests.cogvideox_folder import make_tiny_cogvideox15_i2v
-    from tests.test_real_layout import keep_every_pseudo_clip, train_config
+    from tests.model.test_real_layout import keep_every_pseudo_clip, train_config
 
     work = (ROOT / args.work).resolve()
     folder = work / "CogVideoX1.5-5B-I2V"

@@ -1,9 +1,31 @@
+"""Fixtures and helpers shared by the whole suite (tests/<area>/ mirrors directanimator/<area>/)."""
+
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+PY = sys.executable
+
+
+def cli(*args, env: dict | None = None, timeout: float = 300, threads: int = 1) -> subprocess.CompletedProcess:
+    """`python -m directanimator ARGS` in a new process from the repository root, as a user runs it
+    (exit status, stderr, signals); `cli_here` runs the command line in this process instead."""
+    e = dict(os.environ, OMP_NUM_THREADS=str(threads), **(env or {}))
+    return subprocess.run([PY, "-m", "directanimator", *map(str, args)], capture_output=True, text=True, env=e,
+                          cwd=ROOT, timeout=timeout)
+
+
+def read_log(run) -> list[dict]:
+    """A training run's log.jsonl, one dict per logged step."""
+    return [json.loads(line) for line in (Path(run) / "log.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture
@@ -17,12 +39,9 @@ def cli_here(capfd, monkeypatch):
     `subprocess.run` would (returncode, stdout, stderr) without a new interpreter importing torch,
     diffusers and MediaPipe for every call (~8 s a call on the 2-core machine). The tests that must
     see a real process (exit status, signals, no traceback) keep a subprocess."""
-    import subprocess
-    from pathlib import Path
-
     from directanimator.cli import main
 
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    monkeypatch.chdir(ROOT)
 
     def run(*args):
         capfd.readouterr()

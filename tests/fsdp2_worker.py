@@ -1,4 +1,4 @@
-"""One process of the FSDP2 checkpoint test (tests/test_sharded.py), launched with torch.distributed.run
+"""One process of the FSDP2 checkpoint test (tests/train/test_sharded.py), launched with torch.distributed.run
 on CPU (gloo). accelerate runs FSDP only on GPUs, so this applies FSDP2 as accelerate's FSDP2 config
 does (configs/accelerate/fsdp_8gpu.yaml: fully_shard per CogVideoXBlock and at the root, bf16 compute,
 fp32 reduction and fp32 sharded parameters) to the tiny CueFusion transformer and trains it with the

@@ -5,7 +5,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "directanimator"
+from .conftest import ROOT
+
+PACKAGE = ROOT / "directanimator"
 MAX_LINES = 80
 
 

@@ -175,7 +175,7 @@ def location_masks(body: np.ndarray, face_box: np.ndarray | None, alignment: Ali
     `NO_PERSON` for an empty mask): the warp and the softening then run on the part of the frame the
     person reaches. The same masks to OpenCV's fixed-point rounding of the warp's sample positions
     (1/32 pixel: at most 2 levels of 255 in `soft`, on a few pixels in a thousand at most;
-    tests/test_location.py)."""
+    tests/cues/test_location.py)."""
     shape = body.shape
     if mode == "off":
         return np.zeros(shape, np.float32), np.zeros(shape, np.float32)

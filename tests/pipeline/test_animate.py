@@ -16,16 +16,9 @@ from directanimator.pipeline import DirectAnimatorPipeline, triangular_weights
 from directanimator.windows import window_step, windows_covering
 from directanimator.video import iter_frames, probe_video
 
-from .media import write_clip
+from ..media import write_clip
 
-ROOT = Path(__file__).resolve().parents[1]
-PY = sys.executable
-
-
-def cli(*args, timeout=300):
-    env = dict(os.environ, OMP_NUM_THREADS="2")
-    return subprocess.run([PY, "-m", "directanimator", *args], capture_output=True, text=True, env=env, cwd=ROOT,
-                          timeout=timeout)
+from ..conftest import PY, ROOT, cli
 
 
 def puppet_driving(tmp_path, frames=17, audio=True, seed=5):
@@ -159,7 +152,7 @@ def test_window_seams_benchmark_runs_the_windows_it_is_given(monkeypatch):
     assert rows[1:3] == ["pixel", "latent"] and sum(row.startswith("trivial: ") for row in rows) == 3
     paired = [line for line in lines if "against the cross-fade at the joins, clip by clip" in line]
     assert len(paired) == 1 and paired[0].startswith("latent against") and " of 1 clips" in paired[0]
-    from .scripts import load_benchmark
+    from ..scripts import load_benchmark
 
     window_seams = load_benchmark("window_seams")
     sign_test = window_seams.sign_test
@@ -181,7 +174,7 @@ def test_peak_memory_flat_for_a_four_times_longer_video(same_id_run, tmp_path):
 import resource, sys, numpy as np
 from pathlib import Path
 sys.path.insert(0, {root!r})
-from tests.test_animate import gt_pipeline_run
+from tests.pipeline.test_animate import gt_pipeline_run
 from directanimator.pipeline import DirectAnimatorPipeline
 pipe = DirectAnimatorPipeline.from_pretrained({run!r})
 gt_pipeline_run(pipe, Path({tmp!r}), {frames}, steps=2, name="m{frames}")
@@ -424,7 +417,7 @@ def test_inference_never_imports_training_or_dataset_code():
     loading the embedded model and animating with it."""
     import ast
 
-    root = Path(__file__).resolve().parents[1] / "directanimator"
+    root = ROOT / "directanimator"
     files = [*root.glob("model/*.py"), *root.glob("cues/*.py"), *root.glob("pipeline/*.py"), root / "windows.py",
              root / "ui.py"]
     assert len([f for f in files if f.parent.name == "pipeline"]) >= 5

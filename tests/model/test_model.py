@@ -24,6 +24,8 @@ from directanimator.model import (
 )
 from directanimator.model.cue_fusion import patchify
 
+from ..conftest import ROOT
+
 # 1.0-style (sin-cos positions, 2D patches) and 1.5-style (RoPE, patch_size_t=2, ofs embedding)
 STYLE = {
     "1.0": dict(patch_size_t=None, use_rotary_positional_embeddings=False, ofs_embed_dim=None, patch_bias=True),
@@ -498,7 +500,7 @@ def test_reference_residual_target_round_trips_and_is_zero_on_a_still_video():
 
 def test_gpu_memory_estimate_follows_the_parameter_counts():
     """benchmarks/gpu.py --estimate: exact meta-device counts, and bytes per parameter as documented."""
-    from .scripts import load_benchmark
+    from ..scripts import load_benchmark
 
     gpu = load_benchmark("gpu")
     est = gpu.estimate(gpus=8, lora_rank=64)
@@ -528,7 +530,7 @@ def test_gpu_measure_script_runs_its_rows_on_cpu():
     import sys
     from pathlib import Path
 
-    root = Path(__file__).parents[1]
+    root = ROOT
     r = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu.py"), "--measure", "--smoke", "--runs", "1"],
                        capture_output=True, text=True, timeout=600, cwd=root, env={**__import__("os").environ,
                                                                                     "OMP_NUM_THREADS": "2"})

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from .cogvideox_folder import LATENT_CHANNELS, make_tiny_cogvideox15_i2v
-from .media import write_clip
+from ..cogvideox_folder import LATENT_CHANNELS, make_tiny_cogvideox15_i2v
+from ..media import write_clip
 
 SIZE, FRAMES, PROMPT = 32, 9, "a person walks"
 

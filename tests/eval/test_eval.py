@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -18,9 +17,9 @@ from directanimator.eval.features import LPIPS, FeatureMetrics, feature_stats, f
 from directanimator.eval.pixel import l1, psnr, psnr_per_frame, ssim
 from directanimator.video import iter_frames, load_image
 
-from .media import write_clip
+from ..media import write_clip
 
-ROOT = Path(__file__).resolve().parents[1]
+from ..conftest import ROOT
 
 
 def frames(rng, n=4, h=48, w=40):

@@ -23,18 +23,7 @@ from directanimator.train.checkpoint import latest_checkpoint, resolve_model_dir
 from directanimator.train.losses import make_scheduler, s2x_loss, velocity
 from directanimator.train.trainer import load_transformer, train, weights_digest
 
-ROOT = Path(__file__).resolve().parents[1]
-PY = sys.executable
-
-
-def cli(*args, env=None, timeout=300):
-    e = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
-    return subprocess.run([PY, "-m", "directanimator", *args], capture_output=True, text=True, env=e, cwd=ROOT,
-                          timeout=timeout)
-
-
-def read_log(run):
-    return [json.loads(line) for line in (Path(run) / "log.jsonl").read_text().splitlines()]
+from ..conftest import PY, ROOT, cli, read_log
 
 
 # ------------------------------------------------------------------ losses
@@ -886,7 +875,7 @@ def test_preprocess_checks_a_real_clips_person_at_the_clips_own_resolution(tmp_p
 
     from directanimator.video import iter_frames
 
-    from .media import write_clip
+    from ..media import write_clip
 
     report = preprocess(dataset("person", True), tiny_cfg(), progress=False)
     assert report["built"] == 1 and report["failed"] == 0, report["failures"]

@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from .scripts import load_experiment
+from ..scripts import load_experiment
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,13 +18,9 @@ from directanimator.errors import InputError
 from directanimator.train.sharded import load_shard, save_shard, shard_file
 from directanimator.train.trainer import load_transformer, weights_digest
 
-ROOT = Path(__file__).resolve().parents[1]
-PY = sys.executable
+from ..conftest import PY, ROOT, read_log
+
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
-
-
-def read_log(run):
-    return [json.loads(line) for line in (Path(run) / "log.jsonl").read_text().splitlines()]
 
 
 def curve(log):

@@ -15,7 +15,8 @@ from directanimator.cli import main
 from directanimator.cues.files import load_cues
 from directanimator.video import iter_frames, probe_video
 
-from .media import write_clip
+from ..conftest import ROOT
+from ..media import write_clip
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +114,7 @@ def test_subject_choice_for_the_driving_video_and_the_reference(tmp_path, capsys
     # a photo of two people: the one on the right when asked
     from directanimator.video import load_image, save_image
 
-    a, b = load_image(ASTRONAUT), load_image(Path(__file__).parent / "data" / "grace_hopper.jpg")
+    a, b = load_image(ASTRONAUT), load_image(ROOT / "tests" / "data" / "grace_hopper.jpg")
     h = 256
     pair = np.concatenate([cv2.resize(a, (a.shape[1] * h // a.shape[0], h)), cv2.resize(b, (b.shape[1] * h // b.shape[0], h))], 1)
     save_image(tmp_path / "pair.png", pair)
@@ -348,7 +349,7 @@ def test_sigterm_leaves_nothing_behind(tmp_path, verb):
 
     from directanimator.synth.render import render_clip
 
-    from .media import write_clip
+    from ..media import write_clip
 
     clip = render_clip(11, 12, 13, 240, 128)
     drv = tmp_path / "in" / "long.mp4"
@@ -466,7 +467,7 @@ def test_a_reference_without_a_person_is_refused_at_every_size(tmp_path, capsys,
     from directanimator.cues.presence import person_confidence
     from directanimator.video import load_image
 
-    path = ASTRONAUT if photo is None else Path(__file__).parent / "data" / photo
+    path = ASTRONAUT if photo is None else ROOT / "tests" / "data" / photo
     confidence = person_confidence(load_image(path))
     assert (confidence >= 0.8) if person else (confidence < 0.2), confidence
     # the job asks only whether it reaches the threshold: the pose model is skipped once a face does
@@ -546,7 +547,7 @@ def test_cpu_budget_benchmark_counts_each_threads_cpu_in_its_group(tmp_path):
 
     from directanimator.config import CuesConfig
 
-    from .scripts import load_benchmark
+    from ..scripts import load_benchmark
 
     cue_threads = load_benchmark("cue_threads")
 

@@ -376,7 +376,7 @@ def test_a_whole_body_small_in_a_tall_frame_is_found_from_the_first_frames_with_
     from directanimator.cues.segment import MediaPipeSegmenter
     from directanimator.video import iter_frames
 
-    from .scripts import load_benchmark
+    from ..scripts import load_benchmark
 
     full_body = load_benchmark("full_body")
     frames = list(iter_frames(WALK_VIDEO))[20:28]
