@@ -10,9 +10,12 @@ TEST_STAMP := .venv/.installed-test
 # what the demo and the web page need
 setup: $(STAMP)
 
+# PySceneDetect (`ingest`) without its dependencies: its wheel requires opencv-python, which would
+# install a second cv2 over opencv-contrib-python (MediaPipe's); it runs on the latter
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv .venv
 	$(PIP) install --quiet --disable-pip-version-check -c constraints.txt -e ".[ui]"
+	$(PIP) install --quiet --disable-pip-version-check --no-deps -c constraints.txt scenedetect platformdirs
 	touch $(STAMP)
 
 # and what only the tests need: the dev extra, and Debian's chromium for the web page's browser test

@@ -55,6 +55,24 @@ def _load(args: argparse.Namespace):
     return cfg
 
 
+def _ingest(args: argparse.Namespace) -> int:
+    from .data.ingest import IngestSettings, ingest
+
+    settings = IngestSettings(min_seconds=args.min_seconds, max_seconds=args.max_seconds,
+                              test_fraction=args.test_fraction, frames_fps=args.frames_fps,
+                              sample_fps=args.sample_fps, min_person_fraction=args.min_person_fraction,
+                              scene_threshold=args.scene_threshold, subject=args.subject, max_side=args.max_side,
+                              seed=args.seed)
+    summary = ingest(args.source, args.out, settings, progress=not args.quiet)
+    print(f"wrote {args.out}: {summary['clips']} clips from {summary['sources']} sources ({summary['train']} train, "
+          f"{summary['test']} test); verdicts " + json.dumps({k: v for k, v in summary["verdicts"].items() if v})
+          + f"; report {os.path.join(args.out, 'ingest_report.md')}")
+    for rep in summary["per_source"]:
+        if rep["error"]:
+            print(f"skipped {rep['source']}: {rep['error']}", file=sys.stderr)
+    return 0 if summary["clips"] else 2
+
+
 def _preprocess(args: argparse.Namespace) -> int:
     from .data.preprocess import preprocess
 
@@ -285,6 +303,33 @@ def _add_synth_verb(sub) -> None:
     p.set_defaults(func=_synth)
 
 
+def _add_ingest_verb(sub) -> None:
+    """The `ingest` verb's arguments."""
+    from .data.ingest import IngestSettings
+
+    d = IngestSettings()
+    p = sub.add_parser("ingest", help="a folder of raw videos (or frame folders) -> clips and manifest (resumable)")
+    p.add_argument("source", help="folder of videos and/or folders of numbered frames")
+    p.add_argument("--out", required=True, help="dataset folder (clips/, manifest.jsonl, ingest_report.md)")
+    p.add_argument("--min-seconds", type=float, default=d.min_seconds, help="shorter pieces are dropped")
+    p.add_argument("--max-seconds", type=float, default=d.max_seconds, help="longer scenes are cut into clips")
+    p.add_argument("--test-fraction", type=float, default=d.test_fraction,
+                   help="fraction of the source videos whose clips all go to the test split")
+    p.add_argument("--frames-fps", type=float, default=d.frames_fps, help="frame rate of frame folders")
+    p.add_argument("--sample-fps", type=float, default=d.sample_fps, help="person checks per second")
+    p.add_argument("--min-person-fraction", type=float, default=d.min_person_fraction,
+                   help="a clip is kept when this fraction of its checks shows one main person")
+    p.add_argument("--scene-threshold", type=float, default=d.scene_threshold,
+                   help="PySceneDetect ContentDetector's threshold")
+    p.add_argument("--subject", default=d.subject,
+                   help="with several people, the one to keep (auto: clips with several people are dropped; "
+                        "largest, center, N, X,Y as in the cues)")
+    p.add_argument("--max-side", type=int, default=d.max_side, help="clips are downscaled to this longer side")
+    p.add_argument("--seed", type=int, default=d.seed, help="of the train/test split of the sources")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_ingest)
+
+
 def _add_preprocess_verb(sub) -> None:
     """The `preprocess` verb's arguments."""
     p = sub.add_parser("preprocess", help="cache cues and latents of a dataset for training (resumable)")
@@ -399,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="directanimator",
                                      description="DirectAnimator: human image animation from raw driving videos")
     sub = parser.add_subparsers(dest="verb", required=True)
-    for add in (_add_cues_verb, _add_synth_verb, _add_preprocess_verb, _add_pseudo_verb, _add_train_verb,
+    for add in (_add_cues_verb, _add_synth_verb, _add_ingest_verb, _add_preprocess_verb, _add_pseudo_verb, _add_train_verb,
                 _add_animate_verb, _add_evaluate_verb, _add_serve_verb, _add_plot_losses_verb):
         add(sub)
     return parser
