@@ -73,6 +73,23 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0 if summary["clips"] else 2
 
 
+def _caption(args: argparse.Namespace) -> int:
+    from .data.caption import caption_dataset
+    from .pipeline.checkpoints import resolve_dtype
+
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    device = _device(args.device)
+    report = caption_dataset(args.dataset, _load(args), args.model, device=str(device),
+                             dtype=resolve_dtype(args.dtype, device), batch_size=args.batch_size,
+                             overwrite=args.overwrite, progress=not args.quiet)
+    print(f"captioned {args.dataset}: {report['captioned']} new, {report['kept']} already captioned, "
+          f"{report['failed']} failed, of {report['clips']} clips")
+    for line in report["failures"]:
+        print(f"skipped {line}", file=sys.stderr)
+    return 0 if report["captioned"] + report["kept"] else 2
+
+
 def _preprocess(args: argparse.Namespace) -> int:
     from .data.preprocess import preprocess
 
@@ -184,6 +201,18 @@ def _literal_choices(section: str, key: str) -> list[str]:
     return list(typing.get_args(typing.get_type_hints(cls)[key]))
 
 
+def caption_photo(model, photo, cfg, device) -> str:
+    """The reference photo's caption by a local Qwen2-VL / Qwen2.5-VL (`--caption-model`)."""
+    from .model.captioner import Captioner
+    from .pipeline.checkpoints import resolve_dtype
+    from .video import load_image
+
+    image = photo if not isinstance(photo, (str, os.PathLike)) else load_image(photo)
+    captioner = Captioner(model, cfg.model.text.caption_prompt, device=device, dtype=resolve_dtype(None, device),
+                          max_new_tokens=cfg.model.text.caption_max_tokens)
+    return captioner([[image]])[0]
+
+
 def _animate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -200,6 +229,12 @@ def _animate(args: argparse.Namespace) -> int:
             check_output_file(path, overwrite=args.overwrite)
     if args.seed is not None:
         check_seed(args.seed)
+    if args.caption_model is not None:
+        from .model.captioner import check_caption_model
+
+        if args.prompt is not None:
+            raise InputError("give --prompt or --caption-model, not both")
+        check_caption_model(args.caption_model)
     from .pipeline import DirectAnimatorPipeline, resolve_checkpoint
 
     if args.size is not None:  # from the checkpoint's config alone, before its weights load
@@ -209,8 +244,12 @@ def _animate(args: argparse.Namespace) -> int:
                                                   dtype=args.dtype, merge_lora=not args.lora_unmerged,
                                                   memory=args.memory)
     _apply_subject(pipe.config.cues, args)
+    prompt = args.prompt
+    if args.caption_model is not None:
+        prompt = caption_photo(args.caption_model, args.reference, pipe.config, device)
+        print(f"caption of the reference: {prompt}")
     result = pipe(args.reference, args.driving, out, steps=args.steps, seed=args.seed, size=args.size,
-                  guidance_scale=args.guidance, side_by_side=side, progress=not args.quiet,
+                  guidance_scale=args.guidance, side_by_side=side, progress=not args.quiet, prompt=prompt,
                   keep_background=args.keep_background, window_fusion=args.window_fusion, out_size=args.out_size)
     for line in result.warnings:
         print(line, file=sys.stderr)
@@ -330,6 +369,20 @@ def _add_ingest_verb(sub) -> None:
     p.set_defaults(func=_ingest)
 
 
+def _add_caption_verb(sub) -> None:
+    """The `caption` verb's arguments."""
+    p = sub.add_parser("caption", help="caption every clip with Qwen2-VL / Qwen2.5-VL from a local folder (resumable)")
+    p.add_argument("dataset", help="dataset folder (manifest.jsonl, clips/)")
+    p.add_argument("--model", default=None, help="local Qwen2-VL or Qwen2.5-VL folder (Hugging Face layout)")
+    p.add_argument("--config", default=None, help="for model.text.caption_prompt, caption_frames, caption_max_tokens")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default: cuda when there is one)")
+    p.add_argument("--dtype", default="auto", help="auto (bfloat16 on CUDA, float32 elsewhere), float32, bfloat16")
+    p.add_argument("--batch-size", type=int, default=4, help="clips per forward pass")
+    p.add_argument("--overwrite", action="store_true", help="caption clips that already have a caption again")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_caption)
+
+
 def _add_preprocess_verb(sub) -> None:
     """The `preprocess` verb's arguments."""
     p = sub.add_parser("preprocess", help="cache cues and latents of a dataset for training (resumable)")
@@ -388,6 +441,10 @@ def _add_animate_verb(sub) -> None:
     p.add_argument("--keep-background", action=argparse.BooleanOptionalAction, default=None,
                    help="away from the person, the reference photo's own pixels (a still camera); default: the "
                         "checkpoint's inference.keep_background")
+    p.add_argument("--prompt", default=None,
+                   help="text prompt: the person's appearance and the scene (default: the config's model.text.prompt)")
+    p.add_argument("--caption-model", default=None,
+                   help="local Qwen2-VL / Qwen2.5-VL folder: caption the reference photo and use it as the prompt")
     p.add_argument("--side-by-side", action="store_true",
                    help="also write OUT_side_by_side.mp4: reference | driving | pose cue | result")
     p.add_argument("--overwrite", action="store_true")
@@ -444,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="directanimator",
                                      description="DirectAnimator: human image animation from raw driving videos")
     sub = parser.add_subparsers(dest="verb", required=True)
-    for add in (_add_cues_verb, _add_synth_verb, _add_ingest_verb, _add_preprocess_verb, _add_pseudo_verb, _add_train_verb,
+    for add in (_add_cues_verb, _add_synth_verb, _add_ingest_verb, _add_caption_verb, _add_preprocess_verb, _add_pseudo_verb, _add_train_verb,
                 _add_animate_verb, _add_evaluate_verb, _add_serve_verb, _add_plot_losses_verb):
         add(sub)
     return parser

@@ -225,6 +225,15 @@ class TextConfig:
 
     encoder_path: str | None = None
     prompt: str = ""
+    # A clip's own caption (clips/<id>/caption.txt, written by `directanimator caption`) instead of
+    # `prompt`, encoded by `preprocess` into the clip's cache; every clip of the dataset needs one then.
+    use_captions: bool = True
+    # What the captioning model (Qwen2-VL / Qwen2.5-VL) is asked on `caption_frames` frames spread over
+    # a clip: the person's appearance and the scene, not the motion (the cues carry it)
+    caption_prompt: str = ("Describe the person in these frames: their appearance, clothes and hair, and the scene "
+                           "and background around them, in one or two sentences. Do not describe the motion.")
+    caption_frames: int = 3
+    caption_max_tokens: int = 60
 
 
 @dataclass

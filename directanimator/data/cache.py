@@ -47,6 +47,20 @@ ENTRY_KEYS = ("latents", "reference_latent", "pose_latents", "face_latents", "bo
 PSEUDO_KEYS = ("pose_latents", "face_latents")
 
 
+CAPTION_FILE = "caption.txt"
+
+
+def read_caption(folder: Path) -> str | None:
+    """A clip's caption (`directanimator caption`), or None."""
+    path = Path(folder) / CAPTION_FILE
+    return path.read_text().strip() if path.is_file() else None
+
+
+def text_encoder_id(cfg: Config) -> str:
+    """Which T5 a cached caption embedding comes from (a change rebuilds the entries that have one)."""
+    return str(cfg.model.text.encoder_path or cfg.model.pretrained or "null prompt")
+
+
 def cache_key(cfg: Config) -> str:
     relevant = {"version": CACHE_VERSION, "cues": to_dict(cfg.cues), "frames": cfg.model.frames,
                 "size": cfg.model.size, "codec": to_dict(cfg.model.codec),
@@ -67,7 +81,7 @@ def cache_root(dataset: str | Path, cfg: Config) -> Path:
 
 def fingerprint(folder: Path) -> str:
     h = hashlib.sha1()
-    for name in ("video.mp4", "annotations.safetensors"):
+    for name in ("video.mp4", "annotations.safetensors", CAPTION_FILE):
         f = folder / name
         if f.is_file():
             h.update(name.encode())
@@ -237,8 +251,10 @@ def read_window(path: Path, window: int, keys: tuple[str, ...]) -> dict[str, tor
         return {k: f.get_slice(k)[window].float() for k in keys}
 
 
-def build_clip_entry(dataset: Path, record: ClipRecord, cfg: Config, codec: LatentCodec, out: Path) -> dict:
-    """Cues + latents of one same-ID clip; returns the entry's metadata."""
+def build_clip_entry(dataset: Path, record: ClipRecord, cfg: Config, codec: LatentCodec, out: Path,
+                     text_encoder=None) -> dict:
+    """Cues + latents of one same-ID clip, and its caption's text embedding (`prompt_embeds`, (1, L, D))
+    when it has a caption and a `text_encoder` is given; returns the entry's metadata."""
     folder = clip_dir(dataset, record.clip_id)
     fp = fingerprint(folder)
     clip = load_clip_frames(folder, cfg.model.size)
@@ -252,7 +268,11 @@ def build_clip_entry(dataset: Path, record: ClipRecord, cfg: Config, codec: Late
     dtype = torch.float16 if cfg.data.cache_float16 else torch.float32
     tensors = encode_windows(codec, clip.frames, cues, starts, cfg.model.frames, cues.reference, dtype,
                              seed=zlib.crc32(record.clip_id.encode()))
-    meta = {"clip_id": record.clip_id, "fingerprint": fp, "key": cache_key(cfg), "starts": starts,
+    caption = read_caption(folder) if cfg.model.text.use_captions else None
+    if caption is not None and text_encoder is not None:
+        tensors["prompt_embeds"] = text_encoder([caption])[0:1].to("cpu", dtype).contiguous()
+    meta = {"clip_id": record.clip_id, "fingerprint": fp, "key": cache_key(cfg), "starts": starts, "caption": caption,
+            "text_encoder": text_encoder_id(cfg) if "prompt_embeds" in tensors else None,
             "reference_index": ref, "num_frames": n, "shape": list(tensors["latents"].shape[1:]),
             "pose_valid": float(cues.pose_valid.mean()), "face_valid": float(cues.face_valid.mean())}
     write_entry(out, tensors, meta)

@@ -58,6 +58,20 @@ class CachedSamples(Dataset):
         if not self.items:
             raise InputError(f"no cached {stage} samples for this config in {self.root}: run "
                              f"`directanimator preprocess --dataset {dataset} --config CONFIG` first")
+        self.captions = self._caption_embeddings(metas, cfg)
+
+    def _caption_embeddings(self, metas: dict[str, dict], cfg: Config) -> bool:
+        """True when every sample has its clip's caption embedding (`prompt_embeds`), False when none
+        has (the fixed `model.text.prompt` then); a mix is an error: a batch takes one or the other."""
+        used = {src for src, _, _ in self.items}
+        with_caption = {p for p in used if metas[p.stem].get("text_encoder")}
+        if not with_caption or not cfg.model.text.use_captions:
+            return False
+        if with_caption != used:
+            raise InputError(f"{len(with_caption)} of {len(used)} clips in {self.root} have a caption embedding: "
+                             f"caption them all (`directanimator caption`, then preprocess again) or set "
+                             f"model.text.use_captions: false")
+        return True
 
     def __len__(self) -> int:
         return len(self.items)
@@ -65,6 +79,8 @@ class CachedSamples(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         source, pseudo, w = self.items[i]
         sample = read_window(source, w, ENTRY_KEYS)
+        if self.captions:  # the clip's own caption, one for all its windows (and its pseudo driving clips)
+            sample["prompt_embeds"] = read_window(source, 0, ("prompt_embeds",))["prompt_embeds"]
         if pseudo is not None:
             p = read_window(pseudo, w, PSEUDO_KEYS)
             sample["teacher_pose_latents"] = sample["pose_latents"]

@@ -18,9 +18,43 @@ from ..config import Config
 from ..errors import InputError
 from ..model import build_codec
 from ..storage import atomic_write_bytes
-from .cache import (build_clip_entry, build_pseudo_entry, cache_key, cache_root, fingerprint, read_meta,
-                    write_cache_config)
+from .cache import (build_clip_entry, build_pseudo_entry, cache_key, cache_root, fingerprint, read_caption, read_meta,
+                    text_encoder_id, write_cache_config)
 from .format import clip_dir, read_manifest
+
+
+class _CaptionEncoder:
+    """The text encoder for clips' captions, built on first need (a dataset without captions never
+    loads T5). The null prompt of models from scratch gives zeros whatever the caption: then no
+    embedding is stored, and training uses it as for the fixed prompt."""
+
+    def __init__(self, cfg: Config, device: str | None):
+        self.cfg, self.device, self._encoder = cfg, device or "cpu", None
+
+    def wanted(self, folder: Path) -> bool:
+        m = self.cfg.model
+        return m.text.use_captions and bool(m.text.encoder_path or m.pretrained) and read_caption(folder) is not None
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from types import SimpleNamespace
+
+            from ..model import build_text_encoder
+
+            m = self.cfg.model
+            sizes = m.transformer  # the checkpoint's own config.json for a pretrained model
+            if m.pretrained:
+                import json
+
+                from ..model.weights import find_component
+
+                folder = find_component(Path(m.pretrained), "transformer", "transformer", "its weights")
+                sizes = SimpleNamespace(**json.loads((folder / "config.json").read_text()))
+            shape = SimpleNamespace(config=SimpleNamespace(max_text_seq_length=sizes.max_text_seq_length,
+                                                           text_embed_dim=sizes.text_embed_dim))
+            self._encoder = build_text_encoder(m, shape, device=self.device)
+        return self._encoder
 
 
 def _rank_world() -> tuple[int, int]:
@@ -54,8 +88,12 @@ def preprocess(dataset: str | Path, cfg: Config, progress: bool = True, rank: in
     counts = {"built": 0, "kept": 0, "failed": 0, "pseudo_built": 0, "pseudo_kept": 0, "pseudo_failed": 0}
     failures = []
 
+    text = _CaptionEncoder(cfg, device)
+
     def fresh(path: Path, folder: Path) -> dict | None:
         meta = read_meta(path) if path.is_file() else None
+        if meta and text.wanted(folder) and meta.get("text_encoder") != text_encoder_id(cfg):
+            return None  # its caption embedding came from another T5
         return meta if meta and meta.get("key") == key and meta.get("fingerprint") == fingerprint(folder) else None
 
     for rec in tqdm(mine, desc=f"preprocess {rank + 1}/{world}" if world > 1 else "preprocess", unit="clip",
@@ -64,7 +102,8 @@ def preprocess(dataset: str | Path, cfg: Config, progress: bool = True, rank: in
         try:
             meta = fresh(out, clip_dir(dataset, rec.clip_id))
             if meta is None:
-                meta = build_clip_entry(dataset, rec, cfg, codec, out)
+                folder = clip_dir(dataset, rec.clip_id)
+                meta = build_clip_entry(dataset, rec, cfg, codec, out, text.encoder if text.wanted(folder) else None)
                 counts["built"] += 1
             else:
                 counts["kept"] += 1

@@ -262,7 +262,7 @@ class DirectAnimatorPipeline:
 
     @torch.no_grad()
     def _denoise_fused(self, spool: Path, tmp: Path, starts: list[int], n: int, ref_latent: torch.Tensor, seed: int,
-                       steps: int, guidance: float, progress: bool, callback, seconds: dict):
+                       steps: int, guidance: float, progress: bool, callback, seconds: dict, text: torch.Tensor):
         """All windows denoised together (inference.window_fusion = latent): their cues encoded once
         into files, the shared latent sequence in files (model/sampling.py sample_fused_latents)."""
         from safetensors.torch import load_file, save_file
@@ -285,26 +285,26 @@ class DirectAnimatorPipeline:
                 callback("denoise", i, total_steps)
 
         t0 = time.perf_counter()
-        enc = self.encode_prompt()
         fused, layout = sample_fused_latents(self.transformer, self.scheduler, ref_latent, window_cues, layout, total,
-                                             enc, steps, torch.Generator().manual_seed(seed * 1_000_003), guidance,
+                                             text, steps, torch.Generator().manual_seed(seed * 1_000_003), guidance,
                                              progress, workdir=tmp, callback=on_step,
                                              fused_steps=self.config.inference.fused_steps)
         seconds["transformer"] += time.perf_counter() - t0
         return fused, layout
 
-    def encode_prompt(self) -> torch.Tensor:
-        """The prompt's T5 embedding (cached by the encoder); the T5 weights are then released when
-        `inference.release_text_encoder` (they are not needed again for this prompt)."""
-        enc = self.text_encoder([self.config.model.text.prompt], device=self.device)
+    def encode_prompt(self, prompt: str | None = None) -> torch.Tensor:
+        """The prompt's T5 embedding (cached by the encoder; None: `model.text.prompt`); the T5 weights
+        are then released when `inference.release_text_encoder` (not needed again for this prompt)."""
+        enc = self.text_encoder([self.config.model.text.prompt if prompt is None else prompt], device=self.device)
         if self.config.inference.release_text_encoder and hasattr(self.text_encoder, "release"):
             self.text_encoder.release()
         return enc
 
     @torch.no_grad()
     def denoise(self, reference_latent: torch.Tensor, cues: dict[str, torch.Tensor], generator: torch.Generator,
-                steps: int, guidance_scale: float, progress: bool = False) -> torch.Tensor:
-        enc = self.encode_prompt()
+                steps: int, guidance_scale: float, progress: bool = False,
+                encoder_hidden_states: torch.Tensor | None = None) -> torch.Tensor:
+        enc = self.encode_prompt() if encoder_hidden_states is None else encoder_hidden_states
         return sample_latents(self.transformer, self.scheduler, reference_latent, cues, enc, steps, generator,
                               guidance_scale, progress)
 
@@ -315,7 +315,7 @@ class DirectAnimatorPipeline:
                  segmenter=None, face_detector=None, reference_mask: np.ndarray | None = None, keypoints=None,
                  window_overlap: int | None = None,
                  steps: int | None = None, seed: int | None = None, guidance_scale: float | None = None,
-                 window_fusion: str | None = None,
+                 window_fusion: str | None = None, prompt: str | None = None,
                  keep_background: bool | None = None,
                  side_by_side: str | Path | None = None, return_frames: bool = False,
                  progress: bool = True, callback: Callable[[str, int, int], None] | None = None) -> AnimationResult:
@@ -353,6 +353,9 @@ class DirectAnimatorPipeline:
             window_fusion (`str`, *optional*):
                 Step 5. `"pixel"`: each window denoised alone and blended after decoding; `"latent"`: all
                 windows denoised together, their shared latent frames fused at every step.
+            prompt (`str`, *optional*):
+                Step 5. The text prompt (a caption of the reference: the person's appearance and the
+                scene); default `model.text.prompt`. Models from scratch have no text encoder and ignore it.
             keep_background (`bool`, *optional*):
                 Step 7. Outside the person's region, the reference photo's own pixels.
             side_by_side (`str` or `Path`, *optional*):
@@ -403,16 +406,16 @@ class DirectAnimatorPipeline:
             keeper = BackgroundKeeper(spool, ref_lb, inf.keep_background_margin) if inf.keep_background else None
             writers = Writers(tmp, out.suffix, driving, info, size, framing, ref_lb, side_by_side is not None,
                                return_frames)
-            fused = None
+            text, fused = self.encode_prompt(prompt), None  # 5. the prompt, once
             if inf.window_fusion == "latent" and len(starts) > 1:
                 fused = self._denoise_fused(spool, tmp, starts, n, ref_latent, seed, steps, guidance, progress,
-                                            callback, seconds)
+                                            callback, seconds, text)
             blender = WindowBlender(starts, window, n)
             bar = tqdm(total=len(starts), desc="animate", unit="window", disable=not progress, leave=False)
             try:
                 for wi, s in enumerate(starts):
                     latents, pose_cue = self._window_latents(wi, s, spool, n, ref_latent, seed, steps, guidance,
-                                                             fused, seconds)
+                                                             fused, seconds, text)
                     # 6. decode and blend; 7. keep the background; 8. write
                     t0 = time.perf_counter()
                     frames = self.decode_frames(latents)
@@ -451,7 +454,8 @@ class DirectAnimatorPipeline:
         return overlap
 
     def _window_latents(self, wi: int, start: int, spool: Path, n: int, ref_latent: torch.Tensor, seed: int,
-                        steps: int, guidance: float, fused, seconds: dict) -> tuple[torch.Tensor, np.ndarray]:
+                        steps: int, guidance: float, fused, seconds: dict,
+                        text: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
         """Window `wi`'s clean latents and its Pose Cue: 4b. its cues through the codec, 5. denoised
         alone; or taken from the windows denoised together (`fused`: latents and their layout)."""
         window = self.config.model.frames
@@ -465,7 +469,7 @@ class DirectAnimatorPipeline:
         seconds["codec"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(seed * 1_000_003 + wi)
-        latents = self.denoise(ref_latent, enc_cues, g, steps, guidance)
+        latents = self.denoise(ref_latent, enc_cues, g, steps, guidance, encoder_hidden_states=text)
         seconds["transformer"] += time.perf_counter() - t0
         return latents, enc_cues["pose_cue"]
 

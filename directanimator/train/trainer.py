@@ -401,7 +401,8 @@ class _Run:
             inputs = objective.inputs(self.model, batch, _step_generator(tc.seed, step, micro, self.rank))
             b = inputs["latents"].shape[0]
             samples += b
-            enc = self.text([self.cfg.model.text.prompt] * b, device=self.device)
+            enc = batch["prompt_embeds"] if "prompt_embeds" in batch else \
+                self.text([self.cfg.model.text.prompt] * b, device=self.device)
             with acc.accumulate(self.model_p):
                 with acc.autocast():
                     loss_d, loss_a = objective(self.model_p, encoder_hidden_states=enc, **inputs)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ..cogvideox_folder import LATENT_CHANNELS, make_tiny_cogvideox15_i2v
+from ..cogvideox_folder import LATENT_CHANNELS, TEXT_LENGTH, make_tiny_cogvideox15_i2v
 from ..media import write_clip
 
 SIZE, FRAMES, PROMPT = 32, 9, "a person walks"
@@ -265,3 +265,69 @@ def test_model_offload_gives_the_same_frames_and_keeps_one_model_on_the_device(f
     for k, (event, i) in enumerate(log[1:], 1):  # every onload after the first follows the other's offload
         if event == "onload":
             assert log[k - 1] == ("offload", 1 - i), log
+
+
+@pytest.mark.slow
+def test_a_clips_caption_is_its_text_embedding_in_the_cache_and_in_training(folder, tmp_path, monkeypatch):
+    """preprocess encodes each clip's caption with the folder's T5 into the clip's cache entry; a new
+    caption rebuilds that entry alone; training feeds the batch's captions to the model instead of the
+    fixed prompt."""
+    from directanimator.data.dataset import CachedSamples
+    from directanimator.data.format import clip_dir, read_manifest
+    from directanimator.data.preprocess import preprocess
+    from directanimator.model.text import T5PromptEncoder
+    from directanimator.synth.world import build_world
+    from directanimator.train import losses
+    from directanimator.train.trainer import train
+
+    world = tmp_path / "world"
+    build_world(world, identities=3, motions=3, clips=3, frames=FRAMES, size=64, seed=4, progress=False)
+    clips = [r.clip_id for r in read_manifest(world) if r.split == "train" and r.role == "clip"]
+    captions = {c: f"a puppet number {i} in a park" for i, c in enumerate(clips)}
+    for c, text in captions.items():
+        (clip_dir(world, c) / "caption.txt").write_text(text + "\n")
+    cfg = train_config(folder, world, max_steps=1)
+    assert preprocess(world, cfg, progress=False)["built"] == len(clips)
+    t5 = T5PromptEncoder(folder, TEXT_LENGTH)
+    data = CachedSamples(world, cfg, "same_id")
+    assert data.captions
+    embeds = {c: t5([captions[c]])[0] for c in clips}
+    fixed = t5([cfg.model.text.prompt])[0]
+    for source, _, w in data.items[:4]:
+        got = data[data.items.index((source, None, w))]["prompt_embeds"]
+        assert torch.allclose(got, embeds[source.stem], atol=1e-2) and not torch.allclose(got, fixed, atol=1e-2)
+    (clip_dir(world, clips[0]) / "caption.txt").write_text("a puppet in a red coat on a beach\n")
+    report = preprocess(world, cfg, progress=False)
+    assert (report["built"], report["kept"]) == (1, len(clips) - 1)
+    first = next(i for i, (s, _, _) in enumerate(CachedSamples(world, cfg, "same_id").items) if s.stem == clips[0])
+    new = CachedSamples(world, cfg, "same_id")[first]["prompt_embeds"]
+    assert torch.allclose(new, t5(["a puppet in a red coat on a beach"])[0], atol=1e-2)
+    seen = []
+    real_call = losses.Same2XObjective.__call__
+
+    def spy(self, student, **kwargs):
+        seen.append(kwargs["encoder_hidden_states"].detach().float().cpu())
+        return real_call(self, student, **kwargs)
+
+    monkeypatch.setattr(losses.Same2XObjective, "__call__", spy)
+    train(cfg, tmp_path / "run", progress=False)
+    rows = [e for batch in seen for e in batch]
+    assert rows and all(not torch.allclose(e, fixed, atol=1e-2) for e in rows)
+    allowed = [t5([(clip_dir(world, c) / "caption.txt").read_text().strip()])[0] for c in clips]
+    assert all(any(torch.allclose(e, a, atol=1e-2) for a in allowed) for e in rows)
+
+
+def test_the_prompt_reaches_the_model(folder, tmp_path):
+    """animate's prompt (--prompt, or the reference's caption with --caption-model) changes the video
+    of a model with a text encoder; the config's prompt is the default."""
+    cfg = real_config(folder)
+    pipe = our_pipeline(folder, cfg)
+    ref, drv, given = driving_and_reference(tmp_path)
+
+    def run(name, **kw):
+        return pipe(ref, drv, tmp_path / f"{name}.mp4", steps=2, seed=1, progress=False, return_frames=True,
+                    **given, **kw).frames
+
+    default = run("default")
+    assert np.array_equal(run("same", prompt=PROMPT), default)
+    assert not np.array_equal(run("other", prompt="a dancer in a yellow dress on a stage"), default)
