@@ -19,6 +19,7 @@ from directanimator.model import (
     front_padding,
     i2v_hidden_states,
     pad_front,
+    reference_layout_of,
     mask_to_latent,
     transformer_kwargs,
 )
@@ -436,7 +437,7 @@ def _overfit(injection: str, steps: int) -> tuple[float, float, CueFusionTransfo
     sched = make_scheduler()
     t = torch.tensor([100, 300, 600, 900])
     noise = torch.randn(lat.shape, generator=torch.Generator().manual_seed(0))
-    x = i2v_hidden_states(sched.add_noise(lat, noise, t), lat[:, :1])
+    x = i2v_hidden_states(sched.add_noise(lat, noise, t), lat[:, :1], reference_layout_of(model))
     enc = torch.zeros(4, 8, 32)
     assert lat.shape == (4, 3, 24, 16, 16)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
