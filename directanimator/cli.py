@@ -278,6 +278,29 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _benchmark(args: argparse.Namespace) -> int:
+    from .eval.benchmark import benchmark
+    from .eval.features import FeatureMetrics
+    from .pipeline import DirectAnimatorPipeline
+
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit must be at least 1, got {args.limit}")
+    if args.seed is not None:
+        from .config import check_seed
+
+        check_seed(args.seed)
+    device = _device(args.device)
+    feats = FeatureMetrics(args.inception, args.i3d, args.lpips_alexnet, args.lpips_lin, device=device)
+    pipe = DirectAnimatorPipeline.from_pretrained(args.checkpoint, device=device, dtype=args.dtype)
+    report = benchmark(args.dataset, pipe, args.out, str(args.checkpoint or "the embedded demo model"), feats,
+                       cross_id=args.cross_id, steps=args.steps, seed=args.seed, limit=args.limit,
+                       face=not args.no_face, pose=not args.no_pose, progress=not args.quiet)
+    with open(os.path.join(args.out, "benchmark.md")) as f:
+        print(f.read())
+    print(f"wrote {os.path.join(args.out, 'benchmark.json')} ({sum(p['clips'] for p in report['protocols'])} clips)")
+    return 0
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="YAML config (e.g. configs/tiny.yaml)")
     p.add_argument("--stage", choices=["same_id", "cross_id"], default=None, help="overrides train.stage")
@@ -474,6 +497,29 @@ def _add_evaluate_verb(sub) -> None:
     p.set_defaults(func=_evaluate)
 
 
+def _add_benchmark_verb(sub) -> None:
+    """The `benchmark` verb's arguments."""
+    p = sub.add_parser("benchmark", help="a checkpoint on a dataset's test split: the paper's protocols and metrics")
+    p.add_argument("dataset", help="dataset folder with a test split (e.g. from ingest)")
+    p.add_argument("--checkpoint", default=None, help="pipeline folder, training run or checkpoint (default: demo)")
+    p.add_argument("--out", required=True, help="folder: benchmark.md, benchmark.json, the generated videos")
+    p.add_argument("--cross-id", action="store_true",
+                   help="also the cross-ID protocol, driven by the test clips' pseudo clips (DATA/pseudo)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None, help="only the first N test clips")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default=None, help="auto, float32, bfloat16")
+    p.add_argument("--inception", default=None, help="FID: TorchScript inception-2015-12-05.pt")
+    p.add_argument("--i3d", default=None, help="FVD: TorchScript i3d_torchscript.pt")
+    p.add_argument("--lpips-alexnet", default=None, help="LPIPS: torchvision alexnet-owt-7be5be79.pth")
+    p.add_argument("--lpips-lin", default=None, help="LPIPS: lpips weights/v0.1/alex.pth")
+    p.add_argument("--no-face", action="store_true", help="skip FIS, FTS, FLC")
+    p.add_argument("--no-pose", action="store_true", help="skip PLC")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_benchmark)
+
+
 def _add_serve_verb(sub) -> None:
     """The `serve` verb's arguments."""
     p = sub.add_parser("serve", help="a web page to animate (needs the ui extra: pip install -e '.[ui]')")
@@ -502,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="DirectAnimator: human image animation from raw driving videos")
     sub = parser.add_subparsers(dest="verb", required=True)
     for add in (_add_cues_verb, _add_synth_verb, _add_ingest_verb, _add_caption_verb, _add_preprocess_verb, _add_pseudo_verb, _add_train_verb,
-                _add_animate_verb, _add_evaluate_verb, _add_serve_verb, _add_plot_losses_verb):
+                _add_animate_verb, _add_evaluate_verb, _add_benchmark_verb, _add_serve_verb, _add_plot_losses_verb):
         add(sub)
     return parser
 

@@ -3,6 +3,7 @@ parity with diffusers' own image-to-video pipeline, seeds, the tokenizer, traini
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -10,7 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from directanimator.video import iter_frames
+
 from ..cogvideox_folder import LATENT_CHANNELS, TEXT_LENGTH, make_tiny_cogvideox15_i2v
+from ..conftest import ROOT
 from ..media import write_clip
 
 SIZE, FRAMES, PROMPT = 32, 9, "a person walks"
@@ -331,3 +335,46 @@ def test_the_prompt_reaches_the_model(folder, tmp_path):
     default = run("default")
     assert np.array_equal(run("same", prompt=PROMPT), default)
     assert not np.array_equal(run("other", prompt="a dancer in a yellow dress on a stage"), default)
+
+
+@pytest.mark.slow
+def test_own_videos_ingest_caption_preprocess_train_benchmark(folder, tmp_path, cli_here):
+    """The chain a user with their own videos runs, from the command line, on real clips at tiny size:
+    ingest -> caption (tiny Qwen2-VL) -> preprocess (the tiny CogVideoX1.5 folder's VAE and T5) ->
+    train a few steps -> benchmark on the test split."""
+    import yaml
+
+    from directanimator.config import dump_config
+    from directanimator.video import save_image
+
+    from ..qwen2vl_folder import make_tiny_qwen2_vl
+
+    videos = tmp_path / "videos"
+    walk = list(iter_frames(ROOT / "directanimator" / "assets" / "walk.mp4"))
+    for name, frames in (("a", walk), ("b", walk[::-1]), ("c", walk[5:] + walk[:5])):
+        (videos / name).mkdir(parents=True)
+        for i, f in enumerate(frames):
+            save_image(videos / name / f"{i:04d}.png", f)
+    data = tmp_path / "data"
+    r = cli_here("ingest", videos, "--out", data, "--min-seconds", "1", "--max-seconds", "2", "--test-fraction", "0.3",
+                 "--quiet")
+    assert r.returncode == 0 and "3 clips from 3 sources (2 train, 1 test)" in r.stdout, r.stdout + r.stderr
+    r = cli_here("caption", data, "--model", make_tiny_qwen2_vl(tmp_path / "qwen"), "--quiet")
+    assert r.returncode == 0 and "3 new" in r.stdout, r.stderr
+    cfg = train_config(folder, data, max_steps=2)
+    config = tmp_path / "real.yaml"
+    config.write_text(dump_config(cfg))
+    r = cli_here("preprocess", "--dataset", data, "--config", config, "--quiet")
+    assert r.returncode == 0 and '"built": 2' in r.stdout, r.stdout + r.stderr
+    r = cli_here("train", "--config", config, "--dataset", data, "--out", tmp_path / "run", "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = cli_here("benchmark", data, "--checkpoint", tmp_path / "run", "--out", tmp_path / "bench", "--steps", "2",
+                 "--no-face", "--quiet")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
+    rows = report["protocols"][0]["rows"]
+    assert report["protocols"][0]["clips"] == 1 and set(rows) == {"model", "reference held still"}
+    assert all(0 < rows[k]["summary"]["SSIM"] < 1 for k in rows)
+    assert len(list((tmp_path / "bench" / "self-driving" / "generated").glob("*.mp4"))) == 1
+    assert "| reference held still |" in (tmp_path / "bench" / "benchmark.md").read_text()
+    assert yaml.safe_load(config.read_text())["model"]["text"]["use_captions"] is True
