@@ -137,9 +137,10 @@ class AnimateService:
 
     def animate(self, reference: str, driving: str, checkpoint: str | None = None, steps: int | None = None,
                 seed: int | None = None, guidance: float | None = None, size: int | None = None,
-                overlap: int | None = None, token: str | None = None, progress=None) -> RequestResult:
+                overlap: int | None = None, token: str | None = None, progress=None,
+                prompt: str | None = None) -> RequestResult:
         """`progress(done, total, stage)` is called as windows finish; `cancel(token)` stops the
-        request between windows."""
+        request between windows. `prompt` (empty: the model's own) describes the person and the scene."""
         import math
 
         self.check_files(reference, driving)
@@ -167,7 +168,8 @@ class AnimateService:
                 result = pipe(reference, driving, folder / "animation.mp4", steps=None if steps is None else int(steps),
                               seed=None if seed is None else int(seed), size=size, guidance_scale=guidance,
                               side_by_side=folder / "side_by_side.mp4", progress=False,
-                              window_overlap=None if overlap is None else int(overlap), callback=callback)
+                              window_overlap=None if overlap is None else int(overlap), callback=callback,
+                              prompt=(prompt or "").strip() or None)
         except BaseException:
             self.release(folder)
             raise
@@ -210,7 +212,7 @@ def _handlers(service: AnimateService):
             gr.Warning(line)
         return str(res.files["preview.png"]), summary, str(res.folder)
 
-    def on_animate(reference, driving, checkpoint, steps, seed, guidance, size, overlap, token,
+    def on_animate(reference, driving, checkpoint, steps, seed, guidance, size, overlap, token, prompt="",
                    progress=gr.Progress()):
         progress(0, desc="cues")
 
@@ -222,7 +224,8 @@ def _handlers(service: AnimateService):
 
         try:
             res = service.animate(reference, driving, checkpoint=checkpoint or None, steps=steps, seed=seed,
-                                  guidance=guidance, size=size, overlap=overlap, token=token, progress=report)
+                                  guidance=guidance, size=size, overlap=overlap, token=token, progress=report,
+                                  prompt=prompt)
         except Exception as exc:  # noqa: BLE001 - shown in the page, the server keeps serving
             raise _page_error(exc) from None
         for line in res.report["warnings"]:
@@ -261,6 +264,8 @@ def build_app(service: AnimateService):
                 seed = gr.Number(value=0, precision=0, label="seed", elem_id="seed")
                 guidance = gr.Number(value=1.0, label="guidance (1: off)", elem_id="guidance")
                 overlap = gr.Number(value=5, precision=0, label="window overlap (frames)", elem_id="overlap")
+            prompt = gr.Textbox(value="", label="prompt: the person's appearance and the scene (empty: the model's)",
+                                elem_id="prompt")
         with gr.Row():
             cues_button = gr.Button("cues", elem_id="cues-button")
             animate_button = gr.Button("animate", variant="primary", elem_id="animate-button")
@@ -277,7 +282,7 @@ def build_app(service: AnimateService):
         cues_event = cues_button.click(on_cues, [reference, driving, size], [preview, cue_report, folder])
         cues_event.then(service.release, folder, None)
         run = animate_button.click(on_animate, [reference, driving, checkpoint, steps, seed, guidance, size, overlap,
-                                                token], [result, side, report, downloads, folder])
+                                                token, prompt], [result, side, report, downloads, folder])
         run.then(service.release, folder, None)
         stop_button.click(service.cancel, token, None, cancels=[run], queue=False)
     return page

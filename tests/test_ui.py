@@ -228,10 +228,30 @@ def test_page_api_through_gradio_client_downloads_every_result(tmp_path, monkeyp
         drv = puppet_clip(tmp_path, frames=9)
         client = Client(f"http://127.0.0.1:{port}/", download_files=str(tmp_path / "downloads"), verbose=False)
         animation, side, report, files = client.predict(
-            handle_file(str(ASTRONAUT)), handle_file(str(drv)), None, 2, 0, 1.0, 64, 5, "", api_name="/on_animate")
+            handle_file(str(ASTRONAUT)), handle_file(str(drv)), None, 2, 0, 1.0, 64, 5, "", "", api_name="/on_animate")
     finally:
         page_app.close()
         service.close()
     assert len(list(iter_frames(animation))) == 9 and len(list(iter_frames(side))) == 9
     assert report["num_frames"] == 9 and report["video"] == "animation.mp4" and "path" not in report
     assert sorted(Path(f).name for f in files) == ["animation.mp4", "report.json", "side_by_side.mp4"]
+
+
+def test_the_page_passes_its_prompt_to_the_pipeline(tmp_path, monkeypatch):
+    from directanimator.pipeline import DirectAnimatorPipeline
+    from directanimator.ui import AnimateService
+
+    seen = []
+    real = DirectAnimatorPipeline.__call__
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("prompt"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(DirectAnimatorPipeline, "__call__", spy)
+    service = AnimateService(workdir=tmp_path)
+    drv = puppet_clip(tmp_path, frames=9)
+    for prompt in ("  a woman in a red coat in a park ", "", None):
+        service.release(service.animate(str(ASTRONAUT), str(drv), steps=1, prompt=prompt).folder)
+    assert seen == ["a woman in a red coat in a park", None, None]
+    service.close()
