@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model import front_padding, i2v_hidden_states, pad_front, reference_layout_of
-from ..model.sampling import build_scheduler, diffusion_target
+from ..model.sampling import CUE_KEYS, build_scheduler, diffusion_target
 
 
 def make_scheduler(pretrained: str | Path | None = None):
@@ -62,9 +62,6 @@ def _cast(dtype: torch.dtype | None, x: torch.Tensor, enc: torch.Tensor, cues: d
     if dtype is None or x.dtype == dtype:
         return x, enc, cues
     return x.to(dtype), enc.to(dtype), {k: v.to(dtype) if v.is_floating_point() else v for k, v in cues.items()}
-
-
-CUE_KEYS = ("pose_latents", "face_latents", "body_mask", "face_mask")
 
 
 class Same2XObjective:
