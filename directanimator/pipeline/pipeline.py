@@ -42,7 +42,7 @@ import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
-from ..config import Config, check_seed, check_size, dump_config, guidance_warning
+from ..config import Config, InferenceConfig, check_seed, check_size, dump_config, guidance_warning
 from ..cues.extract import extract_cues
 from ..cues.files import CUE_ARRAYS, CueFileSink, mask_from_uint8
 from ..errors import InputError
@@ -75,6 +75,26 @@ class AnimationResult:
     def as_dict(self) -> dict:
         return {"path": str(self.path), "num_frames": self.num_frames, "fps": self.fps, "width": self.width,
                 "height": self.height, "windows": self.windows, "seconds": self.seconds, "warnings": self.warnings}
+
+
+@dataclass
+class _Job:
+    """One call's checked inputs and settings (`__call__`'s arguments, resolved)."""
+
+    reference: np.ndarray
+    driving: str | Path
+    out: Path
+    size: int
+    out_size: int | None
+    inf: InferenceConfig  # the config's, with the call's overrides
+    steps: int
+    seed: int
+    guidance: float
+    prompt: str | None
+    side_by_side: str | Path | None
+    return_frames: bool
+    progress: bool
+    callback: Callable[[str, int, int], None] | None
 
 
 class DirectAnimatorPipeline:
@@ -375,71 +395,85 @@ class DirectAnimatorPipeline:
             [`AnimationResult`]: the written path, frame count, fps, size, windows, seconds per stage,
             the cue report and warnings (and the frames when `return_frames`).
         """
-        cfg = self.config
         # 1. check inputs and settings
         inf, steps, seed, guidance = self.resolve_settings(steps, seed, guidance_scale, window_overlap,
                                                            keep_background, window_fusion)
-        size = self.check_inputs(reference, driving, steps, cfg.model.size if size is None else size, out_size)
-        out = Path(out)
-        ref_img = reference if isinstance(reference, np.ndarray) else load_image(reference)
-        info = probe_video(driving)  # a corrupt or unreadable video is an InputError here
-        window, overlap = cfg.model.frames, self._overlap(inf.window_overlap)
+        size = self.check_inputs(reference, driving, steps, self.config.model.size if size is None else size, out_size)
+        job = _Job(reference if isinstance(reference, np.ndarray) else load_image(reference), driving, Path(out),
+                   size, out_size, inf, steps, seed, guidance, prompt, side_by_side, return_frames, progress, callback)
+        detectors = dict(segmenter=segmenter, face_detector=face_detector, reference_mask=reference_mask,
+                         keypoints=keypoints)
+        return self._run(job, detectors)
+
+    def _run(self, job: "_Job", detectors: dict) -> AnimationResult:
+        """Steps 2-8 of `__call__` for one checked call, in a temporary folder next to the output."""
+        info = probe_video(job.driving)  # a corrupt or unreadable video is an InputError here
+        overlap = self._overlap(job.inf.window_overlap)
         seconds = {"cues": 0.0, "codec": 0.0, "transformer": 0.0, "write": 0.0}
-        with work_dir(out.parent) as tmpdir:
+        with work_dir(job.out.parent) as tmpdir:
             tmp = Path(tmpdir)
             spool = tmp / CUE_ARRAYS
             # 2. driving cues, streamed to disk
-            if callback is not None:
-                callback("cues", 0, 1)
+            if job.callback is not None:
+                job.callback("cues", 0, 1)
             t0 = time.perf_counter()
-            report = self.extract_driving_cues(ref_img, driving, size, info, tmp, progress, segmenter=segmenter,
-                                               face_detector=face_detector, reference_mask=reference_mask,
-                                               keypoints=keypoints)
+            report = self.extract_driving_cues(job.reference, job.driving, job.size, info, tmp, job.progress,
+                                               **detectors)
             seconds["cues"] = time.perf_counter() - t0
-            n, framing = report.num_frames, Framing.of(ref_img, size, out_size)
+            n, framing = report.num_frames, Framing.of(job.reference, job.size, job.out_size)
             # 4a. the reference through the codec
             t0 = time.perf_counter()
-            ref_lb, ref_latent = self.encode_reference(spool, seed)
+            ref_lb, ref_latent = self.encode_reference(spool, job.seed)
             seconds["codec"] += time.perf_counter() - t0
             # 3. windows on the codec's frame grid
-            starts = windows_covering(n, window, overlap, self.codec.temporal_factor)
-            keeper = BackgroundKeeper(spool, ref_lb, inf.keep_background_margin) if inf.keep_background else None
-            writers = Writers(tmp, out.suffix, driving, info, size, framing, ref_lb, side_by_side is not None,
-                               return_frames)
-            text, fused = self.encode_prompt(prompt), None  # 5. the prompt, once
-            if inf.window_fusion == "latent" and len(starts) > 1:
-                fused = self._denoise_fused(spool, tmp, starts, n, ref_latent, seed, steps, guidance, progress,
-                                            callback, seconds, text)
-            blender = WindowBlender(starts, window, n)
-            bar = tqdm(total=len(starts), desc="animate", unit="window", disable=not progress, leave=False)
+            starts = windows_covering(n, self.config.model.frames, overlap, self.codec.temporal_factor)
+            keeper = BackgroundKeeper(spool, ref_lb, job.inf.keep_background_margin) if job.inf.keep_background \
+                else None
+            writers = Writers(tmp, job.out.suffix, job.driving, info, job.size, framing, ref_lb,
+                              job.side_by_side is not None, job.return_frames)
             try:
-                for wi, s in enumerate(starts):
-                    latents, pose_cue = self._window_latents(wi, s, spool, n, ref_latent, seed, steps, guidance,
-                                                             fused, seconds, text)
-                    # 6. decode and blend; 7. keep the background; 8. write
-                    t0 = time.perf_counter()
-                    frames = self.decode_frames(latents)
-                    seconds["codec"] += time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                    writers.add_poses(s, pose_cue, n)
-                    for index, blended in blender.add(wi, frames):
-                        if keeper is not None:
-                            blended = keeper(index, blended)
-                        writers.write(index, np.clip(blended + 0.5, 0, 255).astype(np.uint8))
-                    seconds["write"] += time.perf_counter() - t0
-                    bar.update()
-                    if callback is not None:
-                        callback("windows", wi + 1, len(starts))
+                done = self._render_windows(job, tmp, spool, starts, n, ref_latent, writers, keeper, seconds)
             finally:
-                bar.close()
                 writers.close()
-            if blender.done != n:
-                raise RuntimeError(f"wrote {blender.done} of {n} frames")
-            writers.move_to(out, side_by_side)
+            if done != n:
+                raise RuntimeError(f"wrote {done} of {n} frames")
+            writers.move_to(job.out, job.side_by_side)
         seconds = {k: round(v, 3) for k, v in seconds.items()}
-        warnings = [w for w in (guidance_warning(cfg, guidance),) if w] + report.warnings
-        return AnimationResult(out, n, info.fps, framing.fw, framing.fh, len(starts), seconds, report.as_dict(),
+        warnings = [w for w in (guidance_warning(self.config, job.guidance),) if w] + report.warnings
+        return AnimationResult(job.out, n, info.fps, framing.fw, framing.fh, len(starts), seconds, report.as_dict(),
                                np.stack(writers.kept) if writers.kept else None, warnings)
+
+    def _render_windows(self, job: "_Job", tmp: Path, spool: Path, starts: list[int], n: int,
+                        ref_latent: torch.Tensor, writers: Writers, keeper, seconds: dict) -> int:
+        """Steps 5-8 window by window: denoise (alone, or all together with latent fusion), decode,
+        blend, keep the background, write. Returns the number of frames written."""
+        text, fused = self.encode_prompt(job.prompt), None  # 5. the prompt, once
+        if job.inf.window_fusion == "latent" and len(starts) > 1:
+            fused = self._denoise_fused(spool, tmp, starts, n, ref_latent, job.seed, job.steps, job.guidance,
+                                        job.progress, job.callback, seconds, text)
+        blender = WindowBlender(starts, self.config.model.frames, n)
+        bar = tqdm(total=len(starts), desc="animate", unit="window", disable=not job.progress, leave=False)
+        try:
+            for wi, s in enumerate(starts):
+                latents, pose_cue = self._window_latents(wi, s, spool, n, ref_latent, job.seed, job.steps,
+                                                         job.guidance, fused, seconds, text)
+                # 6. decode and blend; 7. keep the background; 8. write
+                t0 = time.perf_counter()
+                frames = self.decode_frames(latents)
+                seconds["codec"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                writers.add_poses(s, pose_cue, n)
+                for index, blended in blender.add(wi, frames):
+                    if keeper is not None:
+                        blended = keeper(index, blended)
+                    writers.write(index, np.clip(blended + 0.5, 0, 255).astype(np.uint8))
+                seconds["write"] += time.perf_counter() - t0
+                bar.update()
+                if job.callback is not None:
+                    job.callback("windows", wi + 1, len(starts))
+        finally:
+            bar.close()
+        return blender.done
 
     def _overlap(self, requested: int) -> int:
         """The window overlap in frames, within the window; a note (once) where the codec's frame grid
