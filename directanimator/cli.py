@@ -294,7 +294,8 @@ def _benchmark(args: argparse.Namespace) -> int:
     pipe = DirectAnimatorPipeline.from_pretrained(args.checkpoint, device=device, dtype=args.dtype)
     report = benchmark(args.dataset, pipe, args.out, str(args.checkpoint or "the embedded demo model"), feats,
                        cross_id=args.cross_id, steps=args.steps, seed=args.seed, limit=args.limit,
-                       face=not args.no_face, pose=not args.no_pose, progress=not args.quiet)
+                       progress=not args.quiet, face=not args.no_face, pose=not args.no_pose, arcface=args.arcface,
+                       dwpose=args.dwpose)
     with open(os.path.join(args.out, "benchmark.md")) as f:
         print(f.read())
     print(f"wrote {os.path.join(args.out, 'benchmark.json')} ({sum(p['clips'] for p in report['protocols'])} clips)")
@@ -485,6 +486,13 @@ def _add_evaluate_verb(sub) -> None:
     p.add_argument("--reference", default=None, help="reference image (or folder of images) for FIS")
     p.add_argument("--driving", default=None, help="driving video(s) for PLC and FLC")
     p.add_argument("--out", required=True, help="report.json")
+    _add_metric_arguments(p)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_evaluate)
+
+
+def _add_metric_arguments(p) -> None:
+    """The weights of the paper's metrics and which to skip, shared by `evaluate` and `benchmark`."""
     p.add_argument("--inception", default=None, help="FID: TorchScript inception-2015-12-05.pt")
     p.add_argument("--i3d", default=None, help="FVD: TorchScript i3d_torchscript.pt")
     p.add_argument("--lpips-alexnet", default=None, help="LPIPS: torchvision alexnet-owt-7be5be79.pth")
@@ -493,8 +501,6 @@ def _add_evaluate_verb(sub) -> None:
     p.add_argument("--dwpose", default=None, help="PLC with DWPose: a whole-body .onnx (default: MediaPipe Pose)")
     p.add_argument("--no-face", action="store_true", help="skip FIS, FTS, FLC")
     p.add_argument("--no-pose", action="store_true", help="skip PLC")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_evaluate)
 
 
 def _add_benchmark_verb(sub) -> None:
@@ -510,12 +516,7 @@ def _add_benchmark_verb(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N test clips")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default=None, help="auto, float32, bfloat16")
-    p.add_argument("--inception", default=None, help="FID: TorchScript inception-2015-12-05.pt")
-    p.add_argument("--i3d", default=None, help="FVD: TorchScript i3d_torchscript.pt")
-    p.add_argument("--lpips-alexnet", default=None, help="LPIPS: torchvision alexnet-owt-7be5be79.pth")
-    p.add_argument("--lpips-lin", default=None, help="LPIPS: lpips weights/v0.1/alex.pth")
-    p.add_argument("--no-face", action="store_true", help="skip FIS, FTS, FLC")
-    p.add_argument("--no-pose", action="store_true", help="skip PLC")
+    _add_metric_arguments(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_benchmark)
 

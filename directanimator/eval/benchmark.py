@@ -89,13 +89,14 @@ def prepare(cases: list[Case], folder: Path, pipe, steps: int | None, seed: int 
             pipe(reference, case.driving, out, steps=steps, seed=seed, prompt=case.caption, progress=False)
 
 
-def run_protocol(name: str, cases: list[Case], folder: Path, pipe, features, steps, seed, face: bool, pose: bool,
-                 progress: bool) -> dict:
+def run_protocol(name: str, cases: list[Case], folder: Path, pipe, features, steps, seed, progress: bool,
+                 **metrics) -> dict:
+    """Both rows of one protocol; `metrics`: evaluate's face, pose, arcface and dwpose options."""
     prepare(cases, folder, pipe, steps, seed, progress)
     rows = {}
     for row, sub in (("model", "generated"), ("reference held still", "still")):
         rows[row] = evaluate(folder / sub, folder / "ground_truth", folder / "references", folder / "driving",
-                             features, face=face, pose=pose, progress=False)
+                             features, progress=False, **metrics)
     return {"protocol": name, "clips": len(cases), "rows": rows}
 
 
@@ -116,13 +117,15 @@ def markdown(results: list[dict], checkpoint: str) -> str:
 
 
 def benchmark(dataset: str | Path, pipe, out: str | Path, checkpoint: str, features=None, cross_id: bool = False,
-              steps: int | None = None, seed: int | None = None, limit: int | None = None, face: bool = True,
-              pose: bool = True, progress: bool = True) -> dict:
+              steps: int | None = None, seed: int | None = None, limit: int | None = None, progress: bool = True,
+              **metrics) -> dict:
+    """Every protocol asked for on the test split of `dataset`, written to `out`; `metrics` go to
+    `evaluate` (face, pose, arcface, dwpose)."""
     dataset, out = Path(dataset), Path(out)
     protocols = [("self-driving", test_cases(dataset, False, limit))]
     if cross_id:
         protocols.append(("cross-ID", test_cases(dataset, True, limit)))
-    results = [run_protocol(name, cases, out / name, pipe, features, steps, seed, face, pose, progress)
+    results = [run_protocol(name, cases, out / name, pipe, features, steps, seed, progress, **metrics)
                for name, cases in protocols]
     report = {"dataset": str(dataset), "checkpoint": checkpoint, "protocols": results}
     atomic_write_bytes(out / "benchmark.json", json.dumps(report, indent=1, default=float).encode())
