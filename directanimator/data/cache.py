@@ -246,9 +246,13 @@ def read_meta(path: Path) -> dict | None:
         return None
 
 
-def read_window(path: Path, window: int, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+def read_window(path: Path, window: int, keys: tuple[str, ...],
+                per_clip: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Window `window` of each of `keys`, and the one entry of each `per_clip` key (a clip's caption
+    embedding), from one open of the file."""
     with safe_open(str(path), "pt") as f:
-        return {k: f.get_slice(k)[window].float() for k in keys}
+        return {**{k: f.get_slice(k)[window].float() for k in keys},
+                **{k: f.get_slice(k)[0].float() for k in per_clip}}
 
 
 def build_clip_entry(dataset: Path, record: ClipRecord, cfg: Config, codec: LatentCodec, out: Path,

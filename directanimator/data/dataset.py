@@ -78,9 +78,8 @@ class CachedSamples(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         source, pseudo, w = self.items[i]
-        sample = read_window(source, w, ENTRY_KEYS)
-        if self.captions:  # the clip's own caption, one for all its windows (and its pseudo driving clips)
-            sample["prompt_embeds"] = read_window(source, 0, ("prompt_embeds",))["prompt_embeds"]
+        # with captions, the clip's own caption: one for all its windows (and its pseudo driving clips)
+        sample = read_window(source, w, ENTRY_KEYS, ("prompt_embeds",) if self.captions else ())
         if pseudo is not None:
             p = read_window(pseudo, w, PSEUDO_KEYS)
             sample["teacher_pose_latents"] = sample["pose_latents"]

@@ -40,7 +40,7 @@ from ..video import Letterbox, VideoWriter, iter_frames, load_image, probe_video
 from .format import ClipRecord, write_manifest
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
-IMAGE_SUFFIXES = FRAME_SUFFIXES + (".bmp", ".webp", ".gif", ".txt", ".json", ".md", ".csv")
+NOT_VIDEOS = FRAME_SUFFIXES + (".bmp", ".webp", ".gif", ".txt", ".json", ".md", ".csv")  # images, notes
 REASONS = ("kept", "no person", "several people", "too short", "unreadable")
 
 
@@ -122,7 +122,7 @@ def find_sources(root: Path) -> list[Source]:
             continue
         rel = path.relative_to(root).with_suffix("") if path.is_file() else path.relative_to(root)
         source_id = re.sub(r"[^A-Za-z0-9_-]+", "_", str(rel)).strip("_") or "source"
-        if path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES:
+        if path.is_file() and path.suffix.lower() not in NOT_VIDEOS:
             found.append(Source(path, source_id, "video"))
         elif path.is_dir() and any(f.suffix.lower() in FRAME_SUFFIXES for f in path.iterdir() if f.is_file()):
             found.append(Source(path, source_id, "frames"))
