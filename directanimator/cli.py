@@ -112,7 +112,8 @@ def _pseudo(args: argparse.Namespace) -> int:
         cfg.pseudo.external_manifest = args.manifest
     if args.checkpoint:
         cfg.pseudo.checkpoint = args.checkpoint
-    report = make_pseudo(args.dataset, cfg, overwrite=args.overwrite, progress=not args.quiet)
+    report = make_pseudo(args.dataset, cfg, overwrite=args.overwrite, progress=not args.quiet,
+                         splits=tuple(args.splits))
     print(f"wrote {args.dataset}/pseudo: " + json.dumps({k: report[k] for k in ("pseudo_clips", "kept", "dropped",
                                                                              "dropped_by")}))
     return 0
@@ -427,6 +428,9 @@ def _add_pseudo_verb(sub) -> None:
     p.add_argument("--generator", choices=["puppet", "directanimator", "external"], default=None)
     p.add_argument("--manifest", default=None, help="external: JSONL of {source_clip, video}")
     p.add_argument("--checkpoint", default=None, help="directanimator: same-ID run or checkpoint")
+    p.add_argument("--splits", nargs="+", choices=["train", "test"], default=["train"],
+                   help="whose clips to drive: train (the cross-ID stage's data) and/or test (the driving "
+                        "videos of `benchmark --cross-id`)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_pseudo)

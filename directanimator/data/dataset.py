@@ -37,9 +37,9 @@ class CachedSamples(Dataset):
         elif stage == "cross_id":
             from .format import read_pseudo_manifest
 
-            kept = read_pseudo_manifest(dataset)
+            kept = read_pseudo_manifest(dataset, split="train")
             if not kept:
-                made = len(read_pseudo_manifest(dataset, kept_only=False))
+                made = len(read_pseudo_manifest(dataset, kept_only=False, split="train"))
                 raise InputError(f"no pseudo clip of {dataset} passed the quality filter ({made} made, 0 kept; "
                                  f"{Path(dataset) / 'pseudo' / 'filter_report.json'} says why each was dropped): "
                                  f"the cross-ID stage has nothing to train on; loosen pseudo.filter or make more "

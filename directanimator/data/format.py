@@ -93,9 +93,11 @@ def read_annotations(root: str | Path, clip_id: str) -> dict[str, np.ndarray]:
     return load_file(str(path))
 
 
-def read_pseudo_manifest(dataset: str | Path, kept_only: bool = True) -> list[dict]:
+def read_pseudo_manifest(dataset: str | Path, kept_only: bool = True, split: str | None = None) -> list[dict]:
+    """The pseudo clips' lines (those the filter kept, unless `kept_only` is off), of source clips of
+    `split` when given (a line without a split is a training clip's)."""
     path = Path(dataset) / "pseudo" / "manifest.jsonl"
     if not path.is_file():
         raise InputError(f"no pseudo clips: {path} is missing (run `directanimator pseudo --dataset {dataset}` first)")
     items = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [x for x in items if x["kept"] or not kept_only]
+    return [x for x in items if (x["kept"] or not kept_only) and split in (None, x.get("split", "train"))]

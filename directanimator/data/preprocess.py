@@ -76,7 +76,7 @@ def preprocess(dataset: str | Path, cfg: Config, progress: bool = True, rank: in
     if (dataset / "pseudo" / "manifest.jsonl").is_file():
         from .format import read_pseudo_manifest
 
-        for item in read_pseudo_manifest(dataset):
+        for item in read_pseudo_manifest(dataset, split="train"):
             pseudo_items.setdefault(item["source_clip"], []).append(item)
     import torch
 

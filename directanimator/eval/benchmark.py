@@ -10,7 +10,9 @@ with the paper's test protocols and metrics, next to the trivial answer.
 Every row of the table is scored by `evaluate` on the same clips: the model, and the reference held
 still for the whole clip (a number means nothing without it). In the self-driving protocol the
 driving video pasted as it is would be the ground truth itself (a perfect score): that protocol cannot
-tell copying from animating, which is why the cross-ID one exists. Metrics whose weights are not given
+tell copying from animating, which is why the cross-ID one exists, and there the pasted driving video
+(another person doing the motion) is a row of its own. Real clips carry no ground-truth masks, so the
+silhouette fill of the puppet world's tables has no row here. Metrics whose weights are not given
 are marked not computed, with the reason. Generated videos are kept under DIR/<protocol>/generated/;
 a clip already generated is not generated again (resumable).
 """
@@ -49,12 +51,13 @@ def test_cases(dataset: Path, cross_id: bool, limit: int | None) -> list[Case]:
     drivers = {r.clip_id: clip_dir(dataset, r.clip_id) / "video.mp4" for r in tests}
     if cross_id:
         drivers = {}
-        for item in read_pseudo_manifest(dataset):
+        for item in read_pseudo_manifest(dataset, split="test"):
             if item["source_clip"] in {r.clip_id for r in tests}:
                 drivers.setdefault(item["source_clip"], clip_dir(dataset / "pseudo", item["pseudo_id"]) / "video.mp4")
         if not drivers:
             raise InputError(f"{dataset}: no pseudo driving clip of a test clip in {dataset / 'pseudo'}; run "
-                             f"`directanimator pseudo` on the test clips (or bring an external animator's)")
+                             f"`directanimator pseudo --dataset {dataset} --splits train test` (or bring an external "
+                             f"animator's clips)")
     cases = [Case(r.clip_id, clip_dir(dataset, r.clip_id) / "video.mp4", drivers[r.clip_id],
                   read_caption(clip_dir(dataset, r.clip_id))) for r in tests if r.clip_id in drivers]
     return cases[:limit] if limit else cases
@@ -94,7 +97,10 @@ def run_protocol(name: str, cases: list[Case], folder: Path, pipe, features, ste
     """Both rows of one protocol; `metrics`: evaluate's face, pose, arcface and dwpose options."""
     prepare(cases, folder, pipe, steps, seed, progress)
     rows = {}
-    for row, sub in (("model", "generated"), ("reference held still", "still")):
+    answers = [("model", "generated"), ("reference held still", "still")]
+    if name == "cross-ID":  # here the pasted driving video is another person: a fair trivial answer
+        answers.append(("driving video pasted", "driving"))
+    for row, sub in answers:
         rows[row] = evaluate(folder / sub, folder / "ground_truth", folder / "references", folder / "driving",
                              features, progress=False, **metrics)
     return {"protocol": name, "clips": len(cases), "rows": rows}

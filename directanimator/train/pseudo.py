@@ -344,12 +344,19 @@ def make_generator(dataset: Path, cfg: Config) -> PseudoGenerator:
 
 
 def make_pseudo(dataset: str | Path, cfg: Config, overwrite: bool = False, progress: bool = True,
-                generator: PseudoGenerator | None = None) -> dict:
-    """Write DATASET/pseudo/ (clips, manifest.jsonl, filter_report.json); returns the report."""
+                generator: PseudoGenerator | None = None, splits: tuple[str, ...] = ("train",)) -> dict:
+    """Write DATASET/pseudo/ (clips, manifest.jsonl, filter_report.json); returns the report.
+
+    `splits` names the clips to drive: the training clips feed the cross-ID stage; the test clips'
+    pseudo clips are the driving videos of `benchmark --cross-id` (each line records its split, and
+    training reads only the training ones)."""
     dataset = Path(dataset)
-    records = [r for r in read_manifest(dataset) if r.split == "train" and r.role == "clip"]
+    unknown = sorted(set(splits) - {"train", "test"})
+    if unknown or not splits:
+        raise InputError(f"pseudo splits must be train and/or test, not {', '.join(unknown) or 'none'}")
+    records = [r for r in read_manifest(dataset) if r.split in splits and r.role == "clip"]
     if not records:
-        raise InputError(f"{dataset}: no training clips in the manifest")
+        raise InputError(f"{dataset}: no {' or '.join(splits)} clips in the manifest")
     gen = generator or make_generator(dataset, cfg)
     c = cfg.pseudo
     if not 0 <= c.min_per_clip <= c.max_per_clip:
@@ -369,7 +376,7 @@ def make_pseudo(dataset: str | Path, cfg: Config, overwrite: bool = False, progr
                     break
                 frames, ann, info = made
                 pid = f"{rec.clip_id}_p{k}"
-                prec = ClipRecord(pid, "train", rec.fps, int(frames.shape[1]), int(len(frames)), role="pseudo",
+                prec = ClipRecord(pid, rec.split, rec.fps, int(frames.shape[1]), int(len(frames)), role="pseudo",
                                   source_clip=rec.clip_id, extra={"generator": gen.name, **info})
                 write_clip(tmp, prec, frames, ann)
                 if source is None:
@@ -381,10 +388,10 @@ def make_pseudo(dataset: str | Path, cfg: Config, overwrite: bool = False, progr
                 for reason in res.reasons:
                     name = reason.split()[0]
                     reasons_count[name] = reasons_count.get(name, 0) + 1
-                lines.append({"pseudo_id": pid, "source_clip": rec.clip_id, "generator": gen.name, **info,
+                lines.append({"pseudo_id": pid, "source_clip": rec.clip_id, "split": rec.split, "generator": gen.name, **info,
                               "scores": res.scores, "kept": res.kept, "reasons": res.reasons})
         atomic_write_bytes(tmp / "manifest.jsonl", "".join(json.dumps(x) + "\n" for x in lines).encode())
-        report = {"generator": gen.name, "source_clips": len(records), "pseudo_clips": len(lines), "kept": kept,
+        report = {"generator": gen.name, "splits": list(splits), "source_clips": len(records), "pseudo_clips": len(lines), "kept": kept,
                   "dropped": dropped, "dropped_by": reasons_count, "thresholds": asdict(c.filter)}
         atomic_write_bytes(tmp / "filter_report.json", json.dumps(report, indent=1).encode())
     return report

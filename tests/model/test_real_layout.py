@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from directanimator.data.format import read_manifest, read_pseudo_manifest
 from directanimator.video import iter_frames
 
 from ..cogvideox_folder import LATENT_CHANNELS, TEXT_LENGTH, make_tiny_cogvideox15_i2v
@@ -341,7 +342,8 @@ def test_the_prompt_reaches_the_model(folder, tmp_path):
 def test_own_videos_ingest_caption_preprocess_train_benchmark(folder, tmp_path, cli_here):
     """The chain a user with their own videos runs, from the command line, on real clips at tiny size:
     ingest -> caption (tiny Qwen2-VL) -> preprocess (the tiny CogVideoX1.5 folder's VAE and T5) ->
-    train a few steps -> benchmark on the test split."""
+    train a few steps -> pseudo driving clips of the training and test clips from the trained model
+    (the bootstrap generator) -> benchmark on the test split, self-driven and cross-ID."""
     import yaml
 
     from directanimator.config import dump_config
@@ -361,20 +363,30 @@ def test_own_videos_ingest_caption_preprocess_train_benchmark(folder, tmp_path, 
     assert r.returncode == 0 and "3 clips from 3 sources (2 train, 1 test)" in r.stdout, r.stdout + r.stderr
     r = cli_here("caption", data, "--model", make_tiny_qwen2_vl(tmp_path / "qwen"), "--quiet")
     assert r.returncode == 0 and "3 new" in r.stdout, r.stderr
-    cfg = train_config(folder, data, max_steps=2)
+    cfg = keep_every_pseudo_clip(train_config(folder, data, max_steps=2))
     config = tmp_path / "real.yaml"
     config.write_text(dump_config(cfg))
     r = cli_here("preprocess", "--dataset", data, "--config", config, "--quiet")
     assert r.returncode == 0 and '"built": 2' in r.stdout, r.stdout + r.stderr
     r = cli_here("train", "--config", config, "--dataset", data, "--out", tmp_path / "run", "--quiet")
     assert r.returncode == 0, r.stderr
+    r = cli_here("pseudo", "--dataset", data, "--config", config, "--generator", "directanimator", "--checkpoint",
+                 tmp_path / "run", "--splits", "train", "test", "--quiet")
+    assert r.returncode == 0 and '"pseudo_clips": 3' in r.stdout, r.stdout + r.stderr
+    test_clip = next(x.clip_id for x in read_manifest(data) if x.split == "test")
+    assert [x["source_clip"] for x in read_pseudo_manifest(data, split="test")] == [test_clip]
+    assert len(read_pseudo_manifest(data, split="train")) == 2
     r = cli_here("benchmark", data, "--checkpoint", tmp_path / "run", "--out", tmp_path / "bench", "--steps", "2",
-                 "--no-face", "--quiet")
+                 "--no-face", "--cross-id", "--quiet")
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
-    rows = report["protocols"][0]["rows"]
-    assert report["protocols"][0]["clips"] == 1 and set(rows) == {"model", "reference held still"}
-    assert all(0 < rows[k]["summary"]["SSIM"] < 1 for k in rows)
-    assert len(list((tmp_path / "bench" / "self-driving" / "generated").glob("*.mp4"))) == 1
+    assert [p["clips"] for p in report["protocols"]] == [1, 1]
+    answers = {"model", "reference held still"}
+    for protocol, expected in zip(report["protocols"], (answers, answers | {"driving video pasted"})):
+        rows = protocol["rows"]
+        assert set(rows) == expected
+        assert all(0 < rows[k]["summary"]["SSIM"] < 1 for k in rows)
+    for name in ("self-driving", "cross-ID"):
+        assert len(list((tmp_path / "bench" / name / "generated").glob("*.mp4"))) == 1, name
     assert "| reference held still |" in (tmp_path / "bench" / "benchmark.md").read_text()
     assert yaml.safe_load(config.read_text())["model"]["text"]["use_captions"] is True

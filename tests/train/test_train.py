@@ -532,6 +532,44 @@ def test_bootstrap_and_external_pseudo_generators(same_id_run, puppet_dataset, t
     assert len(list(iter_frames(pseudo_video))) == len(list(iter_frames(src)))
 
 
+def test_pseudo_clips_of_test_clips_are_benchmark_input_and_never_training_data(puppet_dataset, tiny_cfg, tmp_path):
+    """`pseudo --splits train test`: the test clips' pseudo clips carry their split; preprocessing and
+    the cross-ID stage read only the training clips' ones."""
+    import shutil
+    from dataclasses import replace
+
+    from directanimator.data.format import read_manifest, read_pseudo_manifest, write_manifest
+    from directanimator.train.pseudo import make_pseudo
+
+    world = tmp_path / "world"
+    shutil.copytree(puppet_dataset, world, ignore=shutil.ignore_patterns("cache", "pseudo"))
+    records = read_manifest(world)
+    held = next(r for r in records if r.split == "train" and r.role == "clip")
+    write_manifest(world, [replace(r, split="test") if r is held else r for r in records])
+    cfg = tiny_cfg()
+    cfg.pseudo.min_per_clip = cfg.pseudo.max_per_clip = 1
+    with pytest.raises(InputError, match="train and/or test"):
+        make_pseudo(world, cfg, progress=False, splits=("val",))
+    train_clips = sum(r.split == "train" and r.role == "clip" for r in records) - 1
+    report = make_pseudo(world, cfg, progress=False, splits=("train", "test"))
+    assert report["source_clips"] == train_clips + 1 and report["splits"] == ["train", "test"]
+    tests = read_pseudo_manifest(world, kept_only=False, split="test")
+    assert [(x["source_clip"], x["split"]) for x in tests] == [(held.clip_id, "test")]
+    assert held.clip_id not in {x["source_clip"] for x in read_pseudo_manifest(world, kept_only=False, split="train")}
+    meta = json.loads((world / "pseudo" / "clips" / tests[0]["pseudo_id"] / "meta.json").read_text())
+    assert meta["split"] == "test" and meta["source_clip"] == held.clip_id
+    # kept or not by the filter, a test clip's pseudo clip must never be trained on
+    lines = [json.loads(line) for line in (world / "pseudo" / "manifest.jsonl").read_text().splitlines()]
+    lines = [dict(x, kept=True) if x["split"] == "test" else x for x in lines]
+    (world / "pseudo" / "manifest.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    built = preprocess(world, cfg, progress=False)
+    assert sum(built[k] for k in ("pseudo_built", "pseudo_kept", "pseudo_failed")) == len(
+        read_pseudo_manifest(world, split="train"))
+    assert not (cache_root(world, cfg) / "pseudo" / f"{tests[0]['pseudo_id']}.safetensors").exists()
+    samples = CachedSamples(world, cfg, stage="cross_id")
+    assert all(held.clip_id not in str(pseudo) for _, pseudo, _ in samples.items)
+
+
 def test_preprocess_shards_are_disjoint_and_complete(puppet_dataset, tiny_cfg):
     reports = [preprocess(puppet_dataset, tiny_cfg(), progress=False, rank=r, world_size=2) for r in (0, 1)]
     assert reports[0]["clips"] + reports[1]["clips"] == len(list((cache_root(puppet_dataset, tiny_cfg()) / "clips").glob("*.safetensors")))
