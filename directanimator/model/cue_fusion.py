@@ -89,11 +89,16 @@ class CueFusion(nn.Module):
     def forward(
         self, cues: list[torch.Tensor], temb: torch.Tensor, carry: bool = True
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """cues: e_c, each (B, N, dim); temb: e_t, (B, time_embed_dim).
+        """cues: e_c, each (B, N, dim); temb: e_t, (B, time_embed_dim), or (B, N, time_embed_dim) when
+        each token has its own timestep (Wan2.2 TI2V).
         Returns (sum of e_c^M to add to the vision tokens, [e_c^G for the next block]); with
         `carry=False` (the last block) e^G, which nothing would read, is not computed."""
-        # (1): (B, num_cues, 3, 1, dim)
-        factors = self.linear(self.silu(temb)).view(temb.shape[0], self.num_cues, 3, 1, self.dim)
+        # (1): (B, num_cues, 3, 1 or N, dim)
+        factors = self.linear(self.silu(temb))
+        if temb.dim() == 2:
+            factors = factors.view(temb.shape[0], self.num_cues, 3, 1, self.dim)
+        else:
+            factors = factors.view(*temb.shape[:2], self.num_cues, 3, self.dim).permute(0, 2, 3, 1, 4)
         injected = None
         carried = []
         for i, e in enumerate(cues):
@@ -104,6 +109,24 @@ class CueFusion(nn.Module):
             injected = e_m if injected is None else injected + e_m
         assert injected is not None
         return injected, carried
+
+
+@torch.no_grad()
+def initialise_cue_modules(group: nn.Module, dtype: torch.dtype) -> None:
+    """Cue modules built on the meta device (a checkpoint that lacks them was loaded): allocate them
+    and initialise them as their constructors do, the zero-injection starts included."""
+    if not any(p.is_meta for p in group.parameters()):
+        return
+    group.to_empty(device="cpu")
+    for module in group.modules():  # first every layer's own default initialisation,
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    for module in group.modules():  # then the zero-injection starts that override it
+        if isinstance(module, CueFusion):
+            module.reset_injection()
+        if isinstance(module, CueCrossAttention):
+            module.gate.zero_()
+    group.to(dtype)
 
 
 class CueCrossAttention(nn.Module):

@@ -30,7 +30,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from ..errors import InputError
-from .cue_fusion import CueCrossAttention, CueFusion, CuePatchEmbed
+from .cue_fusion import CueCrossAttention, CueFusion, CuePatchEmbed, initialise_cue_modules
 from .weights import find_component
 
 INJECTIONS = ("cuefusion", "concat", "cross_attention", "none")
@@ -223,7 +223,7 @@ class CueFusionTransformer3D(CogVideoXTransformer3DModel):
         kwargs = {k: v for k, v in base_config.items() if not k.startswith("_")}
         with torch.device("meta"):
             model = cls(**kwargs, **cue_kwargs)
-        state = _read_safetensors_folder(folder)
+        state = read_safetensors_folder(folder)
         for k in list(state):  # one tensor at a time: the checkpoint's copy is freed as it goes
             state[k] = state[k].to(dtype)
         own = model.state_dict()
@@ -252,18 +252,7 @@ class CueFusionTransformer3D(CogVideoXTransformer3DModel):
         """After loading a checkpoint into a meta-device model: allocate and initialise what it did not
         hold, the cue modules (as their constructors do) and the non-persistent sin-cos position table."""
         for name in ("cue_embed", "cue_fusion", "cue_cross_attention"):
-            group = getattr(self, name)
-            if any(p.is_meta for p in group.parameters()):
-                group.to_empty(device="cpu")
-                for module in group.modules():  # first every layer's own default initialisation,
-                    if hasattr(module, "reset_parameters"):
-                        module.reset_parameters()
-                for module in group.modules():  # then the zero-injection starts that override it
-                    if isinstance(module, CueFusion):
-                        module.reset_injection()
-                    if isinstance(module, CueCrossAttention):
-                        module.gate.zero_()
-                group.to(dtype)
+            initialise_cue_modules(getattr(self, name), dtype)
         pe = self.patch_embed
         if getattr(pe, "pos_embedding", None) is not None and pe.pos_embedding.is_meta:
             table = pe._get_positional_embeddings(pe.sample_height, pe.sample_width, pe.sample_frames)
@@ -507,7 +496,7 @@ def _find_transformer_folder(path: Path) -> Path:
     return find_component(path, "transformer", "CogVideoX transformer", "its diffusion_pytorch_model*.safetensors")
 
 
-def _read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
+def read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     files = sorted(folder.glob("*.safetensors"))

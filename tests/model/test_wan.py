@@ -1,0 +1,194 @@
+"""The cue stream on diffusers' Wan transformer: the backbone's own output with the cues off or at
+initialisation, cues that reach the output once trained, and loading of real-layout folders."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from directanimator.model.wan import WanCueFusionTransformer3D
+
+from ..wan_folder import TEXT_DIM, make_tiny_wan_transformer, wan21_i2v_config, wan22_ti2v_config
+
+FRAMES, HEIGHT, WIDTH = 3, 4, 6  # latent grid
+VARIANTS = {"wan2.1-i2v": wan21_i2v_config, "wan2.2-ti2v": wan22_ti2v_config}
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def variant(request, tmp_path_factory):
+    config = VARIANTS[request.param]()
+    return request.param, config, make_tiny_wan_transformer(tmp_path_factory.mktemp(request.param), config)
+
+
+def inputs(config: dict, seed: int = 0, batch: int = 2) -> dict:
+    """What diffusers' Wan pipelines pass, and the cues on the same latent grid."""
+    g = torch.Generator().manual_seed(seed)
+    grid = (FRAMES, HEIGHT, WIDTH)
+    cue_c = config["out_channels"]
+    args = dict(
+        hidden_states=torch.randn(batch, config["in_channels"], *grid, generator=g),
+        timestep=torch.tensor([700.0, 20.0][:batch]),
+        encoder_hidden_states=torch.randn(batch, 7, TEXT_DIM, generator=g),
+        pose_latents=torch.randn(batch, cue_c, *grid, generator=g),
+        face_latents=torch.randn(batch, cue_c, *grid, generator=g),
+        body_mask=torch.rand(batch, 1, *grid, generator=g),
+        face_mask=torch.rand(batch, 1, *grid, generator=g),
+    )
+    if config["image_dim"]:
+        args["encoder_hidden_states_image"] = torch.randn(batch, 5, config["image_dim"], generator=g)
+    else:  # Wan2.2 TI2V: one timestep per token, 0 for the reference frame's tokens
+        per_token = args["timestep"][:, None].repeat(1, FRAMES * (HEIGHT // 2) * (WIDTH // 2))
+        per_token[:, : (HEIGHT // 2) * (WIDTH // 2)] = 0
+        args["timestep"] = per_token
+    return args
+
+
+def backbone_only(args: dict) -> dict:
+    return {k: v for k, v in args.items() if not k.endswith(("_latents", "_mask"))}
+
+
+def test_cues_off_and_at_start_the_model_is_diffusers_wan_bit_for_bit(variant):
+    from diffusers import WanTransformer3DModel
+
+    _, config, folder = variant
+    ref = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", torch_dtype=torch.float32)
+    args = inputs(config)
+    with torch.no_grad():
+        expected = ref(**backbone_only(args)).sample
+        for injection in ("none", "cuefusion"):
+            ours = WanCueFusionTransformer3D.from_wan(folder, injection=injection)
+            given = args if injection == "cuefusion" else backbone_only(args)
+            assert torch.equal(ours(**given).sample, expected), injection
+    assert ours.count_parameters()["cue"] > 0
+
+
+def test_bf16_loading_keeps_what_diffusers_keeps_in_float32(variant):
+    from diffusers import WanTransformer3DModel
+
+    _, config, folder = variant
+    ref = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", torch_dtype=torch.bfloat16)
+    ours = WanCueFusionTransformer3D.from_wan(folder, dtype=torch.bfloat16)
+    dtypes = {n: p.dtype for n, p in ref.named_parameters()}
+    assert {n: p.dtype for n, p in ours.named_parameters() if n in dtypes} == dtypes
+    assert torch.float32 in dtypes.values() and torch.bfloat16 in dtypes.values()
+    args = {k: v.to(torch.bfloat16) if v.is_floating_point() and k != "timestep" else v
+            for k, v in inputs(config).items()}
+    with torch.no_grad():
+        assert torch.equal(ours(**args).sample, ref(**backbone_only(args)).sample)
+
+
+def trained(model: WanCueFusionTransformer3D, seed: int = 1) -> WanCueFusionTransformer3D:
+    """The cue modules moved off their zero start, as training moves them."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name in ("cue_embed", "cue_fusion"):
+            for p in getattr(model, name).parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 0.2)
+    return model
+
+
+def test_each_cue_reaches_the_prediction_once_trained(variant):
+    _, config, folder = variant
+    model = trained(WanCueFusionTransformer3D.from_wan(folder))
+    args = inputs(config)
+    with torch.no_grad():
+        base = model(**args).sample
+        assert base.shape == (2, config["out_channels"], FRAMES, HEIGHT, WIDTH)
+        for key in ("pose_latents", "face_latents", "body_mask", "face_mask"):
+            moved = dict(args, **{key: args[key].flip(0)})
+            assert not torch.allclose(model(**moved).sample, base), key
+        # one sample's cues change only that sample's prediction
+        moved = dict(args, pose_latents=torch.cat([args["pose_latents"][:1], -args["pose_latents"][1:]]))
+        out = model(**moved).sample
+        assert torch.equal(out[0], base[0]) and not torch.allclose(out[1], base[1])
+
+
+def test_the_injection_learns_from_the_first_step(variant):
+    """At the zero start the output ignores the cues, but the gradient reaches the modulation."""
+    _, config, folder = variant
+    model = WanCueFusionTransformer3D.from_wan(folder)
+    model(**inputs(config)).sample.square().mean().backward()
+    assert model.cue_fusion[0].linear.bias.grad.abs().sum() > 0
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.cue_embed.parameters())
+
+
+def test_features_and_features_only_agree(variant):
+    _, config, folder = variant
+    model = trained(WanCueFusionTransformer3D.from_wan(folder))
+    args = inputs(config)
+    with torch.no_grad():
+        full = model(**args, feature_depths=(1, 2))
+        only = model(**args, feature_depths=(1,), features_only=True)
+    assert only.sample is None and set(full.features) == {1, 2}
+    assert torch.equal(only.features[1], full.features[1])
+    with pytest.raises(ValueError, match="feature depths"):
+        model(**args, feature_depths=(3,))
+
+
+def test_save_and_load_round_trip(variant, tmp_path):
+    _, config, folder = variant
+    model = trained(WanCueFusionTransformer3D.from_wan(folder, use_face_cue=False))
+    model.save_pretrained(tmp_path / "saved")
+    back = WanCueFusionTransformer3D.from_pretrained(tmp_path / "saved")
+    assert back.config.use_face_cue is False and len(back.cue_embed) == 1
+    args = {k: v for k, v in inputs(config).items() if not k.startswith("face")}
+    with torch.no_grad():
+        assert torch.equal(back(**args).sample, model(**args).sample)
+
+
+def test_bad_cue_inputs_are_clear_errors(variant):
+    _, config, folder = variant
+    model = WanCueFusionTransformer3D.from_wan(folder)
+    args = inputs(config)
+    with pytest.raises(ValueError, match="needs pose_latents"):
+        model(**dict(args, pose_latents=None))
+    with pytest.raises(ValueError, match="face mask has shape"):
+        model(**dict(args, face_mask=args["face_mask"][:, :, :1]))
+    with pytest.raises(ValueError, match="injection on Wan"):
+        WanCueFusionTransformer3D(**config, injection="concat")
+
+
+def test_a_folder_that_is_not_wan_is_refused(tmp_path):
+    from directanimator.errors import InputError
+
+    (tmp_path / "transformer").mkdir()
+    (tmp_path / "transformer" / "config.json").write_text('{"_class_name": "CogVideoXTransformer3DModel"}')
+    with pytest.raises(InputError, match="not a Wan transformer"):
+        WanCueFusionTransformer3D.from_wan(tmp_path)
+    with pytest.raises(InputError):
+        WanCueFusionTransformer3D.from_wan(tmp_path / "nowhere")
+
+
+def test_cue_tokens_are_in_wans_token_order(variant):
+    """A cue patch embedding given the weights of Wan's own patch embedding makes Wan's tokens: each
+    cue token lands on the vision token of its place."""
+    _, config, folder = variant
+    model = WanCueFusionTransformer3D.from_wan(folder, use_location_cue=False,
+                                               cue_latent_channels=config["in_channels"])
+    embed = model.cue_embed[0]
+    conv = model.patch_embedding
+    with torch.no_grad():
+        embed.proj.weight.copy_(conv.weight.flatten(1))
+        embed.proj.bias.copy_(conv.bias)
+        x = inputs(config)["hidden_states"]
+        expected = conv(x).flatten(2).transpose(1, 2)
+        torch.testing.assert_close(model._cue_tokens(x, None, "pose", x, embed), expected)
+
+
+def test_per_token_timesteps_modulate_each_token_by_its_own():
+    """Wan2.2 TI2V: with one e_t per token, each token's e^M is what the shared-e_t form gives it."""
+    from directanimator.model.cue_fusion import CueFusion
+
+    torch.manual_seed(0)
+    fusion = CueFusion(8, 8, num_cues=2)
+    with torch.no_grad():
+        fusion.linear.weight.normal_()
+        fusion.linear.bias.normal_()
+    cues = [torch.randn(2, 5, 8), torch.randn(2, 5, 8)]
+    temb = torch.randn(2, 5, 8)
+    injected, carried = fusion(cues, temb)
+    for n in range(5):
+        one, one_carried = fusion([c[:, n:n + 1] for c in cues], temb[:, n])
+        torch.testing.assert_close(injected[:, n:n + 1], one)
+        for c, o in zip(carried, one_carried):
+            torch.testing.assert_close(c[:, n:n + 1], o)
