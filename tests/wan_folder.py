@@ -5,7 +5,9 @@
     Wan2.2-TI2V-5B   30 layers, 24 x 128 heads, in = out = 48 (its own high-compression VAE's channels),
                      no image tokens (the reference is latent frame 0, with a timestep of its own)
 
-shrunk to 2 layers, 2 x 16 heads and small channel counts, every switch as in the real config.json.
+shrunk to 2 layers, 2 x 16 heads and small channel counts, every switch as in the real config.json;
+with `make_tiny_wan_folder` also `vae/` (AutoencoderKLWan: Wan2.1's 8x, or Wan2.2's residual 16x with
+its 2x2 patching) and `scheduler/` (UniPC with flow sigmas, the real folders' settings).
 """
 
 from __future__ import annotations
@@ -43,3 +45,60 @@ def make_tiny_wan_transformer(root: Path, config: dict, seed: int = 0, dtype=tor
             p.add_(torch.randn_like(p) * 0.02)
     model.to(dtype).save_pretrained(Path(root) / "transformer", safe_serialization=True)
     return Path(root)
+
+
+def wan21_vae_config() -> dict:
+    """Wan2.1's VAE (8x spatial, 4x temporal, z 16 -> 4), 8 base channels instead of 96."""
+    return dict(base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1, attn_scales=[],
+                temperal_downsample=[False, True, True], latents_mean=[0.1, -0.2, 0.05, 0.3],
+                latents_std=[1.5, 2.0, 1.8, 2.5])
+
+
+def wan22_vae_config() -> dict:
+    """Wan2.2's VAE (residual, 2x2 patching: 16x spatial, 4x temporal, z 48 -> 6), small widths."""
+    return dict(base_dim=8, decoder_base_dim=12, z_dim=6, dim_mult=[1, 2, 2, 2], num_res_blocks=1, attn_scales=[],
+                temperal_downsample=[False, True, True], is_residual=True, in_channels=12, out_channels=12,
+                patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4,
+                latents_mean=[0.1, -0.2, 0.05, 0.3, 0.0, -0.1], latents_std=[1.5, 2.0, 1.8, 2.5, 1.2, 2.2])
+
+
+def scheduler_config(flow_shift: float) -> dict:
+    """The real folders' scheduler/scheduler_config.json (flow_shift 3.0 for Wan2.1 480P, 5.0 for TI2V)."""
+    return dict(beta_end=0.02, beta_schedule="linear", beta_start=0.0001, disable_corrector=[],
+                dynamic_thresholding_ratio=0.995, final_sigmas_type="zero", flow_shift=flow_shift,
+                lower_order_final=True, num_train_timesteps=1000, predict_x0=True, prediction_type="flow_prediction",
+                rescale_betas_zero_snr=False, sample_max_value=1.0, solver_order=2, solver_p=None, solver_type="bh2",
+                steps_offset=0, thresholding=False, timestep_spacing="linspace", trained_betas=None,
+                use_beta_sigmas=False, use_exponential_sigmas=False, use_flow_sigmas=True, use_karras_sigmas=False)
+
+
+FORMS = {"wan2.1-i2v": (wan21_i2v_config, wan21_vae_config, 3.0),
+         "wan2.2-ti2v": (wan22_ti2v_config, wan22_vae_config, 5.0)}
+
+
+def make_tiny_wan_folder(root: Path, name: str, seed: int = 0) -> Path:
+    """`root` with transformer/, vae/ and scheduler/ of the checkpoint `name` (a key of FORMS), and for
+    Wan2.1 I2V image_encoder/ and image_processor/ (CLIP ViT-H/14 there: a 2-layer CLIP vision model
+    here, its width the transformer's image_dim)."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler
+
+    transformer, vae, shift = FORMS[name]
+    make_tiny_wan_transformer(root, transformer(), seed)
+    torch.manual_seed(seed + 1)
+    AutoencoderKLWan(**vae()).save_pretrained(Path(root) / "vae", safe_serialization=True)
+    UniPCMultistepScheduler(**scheduler_config(shift)).save_pretrained(Path(root) / "scheduler")
+    if transformer()["image_dim"]:
+        make_tiny_clip(root, transformer()["image_dim"], seed)
+    return Path(root)
+
+
+def make_tiny_clip(root: Path, width: int, seed: int) -> None:
+    """image_encoder/ (CLIPVisionModel) and image_processor/ (CLIPImageProcessor, 224 px there, 32 here)."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(seed + 2)
+    config = CLIPVisionConfig(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+                              num_attention_heads=2, image_size=32, patch_size=8, projection_dim=width)
+    CLIPVisionModel(config).save_pretrained(Path(root) / "image_encoder", safe_serialization=True)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        Path(root) / "image_processor")

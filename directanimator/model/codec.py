@@ -187,3 +187,70 @@ class CogVideoXCodec:
 
 def _find_vae_folder(path: Path) -> Path:
     return find_component(path, "vae", "CogVideoX VAE", "diffusion_pytorch_model.safetensors")
+
+
+class WanVAECodec:
+    """Wan's VAE (AutoencoderKLWan: Wan2.1's 8x or Wan2.2's 16x spatial compression, 4x in time, frame
+    0 alone as CogVideoX's) from a local folder. Latents are normalised per channel with the VAE's
+    `latents_mean` / `latents_std`, as diffusers' Wan pipelines normalise them; the reference and the
+    image-to-video condition use the posterior's mode (diffusers' `sample_mode="argmax"`), training
+    latents a draw from it (`sample`)."""
+
+    name = "wan"
+
+    def __init__(self, path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                 sample: bool = True):
+        from diffusers import AutoencoderKLWan
+
+        folder = find_component(Path(path), "vae", "Wan VAE", "diffusion_pytorch_model.safetensors")
+        try:
+            self.vae = AutoencoderKLWan.from_pretrained(str(folder), torch_dtype=dtype).to(device)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise InputError(f"cannot load the Wan VAE from {folder}: {str(exc).splitlines()[0]}") from None
+        self.vae.requires_grad_(False).eval()
+        cfg = self.vae.config
+        self.sample = sample
+        self.latent_channels = int(cfg.z_dim)
+        self.spatial_factor = int(cfg.scale_factor_spatial)
+        self.temporal_factor = int(cfg.scale_factor_temporal)
+        self.mean = torch.tensor(cfg.latents_mean, dtype=torch.float32).view(1, -1, 1, 1, 1)
+        # as diffusers writes it: times the reciprocal (the same float32 rounding as its pipelines)
+        self.inv_std = 1.0 / torch.tensor(cfg.latents_std, dtype=torch.float32).view(1, -1, 1, 1, 1)
+
+    @torch.no_grad()
+    def _encode(self, x: torch.Tensor, generator: torch.Generator | None, mode: bool) -> torch.Tensor:
+        """(B, 3, T, H, W) in [-1, 1] -> normalised latents (B, C, t, h, w), float32."""
+        dist = self.vae.encode(x.to(self.vae.device, self.vae.dtype)).latent_dist
+        if mode:
+            z = dist.mode()
+        else:
+            if generator is None:
+                generator = torch.Generator().manual_seed(0)
+            noise = torch.randn(dist.mean.shape, generator=generator, device=generator.device, dtype=torch.float32)
+            z = dist.mean + dist.std * noise.to(dist.mean.device, dist.mean.dtype)
+        return (z.float() - self.mean.to(z.device)) * self.inv_std.to(z.device)
+
+    def encode(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, T, 3, H, W) -> (B, t, C, h, w)."""
+        latent_frames(video.shape[1], self.temporal_factor)
+        return self._encode(video.permute(0, 2, 1, 3, 4), generator, not self.sample).permute(0, 2, 1, 3, 4)
+
+    def encode_reference(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The reference (B, 1, 3, H, W) alone: (B, 1, C, h, w), Wan2.2 TI2V's latent frame 0."""
+        return self._encode(image.permute(0, 2, 1, 3, 4), None, True).permute(0, 2, 1, 3, 4)
+
+    def encode_condition(self, image: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Wan2.1 I2V's condition: the video of the reference (B, 1, 3, H, W) followed by black frames
+        (zeros), `num_frames` in all, encoded: (B, t, C, h, w)."""
+        latent_frames(num_frames, self.temporal_factor)
+        x = image.permute(0, 2, 1, 3, 4)
+        x = torch.cat([x, x.new_zeros(x.shape[0], x.shape[1], num_frames - 1, *x.shape[3:])], dim=2)
+        return self._encode(x, None, True).permute(0, 2, 1, 3, 4)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, t, C, h, w) -> (B, T, 3, H, W) in [-1, 1]."""
+        z = latents.permute(0, 2, 1, 3, 4).float()
+        z = z / self.inv_std.to(z.device) + self.mean.to(z.device)
+        return self.vae.decode(z.to(self.vae.device, self.vae.dtype)).sample.permute(0, 2, 1, 3, 4).float().clamp(-1, 1)
+

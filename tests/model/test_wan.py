@@ -192,3 +192,81 @@ def test_per_token_timesteps_modulate_each_token_by_its_own():
         torch.testing.assert_close(injected[:, n:n + 1], one)
         for c, o in zip(carried, one_carried):
             torch.testing.assert_close(c[:, n:n + 1], o)
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def wan_folder(request, tmp_path_factory):
+    from ..wan_folder import make_tiny_wan_folder
+
+    return request.param, make_tiny_wan_folder(tmp_path_factory.mktemp(request.param + "-full"), request.param)
+
+
+def test_sampling_matches_diffusers_wan_image_to_video_pipeline(wan_folder):
+    """Cue stream at its zero start: our sampler and Wan's VAE give diffusers' frames for the same image,
+    prompt embeddings, seed and steps (within one 8-bit level)."""
+    import numpy as np
+    from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanTransformer3DModel
+    from PIL import Image
+
+    from directanimator.model.codec import WanVAECodec
+    from directanimator.model.wan_sampling import (WanImageEncoder, build_wan_scheduler, sample_wan_latents,
+                                                   wan_condition, wan_form)
+
+    name, folder = wan_folder
+    frames, size = 9, (64, 96)
+    config = VARIANTS[name]()
+    g = torch.Generator().manual_seed(3)
+    image = (torch.rand(size[0], size[1], 3, generator=g) * 255).to(torch.uint8).numpy()
+    prompt = torch.randn(1, 7, TEXT_DIM, generator=g)
+    clip = {}
+    if config["image_dim"]:
+        from transformers import CLIPImageProcessor, CLIPVisionModel
+
+        clip = dict(image_encoder=CLIPVisionModel.from_pretrained(folder / "image_encoder"),
+                    image_processor=CLIPImageProcessor.from_pretrained(folder / "image_processor"))
+    pipe = WanImageToVideoPipeline(
+        tokenizer=None, text_encoder=None, **clip,
+        vae=AutoencoderKLWan.from_pretrained(folder, subfolder="vae"),
+        transformer=WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", torch_dtype=torch.float32),
+        scheduler=build_wan_scheduler(folder), expand_timesteps=name == "wan2.2-ti2v")
+    expected = pipe(image=Image.fromarray(image), prompt_embeds=prompt, height=size[0],
+                    width=size[1], num_frames=frames, num_inference_steps=3, guidance_scale=1.0,
+                    generator=torch.Generator().manual_seed(0), output_type="np").frames[0]
+
+    model = WanCueFusionTransformer3D.from_wan(folder)
+    codec = WanVAECodec(folder, sample=False)
+    reference = torch.from_numpy(image).permute(2, 0, 1)[None, None].float() / 127.5 - 1
+    image_embeds = WanImageEncoder(folder)(image) if config["image_dim"] else None
+    cond = wan_condition(codec, reference, frames, wan_form(model), image_embeds)
+    cues = inputs(config, batch=1)
+    f, h, w = cond.latents.shape[2:]
+    cues = {k: torch.randn(1, v.shape[1], f, h, w) if k.endswith("latents") else torch.rand(1, 1, f, h, w)
+            for k, v in cues.items() if k in ("pose_latents", "face_latents", "body_mask", "face_mask")}
+    latents = sample_wan_latents(model, build_wan_scheduler(folder), cond, prompt, 3,
+                                 torch.Generator().manual_seed(0), cues=cues)
+    video = codec.decode(latents.permute(0, 2, 1, 3, 4))[0].permute(0, 2, 3, 1).numpy()
+    ours = np.round((video + 1) * 127.5).clip(0, 255)
+    theirs = np.round(expected * 255).clip(0, 255)
+    assert ours.shape == theirs.shape == (frames, *size, 3) and theirs.std() > 5  # not a blank video
+    assert np.abs(ours - theirs).max() <= 1
+    # in float32 on the CPU the same operations give the same numbers: far tighter than one level, so
+    # that a wrong detail (the reference frame's timestep of TI2V: 0.007) cannot hide under rounding
+    assert np.abs(video - (expected * 2 - 1)).max() < 1e-4
+
+
+def test_wan_codec_shapes_and_causal_first_frame(wan_folder):
+    """A video of 1 + 4k frames -> 1 + k latent frames on the VAE's grid and back; the first latent
+    frame of a video is the latent of its first frame alone (the reference's, for TI2V)."""
+    from directanimator.model.codec import WanVAECodec
+
+    name, folder = wan_folder
+    codec = WanVAECodec(folder, sample=False)
+    video = torch.rand(1, 9, 3, 32, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    z = codec.encode(video)
+    s = codec.spatial_factor
+    assert s == (16 if name == "wan2.2-ti2v" else 8) and codec.temporal_factor == 4
+    assert z.shape == (1, 3, codec.latent_channels, 32 // s, 64 // s)
+    torch.testing.assert_close(codec.encode_reference(video[:, :1]), z[:, :1], rtol=1e-4, atol=1e-5)
+    assert codec.decode(z).shape == video.shape
+    with pytest.raises(Exception, match="frames"):
+        codec.encode(video[:, :8])
