@@ -163,3 +163,43 @@ def sample_wan_latents(transformer, scheduler, cond: WanCondition, prompt_embeds
     if cond.form == "ti2v":
         latents = (1 - cond.mask) * cond.latents + cond.mask * latents
     return latents
+
+
+# ----------------------------------------------------------------------------- training objective
+
+
+def flow_sigmas(batch: int, shift: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Noise levels for flow-matching training, one per sample: u ~ U(0, 1) moved by the checkpoint's
+    `flow_shift` as its sampler moves them (sigma = shift u / (1 + (shift - 1) u)), so training sees
+    the levels sampling visits."""
+    u = torch.rand(batch, generator=generator)
+    return shift * u / (1 + (shift - 1) * u)
+
+
+def wan_flow_loss(transformer, latents: torch.Tensor, cond: WanCondition, prompt_embeds: torch.Tensor,
+                  cues: dict[str, torch.Tensor], sigma: torch.Tensor, noise: torch.Tensor,
+                  feature_depths: tuple[int, ...] = ()) -> tuple[torch.Tensor, dict[int, torch.Tensor] | None]:
+    """The denoising loss of Wan's flow matching on clean latents (B, C, F, h, w): x_s = (1 - s) x_0 + s e
+    at the model's timestep 1000 s, the target velocity e - x_0, mean squared error. For ti2v the
+    reference frame stays clean (timestep 0 for its tokens, as in sampling) and is not scored.
+    Returns (loss, the vision tokens after `feature_depths` for the S2X term, or None)."""
+    dtype = next(transformer.parameters()).dtype
+    s = sigma.view(-1, 1, 1, 1, 1).to(latents)
+    noisy = (1 - s) * latents + s * noise
+    t = sigma.to(latents.device) * 1000
+    if cond.form == "ti2v":
+        hidden = (1 - cond.mask) * cond.latents + cond.mask * noisy
+        per_token = cond.mask[0][0][:, ::transformer.config.patch_size[1], ::transformer.config.patch_size[2]]
+        timestep = per_token.flatten()[None] * t[:, None]
+    else:
+        hidden, timestep = torch.cat([noisy, cond.mask, cond.latents], dim=1), t
+    image = cond.image_embeds.to(dtype) if cond.image_embeds is not None else None
+    out = transformer(hidden_states=hidden.to(dtype), timestep=timestep, encoder_hidden_states=prompt_embeds.to(dtype),
+                      encoder_hidden_states_image=image, feature_depths=feature_depths,
+                      **{k: v.to(dtype) for k, v in cues.items()})
+    error = (out.sample.float() - (noise - latents).float()).square()
+    if cond.form == "ti2v":
+        error = error * cond.mask
+        return error.sum() / (cond.mask.expand_as(error).sum()), out.features
+    return error.mean(), out.features
+
