@@ -2,6 +2,7 @@
 weights), per training mode and inference option, at 49 x 512 x 512.
 
     .venv/bin/python benchmarks/gpu.py --estimate            # any machine: the memory table, estimated
+    .venv/bin/python benchmarks/gpu.py --estimate --backbone wan2.1-i2v-14b   # or wan2.2-ti2v-5b
     .venv/bin/python benchmarks/gpu.py --measure [--runs 3]  # a CUDA GPU: bf16 step times and peak memory
 
 --estimate builds the model on the meta device (exact parameter counts, no memory) and adds the
@@ -23,6 +24,12 @@ attention and 4x MLP with SDPA); tokens = 7 x 32 x 32 vision (49 frames -> 13 la
 Inference (bf16): transformer weights 2 per parameter (fp8 storage: 1), T5-XXL encoder 4.76 B
 parameters and the CogVideoX VAE 0.22 B (their published sizes; not built here), activations of one
 forward (about 4 tokens x dim x 2 bytes, no graph kept).
+
+Wan backbones (`--backbone`): the transformer of the checkpoint's config.json with the cue modules,
+and its text encoder (UMT5-XXL's encoder), VAE and, for Wan2.1 I2V, CLIP ViT-H/14 vision encoder, each
+built on the meta device from its published configuration and counted; vision tokens = latent frames
+x latent grid / 2x2 patches (Wan's text and image tokens are the cross-attention's context, not in
+the self-attention).
 """
 
 from __future__ import annotations
@@ -56,6 +63,55 @@ def real_size_model(device="meta", dtype=torch.float32, layers: int | None = Non
     return model.to(dtype) if device != "meta" else model, cfg
 
 
+# the transformer/config.json of the diffusers folders Wan-AI/Wan2.1-I2V-14B-480P-Diffusers and
+# Wan-AI/Wan2.2-TI2V-5B-Diffusers; their VAEs' configs (spatial factor 8 and 16)
+WAN = {
+    "wan2.1-i2v-14b": dict(
+        transformer=dict(patch_size=(1, 2, 2), num_attention_heads=40, attention_head_dim=128, in_channels=36,
+                         out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=13824, num_layers=40,
+                         cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=1280,
+                         added_kv_proj_dim=5120, rope_max_seq_len=1024),
+        vae=dict(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                 temperal_downsample=[False, True, True]),
+        spatial=8, clip=True),
+    "wan2.2-ti2v-5b": dict(
+        transformer=dict(patch_size=(1, 2, 2), num_attention_heads=24, attention_head_dim=128, in_channels=48,
+                         out_channels=48, text_dim=4096, freq_dim=256, ffn_dim=14336, num_layers=30,
+                         cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=None,
+                         added_kv_proj_dim=None, rope_max_seq_len=1024),
+        vae=dict(base_dim=160, decoder_base_dim=256, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                 attn_scales=[], temperal_downsample=[False, True, True], is_residual=True, in_channels=12,
+                 out_channels=12, patch_size=2, scale_factor_spatial=16),
+        spatial=16, clip=False),
+}
+
+
+def meta_count(build) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in build().parameters())
+
+
+def wan_components(name: str) -> dict:
+    """The Wan checkpoint's transformer (with the cue modules) on the meta device, and its other
+    components' parameter counts."""
+    from diffusers import AutoencoderKLWan
+    from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+
+    from directanimator.model.wan import WanCueFusionTransformer3D
+
+    spec = WAN[name]
+    with torch.device("meta"):
+        model = WanCueFusionTransformer3D(**spec["transformer"])
+    umt5 = UMT5Config(vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                      feed_forward_proj="gated-gelu")
+    clip = CLIPVisionConfig(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
+                            patch_size=14, image_size=224)
+    return {"model": model, "text": meta_count(lambda: UMT5EncoderModel(umt5)),
+            "vae": meta_count(lambda: AutoencoderKLWan(**spec["vae"])),
+            "image": meta_count(lambda: CLIPVisionModel(clip)) if spec["clip"] else 0,
+            "tokens": (1 + (FRAMES - 1) // 4) * (SIZE // spec["spatial"] // 2) ** 2}
+
+
 def tokens(model) -> int:
     lat_f = 1 + (FRAMES - 1) // 4
     pt = model.config.patch_size_t or 1
@@ -72,11 +128,17 @@ def trainable_counts(model, lora_rank: int = 64) -> dict[str, int]:
     return {mode: expected_trainable(model, mode, lora) for mode in ("full", "lora", "cue_only")}
 
 
-def estimate(gpus: int = 1, lora_rank: int = 64) -> dict:
-    model, _ = real_size_model()
+def estimate(gpus: int = 1, lora_rank: int = 64, backbone: str = "cogvideox1.5-5b-i2v") -> dict:
+    if backbone in WAN:
+        parts = wan_components(backbone)
+        model, n_tok = parts["model"], parts["tokens"]
+        text_params, vae_params = parts["text"], parts["vae"] + parts["image"]
+    else:
+        model, _ = real_size_model()
+        n_tok, text_params, vae_params = tokens(model), T5_PARAMS, VAE_PARAMS
     total = sum(p.numel() for p in model.parameters())
     dim = model.config.num_attention_heads * model.config.attention_head_dim
-    n_tok, layers = tokens(model), model.config.num_layers
+    layers = model.config.num_layers
     act_train = (n_tok * dim * 2 * layers + 12 * n_tok * dim * 2) / GB
     act_infer = 4 * n_tok * dim * 2 / GB
     rows = {}
@@ -99,7 +161,7 @@ def estimate(gpus: int = 1, lora_rank: int = 64) -> dict:
                 rows[f"train {mode}, {stage}, 8-bit AdamW (train.optimizer: adamw8bit)"] = {
                     "trainable": n_train, "weights": weights, "grads+adam": states8, "teacher": teacher,
                     "activations": act_train, "total": weights + states8 + teacher + act_train}
-    t5, vae = 2 * T5_PARAMS / GB, 2 * VAE_PARAMS / GB
+    t5, vae = 2 * text_params / GB, 2 * vae_params / GB  # Wan2.1 I2V: the CLIP encoder counted with the VAE
     tr_bf16, tr_fp8 = 2 * total / GB, 1 * total / GB
     infer = {  # the animate options (--memory, inference.release_text_encoder)
         "bf16, T5 kept (release_text_encoder: false)": tr_bf16 + t5 + vae + act_infer,
@@ -111,11 +173,12 @@ def estimate(gpus: int = 1, lora_rank: int = 64) -> dict:
     }
     for name, value in infer.items():
         rows[f"inference: {name}"] = {"total": value}
-    return {"parameters": total, "tokens": n_tok, "dim": dim, "layers": layers, "rows": rows}
+    return {"backbone": backbone, "parameters": total, "tokens": n_tok, "dim": dim, "layers": layers,
+            "text_encoder": text_params, "vae": vae_params, "rows": rows}
 
 
 def markdown(est: dict) -> str:
-    lines = [f"Real-size model: {est['parameters']:,} parameters, {est['tokens']:,} tokens at {FRAMES} x {SIZE} x "
+    lines = [f"{est['backbone']}: {est['parameters']:,} parameters, {est['tokens']:,} tokens at {FRAMES} x {SIZE} x "
              f"{SIZE}, {est['layers']} blocks of width {est['dim']}. **Estimates** (GiB per GPU, batch 1).", "",
              "| what | trained parameters | weights | grads + AdamW | teacher | activations | **total** |",
              "|---|---|---|---|---|---|---|"]
@@ -231,6 +294,8 @@ def main() -> None:
     ap.add_argument("--estimate", action="store_true")
     ap.add_argument("--measure", action="store_true")
     ap.add_argument("--gpus", type=int, default=8, help="ZeRO-2 rows for this many GPUs (estimate)")
+    ap.add_argument("--backbone", choices=["cogvideox1.5-5b-i2v", *WAN], default="cogvideox1.5-5b-i2v",
+                    help="the checkpoint whose memory is estimated")
     ap.add_argument("--lora-rank", type=int, default=64)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--json", default=None, help="also write the numbers here")
@@ -239,7 +304,7 @@ def main() -> None:
     args = ap.parse_args()
     out = {}
     if args.estimate or not args.measure:
-        out["estimate"] = estimate(args.gpus, args.lora_rank)
+        out["estimate"] = estimate(args.gpus, args.lora_rank, args.backbone)
         print(markdown(out["estimate"]))
     if args.measure:
         out["measured"] = measure(args.runs, args.smoke)

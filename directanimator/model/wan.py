@@ -18,8 +18,10 @@ positions), the cue modules stay those of eqs 1-3 (the same code, the same ident
 context keeps the pretrained model's text-and-image contents. So the Face Cue is added to the vision
 tokens too, as a second cue of the same CueFusion module.
 
-Wan2.2 TI2V gives each token its own timestep (0 for the reference frame's tokens): the cue
-modulation then follows each token's timestep (`CueFusion` takes a per-token e_t).
+Eq 1 takes Wan's own modulation form: one projection of e_t shared by all blocks plus a learned table
+per block (`SharedCueFusion`: a per-block Linear as on CogVideoX would add 6.3 B parameters to
+Wan2.1-14B, whose e_t is 5120 wide). Wan2.2 TI2V gives each token its own timestep (0 for the
+reference frame's tokens): the cue modulation then follows each token's timestep.
 
 With `injection="none"`, or at initialisation (the zero-injection start of `CueFusion`), the model
 computes exactly what diffusers' WanTransformer3DModel computes with the same weights.
@@ -39,7 +41,7 @@ from diffusers.utils.peft_utils import apply_lora_scale
 from torch import nn
 
 from ..errors import InputError
-from .cue_fusion import CueFusion, CuePatchEmbed, initialise_cue_modules
+from .cue_fusion import CuePatchEmbed, SharedCueFusion, initialise_cue_modules
 from .transformer import CueFusionOutput, read_safetensors_folder
 from .weights import find_component
 
@@ -95,8 +97,8 @@ class WanCueFusionTransformer3D(WanTransformer3DModel):
         self.cue_in_channels = (cue_latent_channels or out_channels or in_channels) + (1 if use_location_cue else 0)
         self.cue_embed = nn.ModuleList(
             CuePatchEmbed(self.cue_in_channels, dim, ph, pt if pt > 1 else None) for _ in range(num_cues))
-        self.cue_fusion = nn.ModuleList(
-            CueFusion(dim, dim, num_cues, eps=eps) for _ in range(num_layers if num_cues else 0))
+        self.cue_fusion = nn.ModuleList(  # empty, or the one module of all blocks (see SharedCueFusion)
+            [SharedCueFusion(dim, dim, num_cues, num_layers, eps=eps)] if num_cues else [])
 
     def count_parameters(self) -> dict[str, int]:
         """{'backbone': ..., 'cue': ..., 'total': ...}."""
@@ -219,12 +221,13 @@ class WanCueFusionTransformer3D(WanTransformer3DModel):
         return depths
 
     def _run_blocks(self, tokens, context, timestep_proj, rotary_emb, temb, cues, last: int, depths: list[int]):
-        """The first `last` blocks, each preceded by the cue injection (eqs 1-3, e_t = Wan's temb);
-        the vision tokens after the blocks in `depths`."""
+        """The first `last` blocks, each preceded by the cue injection (eqs 1-3, e_t = Wan's temb, the
+        shared part of eq 1 computed once); the vision tokens after the blocks in `depths`."""
         features: dict[int, torch.Tensor] = {}
+        shared = self.cue_fusion[0].factors(temb) if cues else None
         for i, block in enumerate(self.blocks[:last]):
             if cues:
-                injected, cues = self.cue_fusion[i](cues, temb, carry=i + 1 < last)
+                injected, cues = self.cue_fusion[0](i, cues, shared, carry=i + 1 < last)
                 tokens = tokens + injected.to(tokens.dtype)
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 tokens = self._gradient_checkpointing_func(block, tokens, context, timestep_proj, rotary_emb)
