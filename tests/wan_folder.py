@@ -6,12 +6,15 @@
                      no image tokens (the reference is latent frame 0, with a timestep of its own)
 
 shrunk to 2 layers, 2 x 16 heads and small channel counts, every switch as in the real config.json;
-with `make_tiny_wan_folder` also `vae/` (AutoencoderKLWan: Wan2.1's 8x, or Wan2.2's residual 16x with
-its 2x2 patching) and `scheduler/` (UniPC with flow sigmas, the real folders' settings).
+with `make_tiny_wan_folder` the whole folder: `vae/` (AutoencoderKLWan: Wan2.1's 8x, or Wan2.2's
+residual 16x with its 2x2 patching), `scheduler/` (UniPC with flow sigmas, the real folders' settings),
+`text_encoder/` (UMT5EncoderModel, bf16), `tokenizer/` (spiece.model and tokenizer.json, as
+google/umt5-xxl's), Wan2.1's `image_encoder/` and `image_processor/` (CLIP), and `model_index.json`.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -89,7 +92,53 @@ def make_tiny_wan_folder(root: Path, name: str, seed: int = 0) -> Path:
     UniPCMultistepScheduler(**scheduler_config(shift)).save_pretrained(Path(root) / "scheduler")
     if transformer()["image_dim"]:
         make_tiny_clip(root, transformer()["image_dim"], seed)
+    make_tiny_umt5(Path(root), seed)
+    components = {"scheduler": ["diffusers", "UniPCMultistepScheduler"],
+                  "text_encoder": ["transformers", "UMT5EncoderModel"], "tokenizer": ["transformers", "T5TokenizerFast"],
+                  "transformer": ["diffusers", "WanTransformer3DModel"], "vae": ["diffusers", "AutoencoderKLWan"]}
+    if transformer()["image_dim"]:
+        components |= {"image_encoder": ["transformers", "CLIPVisionModel"],
+                       "image_processor": ["transformers", "CLIPImageProcessor"]}
+        index = {"_class_name": "WanImageToVideoPipeline", **components}
+    else:  # the TI2V folder's pipeline: text or image to video, the reference as latent frame 0
+        index = {"_class_name": "WanPipeline", "expand_timesteps": True, "boundary_ratio": None,
+                 "transformer_2": [None, None], **components}
+    (Path(root) / "model_index.json").write_text(json.dumps({**index, "_diffusers_version": "0.35.0"}, indent=2))
     return Path(root)
+
+
+def make_tiny_umt5(root: Path, seed: int) -> None:
+    """tokenizer/ (a 40-piece SentencePiece model, and the same as tokenizer.json, which transformers
+    reads without converting) and text_encoder/ (a 1-layer UMT5 encoder, bf16, width TEXT_DIM)."""
+    import sentencepiece as spm
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tok = root / "tokenizer"
+    tok.mkdir(parents=True, exist_ok=True)
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(f"a person {w} in a {c} room, dancing slowly number {k}" for k in range(60)
+                                for w, c in (("walks", "red"), ("jumps", "blue"), ("waves", "green"))))
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tok / "spiece"), vocab_size=40, pad_id=0,
+                                   eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+    corpus.unlink()
+    (tok / "spiece.vocab").unlink()
+    sp = spm.SentencePieceProcessor(model_file=str(tok / "spiece.model"))
+    fast = Tokenizer(models.Unigram([(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())],
+                                    unk_id=2))
+    fast.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    fast.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    fast.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    fast.save(str(tok / "tokenizer.json"))
+    (tok / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "T5TokenizerFast", "model_max_length": 512, "eos_token": "</s>", "pad_token": "<pad>",
+         "unk_token": "<unk>", "extra_ids": 0}, indent=2))
+    (tok / "special_tokens_map.json").write_text(json.dumps(
+        {"eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}, indent=2))
+    torch.manual_seed(seed + 3)
+    config = UMT5Config(vocab_size=64, d_model=TEXT_DIM, d_kv=4, d_ff=32, num_layers=1, num_heads=2,
+                        feed_forward_proj="gated-gelu")
+    UMT5EncoderModel(config).to(torch.bfloat16).save_pretrained(root / "text_encoder", safe_serialization=True)
 
 
 def make_tiny_clip(root: Path, width: int, seed: int) -> None:

@@ -70,9 +70,12 @@ class T5PromptEncoder(_Prompts):
     `tokenizer/` (the CogVideoX model folder) or both files directly. Frozen; each prompt is encoded
     once and cached in memory, and on disk as safetensors when `cache_dir` is given."""
 
+    model_class = "T5EncoderModel"
+    checkpoint = "the CogVideoX1.5-5B-I2V folder"
+
     def __init__(self, path: str | Path, max_length: int = 226, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32, cache_dir: str | Path | None = None):
-        from transformers import AutoTokenizer, T5EncoderModel
+        from transformers import AutoTokenizer
 
         path = Path(path)
         enc_dir = path / "text_encoder" if (path / "text_encoder").is_dir() else path
@@ -80,7 +83,7 @@ class T5PromptEncoder(_Prompts):
         if not (enc_dir / "config.json").is_file():
             raise InputError(
                 f"no T5 text encoder at {path}: expected {path}/text_encoder/config.json with its "
-                "safetensors weights and {path}/tokenizer/ (the CogVideoX1.5-5B-I2V folder)"
+                f"safetensors weights and {path}/tokenizer/ ({self.checkpoint})"
             )
         try:
             if (tok_dir / "spiece.model").is_file():
@@ -101,10 +104,15 @@ class T5PromptEncoder(_Prompts):
         self._cache: dict[str, torch.Tensor] = {}
 
     def _load_model(self, device) -> None:
-        from transformers import T5EncoderModel
+        import transformers
 
-        self.model = T5EncoderModel.from_pretrained(str(self._enc_dir), torch_dtype=self._dtype, use_safetensors=True)
+        cls = getattr(transformers, self.model_class)
+        self.model = cls.from_pretrained(str(self._enc_dir), torch_dtype=self._dtype, use_safetensors=True)
         self.model.requires_grad_(False).eval().to(device)
+
+    def _encode(self, prompt: str) -> torch.Tensor:
+        """(max_length, dim): CogVideoX's T5 sees the padded ids without a mask, as its pipelines run it."""
+        return self.model(self.tokenizer(prompt, self.max_length).to(self.device))[0][0]
 
     def release(self) -> None:
         """Free the T5 weights (4.8 B parameters: 9.5 GB in bf16) once the prompts are encoded; the
@@ -129,8 +137,7 @@ class T5PromptEncoder(_Prompts):
         else:
             if self.model is None:  # released after an earlier prompt
                 self._load_model(self.device)
-            ids = self.tokenizer(prompt, self.max_length)
-            emb = self.model(ids.to(self.device))[0][0].float().cpu()
+            emb = self._encode(prompt).float().cpu()
             if file is not None:
                 from safetensors.torch import save_file
 
@@ -140,6 +147,31 @@ class T5PromptEncoder(_Prompts):
                 atomic_write(file, lambda tmp: save_file({"prompt_embeds": emb.contiguous()}, str(tmp)))
         self._cache[key] = emb
         return emb
+
+
+class UMT5PromptEncoder(T5PromptEncoder):
+    """Wan's text encoder (UMT5-XXL's encoder, 512 tokens) from a Wan folder's `text_encoder/` and
+    `tokenizer/`, as diffusers' Wan pipelines encode a prompt: cleaned (ftfy, HTML entities,
+    whitespace), the ids with their attention mask, and the states past the prompt's own tokens set
+    to zero."""
+
+    model_class = "UMT5EncoderModel"
+    checkpoint = "a Wan2.1-I2V or Wan2.2-TI2V diffusers folder"
+
+    def __init__(self, path: str | Path, max_length: int = 512, **kwargs):
+        super().__init__(path, max_length, **kwargs)
+
+    def _encode(self, prompt: str) -> torch.Tensor:
+        try:
+            from diffusers.pipelines.wan.pipeline_wan_i2v import prompt_clean
+
+            prompt = prompt_clean(prompt)
+        except NameError:  # diffusers imports ftfy only when it is installed
+            raise InputError("Wan prompts are cleaned with ftfy, as diffusers does: pip install -e \".[wan]\"") from None
+        ids = self.tokenizer(prompt, self.max_length).to(self.device)
+        mask = ids.ne(SentencePieceT5Tokenizer.pad_id).long()
+        emb = self.model(ids, mask).last_hidden_state[0]
+        return emb * mask[0, :, None].to(emb.dtype)
 
 
 def prompt_cache_dir() -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from PIL import Image
 
 from directanimator.model.wan import WanCueFusionTransformer3D
 
@@ -204,13 +205,14 @@ def wan_folder(request, tmp_path_factory):
 
 
 def test_sampling_matches_diffusers_wan_image_to_video_pipeline(wan_folder):
-    """Cue stream at its zero start: our sampler and Wan's VAE give diffusers' frames for the same image,
-    prompt embeddings, seed and steps (within one 8-bit level)."""
+    """The whole tiny folder loads with diffusers' own WanImageToVideoPipeline; with the cue stream at
+    its zero start our text encoding, sampler and Wan's VAE give its frames for the same image, prompt,
+    seed and steps (within one 8-bit level)."""
     import numpy as np
-    from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanTransformer3DModel
-    from PIL import Image
+    from diffusers import WanImageToVideoPipeline
 
     from directanimator.model.codec import WanVAECodec
+    from directanimator.model.text import UMT5PromptEncoder
     from directanimator.model.wan_sampling import (WanImageEncoder, build_wan_scheduler, sample_wan_latents,
                                                    wan_condition, wan_form)
 
@@ -219,22 +221,18 @@ def test_sampling_matches_diffusers_wan_image_to_video_pipeline(wan_folder):
     config = VARIANTS[name]()
     g = torch.Generator().manual_seed(3)
     image = (torch.rand(size[0], size[1], 3, generator=g) * 255).to(torch.uint8).numpy()
-    prompt = torch.randn(1, 7, TEXT_DIM, generator=g)
-    clip = {}
-    if config["image_dim"]:
-        from transformers import CLIPImageProcessor, CLIPVisionModel
+    text = "a person  walks in a red room &amp; waves"
+    pipe = WanImageToVideoPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+    assert (pipe.image_encoder is not None) == bool(config["image_dim"])
+    assert pipe.config.expand_timesteps == (name == "wan2.2-ti2v")
+    expected = pipe(image=Image.fromarray(image), prompt=text, height=size[0], width=size[1], num_frames=frames,
+                    num_inference_steps=3, guidance_scale=1.0, generator=torch.Generator().manual_seed(0),
+                    output_type="np").frames[0]
 
-        clip = dict(image_encoder=CLIPVisionModel.from_pretrained(folder / "image_encoder"),
-                    image_processor=CLIPImageProcessor.from_pretrained(folder / "image_processor"))
-    pipe = WanImageToVideoPipeline(
-        tokenizer=None, text_encoder=None, **clip,
-        vae=AutoencoderKLWan.from_pretrained(folder, subfolder="vae"),
-        transformer=WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", torch_dtype=torch.float32),
-        scheduler=build_wan_scheduler(folder), expand_timesteps=name == "wan2.2-ti2v")
-    expected = pipe(image=Image.fromarray(image), prompt_embeds=prompt, height=size[0],
-                    width=size[1], num_frames=frames, num_inference_steps=3, guidance_scale=1.0,
-                    generator=torch.Generator().manual_seed(0), output_type="np").frames[0]
-
+    prompt = UMT5PromptEncoder(folder)([text])
+    used = prompt[0].abs().sum(-1) > 0
+    k = int(used.sum())  # the prompt's own tokens, then zeros
+    assert prompt.shape == (1, 512, TEXT_DIM) and 0 < k < 512 and used[:k].all() and not used[k:].any()
     model = WanCueFusionTransformer3D.from_wan(folder)
     codec = WanVAECodec(folder, sample=False)
     reference = torch.from_numpy(image).permute(2, 0, 1)[None, None].float() / 127.5 - 1
