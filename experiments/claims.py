@@ -161,6 +161,16 @@ class Runner:
         spent = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         self.cpu[part] = round(self.cpu.get(part, 0.0) + spent, 1)
 
+    def count_run(self, part: str, run: Path | None) -> None:
+        """A training run's CPU time over all its sittings (the trainer carries it across resumes in
+        its checkpoints; what a stopped sitting spent after its last checkpoint is lost), where that
+        is more than this process saw of it (a resumed run, a stage finished in an earlier sitting)."""
+        summary = run / "summary.json" if run is not None else None
+        if summary is not None and summary.is_file():
+            total = json.loads(summary.read_text()).get("cpu_seconds")
+            if total is not None:
+                self.cpu[part] = round(max(self.cpu.get(part, 0.0), float(total)), 1)
+
 
 def ensure_worlds(work: Path, sh: Runner) -> tuple[Path, Path]:
     """The training world (with its pseudo clips) and the scoring world; both deterministic."""
@@ -209,6 +219,8 @@ def train(arm: str, seed: int, work: Path, world: Path, sh: Runner) -> tuple[Pat
     if not (cross / "summary.json").is_file():
         sh("cross_id", [DA, "train", "--config", cross_cfg, "--stage", "cross_id", "--dataset", world,
                         "--out", cross, *teacher, "--max-steps", steps, "--quiet", *resume(cross)])
+    for part, run in (("same_id", same if teacher else None), ("cross_id", cross)):
+        sh.count_run(part, run)
     configs = {"same_id": same_cfg.read_text() if teacher else None, "cross_id": cross_cfg.read_text()}
     return (same if teacher else None), cross, configs
 

@@ -376,7 +376,7 @@ class _Run:
         self.stream = self._batches()
         self.bar = tqdm(total=self.tc.max_steps, initial=state["step"], desc=f"train {self.tc.stage}", unit="step",
                         disable=not (self.progress and self.main), leave=False)
-        self.t_start = time.perf_counter()
+        self.t_start, self.cpu_start = time.perf_counter(), time.process_time()
 
     def _batches(self):
         state = self.state
@@ -481,6 +481,11 @@ class _Run:
     def train_seconds(self) -> float:
         return time.perf_counter() - self.t_start + self.state.get("seconds_before", 0.0)
 
+    def train_cpu_seconds(self) -> float:
+        """This process's CPU time (all its threads) on the run, across resumes: what a stopped run
+        spent up to its last checkpoint is carried in the checkpoint's state."""
+        return time.process_time() - self.cpu_start + self.state.get("cpu_seconds_before", 0.0)
+
     def validate(self) -> None:
         """The held-out validation row (the EMA weights when on), and RUN/best when it is the best."""
         from .validation import validate
@@ -509,8 +514,8 @@ class _Run:
         """RUN/checkpoints/step_N: the weights (gathered from the shards under DeepSpeed/FSDP), the
         optimizer (each process its partition when sharded), schedule, state and EMA."""
         acc, state, tc, out = self.accelerator, self.state, self.tc, self.out
-        state["seconds_before"] = self.train_seconds()
-        self.t_start = time.perf_counter()
+        state["seconds_before"], state["cpu_seconds_before"] = self.train_seconds(), self.train_cpu_seconds()
+        self.t_start, self.cpu_start = time.perf_counter(), time.process_time()
         acc.wait_for_everyone()
         sharded = self.backend is not None
         # collective under DeepSpeed/FSDP: every process takes part in gathering the weights
@@ -558,7 +563,8 @@ class _Run:
             raise TrainingError("the frozen same-ID teacher changed during training")
         summary = {"run": str(self.out), "stage": tc.stage, "steps": state["step"], "world_size": self.world,
                    "skipped_nonfinite": state["skipped_nonfinite"], "last": self.last_log,
-                   "seconds": round(self.train_seconds(), 2), "s2x_depth": self.depth,
+                   "seconds": round(self.train_seconds(), 2), "cpu_seconds": round(self.train_cpu_seconds(), 2),
+                   "s2x_depth": self.depth,
                    "trainable": tc.trainable, "trainable_parameters": self.n_train,
                    "weights_sha1": digest, "ranks_in_sync": in_sync, "teacher_sha1": self.teacher_digest}
         if self.main:

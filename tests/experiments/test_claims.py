@@ -59,21 +59,24 @@ def test_next_run_skips_results_and_runs_held_by_a_live_process(claims, tmp_path
 def test_run_resumes_an_interrupted_stage_and_reuses_a_finished_teacher(claims, tmp_path):
     """The commands a run issues: a finished same-ID stage is not trained again, a cross-ID stage with
     checkpoints is resumed (--resume), the one-stage arm trains all 20,500 steps without a teacher, and
-    every arm's configs carry its overrides and the seed."""
+    every arm's configs carry its overrides and the seed; the CPU time of a stage finished in an
+    earlier sitting is counted from its summary."""
     import yaml
 
     issued = []
 
-    def sh(part, args):
-        issued.append((part, [str(a) for a in args]))
+    class Recorder(claims.Runner):
+        def __call__(self, part, args):
+            issued.append((part, [str(a) for a in args]))
 
+    sh = Recorder()
     work, world = tmp_path / "work", tmp_path / "world"
     folder = work / "fig1_b_same_id_no_s2x" / "seed1"
     (folder / "same_id").mkdir(parents=True)
-    (folder / "same_id" / "summary.json").write_text("{}")
+    (folder / "same_id" / "summary.json").write_text('{"cpu_seconds": 1234.5}')
     (folder / "cross_id" / "checkpoints").mkdir(parents=True)
     claims.train("fig1_b_same_id_no_s2x", 1, work, world, sh)
-    assert [p for p, _ in issued] == ["cross_id"]
+    assert [p for p, _ in issued] == ["cross_id"] and sh.cpu == {"same_id": 1234.5}
     cmd = issued[0][1]
     assert "--resume" in cmd and cmd[cmd.index("--teacher") + 1] == str(folder / "same_id")
     cross = yaml.safe_load((folder / "cross_id.yaml").read_text())

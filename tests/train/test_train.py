@@ -433,12 +433,18 @@ def test_killed_run_resumes_on_the_same_loss_curve(puppet_dataset, tmp_path):
     proc.wait()
     killed_at = latest_checkpoint(tmp_path / "killed")
     assert killed_at is not None
+    state = json.loads((killed_at / "state.json").read_text())
+    assert state["cpu_seconds_before"] > 0
+    # what an earlier sitting spent is carried from the checkpoint into the run's total (set large
+    # here, so that the resumed sitting's own time cannot make up for it)
+    (killed_at / "state.json").write_text(json.dumps(dict(state, cpu_seconds_before=1e6)))
     resumed = cli(*base, "--out", str(tmp_path / "killed"), "--max-steps", "40", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     a, b = read_log(tmp_path / "straight"), read_log(tmp_path / "killed")
     assert [e["step"] for e in b] == list(range(1, 41))
     for x, y in zip(a, b):
         assert x["loss"] == y["loss"] and x["lr"] == y["lr"], (x["step"], x["loss"], y["loss"])
+    assert 1e6 < json.loads((tmp_path / "killed" / "summary.json").read_text())["cpu_seconds"] < 1e6 + 3600
 
 
 @pytest.mark.slow
