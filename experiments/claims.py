@@ -279,7 +279,7 @@ def run_one(arm: str, seed: int, work: Path) -> Path:
     sh.cpu["score"] = round(time.process_time() - cpu_before, 1)
     result = {
         "arm": arm, "seed": seed, "tier": ARMS[arm].tier, "label": ARMS[arm].label, "budget": BUDGET,
-        "commands": sh.commands, "configs": configs, "cpu_seconds": sh.cpu,
+        "commands": sh.commands, "configs": configs, "cpu_seconds": sh.cpu, "cpu_across_sittings": True,
         "wall_seconds": round(time.time() - t0, 1), "machine": machine(),
         "chosen": json.loads((cross / "best" / "best.json").read_text()),
         "validation": {"same_id": curve(same), "cross_id": curve(cross)},
