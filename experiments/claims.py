@@ -149,6 +149,7 @@ class Runner:
     def __init__(self) -> None:
         self.commands: list[str] = []
         self.cpu: dict[str, float] = {}
+        self.complete = True  # every training stage's CPU time covers all its sittings
         self.env = dict(os.environ, OMP_NUM_THREADS=str(BUDGET["threads"]), MKL_NUM_THREADS=str(BUDGET["threads"]))
 
     def __call__(self, part: str, args: list) -> None:
@@ -167,9 +168,12 @@ class Runner:
         is more than this process saw of it (a resumed run, a stage finished in an earlier sitting)."""
         summary = run / "summary.json" if run is not None else None
         if summary is not None and summary.is_file():
-            total = json.loads(summary.read_text()).get("cpu_seconds")
-            if total is not None:
-                self.cpu[part] = round(max(self.cpu.get(part, 0.0), float(total)), 1)
+            info = json.loads(summary.read_text())
+            if info.get("cpu_seconds") is not None:
+                self.cpu[part] = round(max(self.cpu.get(part, 0.0), float(info["cpu_seconds"])), 1)
+            self.complete &= bool(info.get("cpu_seconds_complete"))
+        elif run is not None:
+            self.complete = False
 
 
 def ensure_worlds(work: Path, sh: Runner) -> tuple[Path, Path]:
@@ -279,7 +283,7 @@ def run_one(arm: str, seed: int, work: Path) -> Path:
     sh.cpu["score"] = round(time.process_time() - cpu_before, 1)
     result = {
         "arm": arm, "seed": seed, "tier": ARMS[arm].tier, "label": ARMS[arm].label, "budget": BUDGET,
-        "commands": sh.commands, "configs": configs, "cpu_seconds": sh.cpu, "cpu_across_sittings": True,
+        "commands": sh.commands, "configs": configs, "cpu_seconds": sh.cpu, "cpu_across_sittings": sh.complete,
         "wall_seconds": round(time.time() - t0, 1), "machine": machine(),
         "chosen": json.loads((cross / "best" / "best.json").read_text()),
         "validation": {"same_id": curve(same), "cross_id": curve(cross)},

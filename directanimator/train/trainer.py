@@ -377,6 +377,8 @@ class _Run:
         self.bar = tqdm(total=self.tc.max_steps, initial=state["step"], desc=f"train {self.tc.stage}", unit="step",
                         disable=not (self.progress and self.main), leave=False)
         self.t_start, self.cpu_start = time.perf_counter(), time.process_time()
+        # the CPU total covers every sitting unless a sitting's checkpoint did not carry it
+        state["cpu_complete"] = state["step"] == 0 or state.get("cpu_complete", "cpu_seconds_before" in state)
 
     def _batches(self):
         state = self.state
@@ -564,6 +566,7 @@ class _Run:
         summary = {"run": str(self.out), "stage": tc.stage, "steps": state["step"], "world_size": self.world,
                    "skipped_nonfinite": state["skipped_nonfinite"], "last": self.last_log,
                    "seconds": round(self.train_seconds(), 2), "cpu_seconds": round(self.train_cpu_seconds(), 2),
+                   "cpu_seconds_complete": state["cpu_complete"],
                    "s2x_depth": self.depth,
                    "trainable": tc.trainable, "trainable_parameters": self.n_train,
                    "weights_sha1": digest, "ranks_in_sync": in_sync, "teacher_sha1": self.teacher_digest}

@@ -73,10 +73,11 @@ def test_run_resumes_an_interrupted_stage_and_reuses_a_finished_teacher(claims, 
     work, world = tmp_path / "work", tmp_path / "world"
     folder = work / "fig1_b_same_id_no_s2x" / "seed1"
     (folder / "same_id").mkdir(parents=True)
-    (folder / "same_id" / "summary.json").write_text('{"cpu_seconds": 1234.5}')
+    (folder / "same_id" / "summary.json").write_text('{"cpu_seconds": 1234.5, "cpu_seconds_complete": true}')
     (folder / "cross_id" / "checkpoints").mkdir(parents=True)
     claims.train("fig1_b_same_id_no_s2x", 1, work, world, sh)
     assert [p for p, _ in issued] == ["cross_id"] and sh.cpu == {"same_id": 1234.5}
+    assert not sh.complete  # the cross-ID stage (mocked here) wrote no summary: its CPU time is not known
     cmd = issued[0][1]
     assert "--resume" in cmd and cmd[cmd.index("--teacher") + 1] == str(folder / "same_id")
     cross = yaml.safe_load((folder / "cross_id.yaml").read_text())

@@ -444,7 +444,16 @@ def test_killed_run_resumes_on_the_same_loss_curve(puppet_dataset, tmp_path):
     assert [e["step"] for e in b] == list(range(1, 41))
     for x, y in zip(a, b):
         assert x["loss"] == y["loss"] and x["lr"] == y["lr"], (x["step"], x["loss"], y["loss"])
-    assert 1e6 < json.loads((tmp_path / "killed" / "summary.json").read_text())["cpu_seconds"] < 1e6 + 3600
+    summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert 1e6 < summary["cpu_seconds"] < 1e6 + 3600 and summary["cpu_seconds_complete"] is True
+    # a checkpoint from before the CPU time was carried: the total is marked incomplete
+    ckpt = latest_checkpoint(tmp_path / "straight")
+    state = json.loads((ckpt / "state.json").read_text())
+    state.pop("cpu_seconds_before"), state.pop("cpu_complete")
+    (ckpt / "state.json").write_text(json.dumps(state))
+    again = cli(*base, "--out", str(tmp_path / "straight"), "--max-steps", "42", "--resume")
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "straight" / "summary.json").read_text())["cpu_seconds_complete"] is False
 
 
 @pytest.mark.slow
