@@ -222,7 +222,7 @@ def test_sampling_matches_diffusers_wan_image_to_video_pipeline(wan_folder):
     g = torch.Generator().manual_seed(3)
     image = (torch.rand(size[0], size[1], 3, generator=g) * 255).to(torch.uint8).numpy()
     text = "a person  walks in a red room &amp; waves"
-    pipe = WanImageToVideoPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+    pipe = WanImageToVideoPipeline.from_pretrained(folder, dtype=torch.float32)
     assert (pipe.image_encoder is not None) == bool(config["image_dim"])
     assert pipe.config.expand_timesteps == (name == "wan2.2-ti2v")
     expected = pipe(image=Image.fromarray(image), prompt=text, height=size[0], width=size[1], num_frames=frames,
