@@ -49,9 +49,24 @@ def vae_config() -> dict:
     )
 
 
+def write_spiece_model(tok: Path) -> Path:
+    """`tok`/spiece.model: a 40-piece SentencePiece model (pad 0, eos 1, unk 2, as T5's and UMT5's)
+    trained on a few prompt-like lines; returns `tok`."""
+    import sentencepiece as spm
+
+    tok.mkdir(parents=True, exist_ok=True)
+    corpus = tok / "corpus.txt"
+    corpus.write_text("\n".join(f"a person {w} in a {c} room, dancing slowly number {k}" for k in range(60)
+                                for w, c in (("walks", "red"), ("jumps", "blue"), ("waves", "green"))))
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tok / "spiece"), vocab_size=40, pad_id=0,
+                                   eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+    corpus.unlink()
+    (tok / "spiece.vocab").unlink()
+    return tok
+
+
 def make_tiny_cogvideox15_i2v(root: Path, seed: int = 0) -> Path:
     """Write the folder at `root` (created) and return it."""
-    import sentencepiece as spm
     from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
     from transformers import T5Config, T5EncoderModel
 
@@ -70,15 +85,7 @@ def make_tiny_cogvideox15_i2v(root: Path, seed: int = 0) -> Path:
     AutoencoderKLCogVideoX(**vae_config()).save_pretrained(root / "vae", safe_serialization=True)
     CogVideoXDDIMScheduler(**COGVIDEOX_SCHEDULER).save_pretrained(root / "scheduler")
 
-    tok = root / "tokenizer"
-    tok.mkdir(exist_ok=True)
-    corpus = root / "corpus.txt"
-    corpus.write_text("\n".join(f"a person {w} in a {c} room, dancing slowly number {k}" for k in range(60)
-                                for w, c in (("walks", "red"), ("jumps", "blue"), ("waves", "green"))))
-    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tok / "spiece"), vocab_size=40, pad_id=0,
-                                   eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
-    corpus.unlink()
-    (tok / "spiece.vocab").unlink()
+    tok = write_spiece_model(root / "tokenizer")
     (tok / "tokenizer_config.json").write_text(json.dumps(
         {"tokenizer_class": "T5Tokenizer", "model_max_length": TEXT_LENGTH, "eos_token": "</s>", "pad_token": "<pad>",
          "unk_token": "<unk>", "extra_ids": 0, "legacy": True}, indent=2))

@@ -114,15 +114,9 @@ def make_tiny_umt5(root: Path, seed: int) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import UMT5Config, UMT5EncoderModel
 
-    tok = root / "tokenizer"
-    tok.mkdir(parents=True, exist_ok=True)
-    corpus = root / "corpus.txt"
-    corpus.write_text("\n".join(f"a person {w} in a {c} room, dancing slowly number {k}" for k in range(60)
-                                for w, c in (("walks", "red"), ("jumps", "blue"), ("waves", "green"))))
-    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tok / "spiece"), vocab_size=40, pad_id=0,
-                                   eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
-    corpus.unlink()
-    (tok / "spiece.vocab").unlink()
+    from .cogvideox_folder import write_spiece_model
+
+    tok = write_spiece_model(root / "tokenizer")
     sp = spm.SentencePieceProcessor(model_file=str(tok / "spiece.model"))
     fast = Tokenizer(models.Unigram([(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())],
                                     unk_id=2))

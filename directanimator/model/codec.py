@@ -38,6 +38,17 @@ class LatentCodec(Protocol):
     def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
 
 
+def posterior_latents(dist, mode: bool, generator: torch.Generator | None) -> torch.Tensor:
+    """A VAE posterior's mode, or a draw from it with `generator` (a CPU one seeded 0 by default), never
+    from the global RNG: the same seed must give the same video."""
+    if mode:
+        return dist.mode()
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(dist.mean.shape, generator=generator, device=generator.device, dtype=torch.float32)
+    return dist.mean + dist.std * noise.to(dist.mean.device, dist.mean.dtype)
+
+
 def mask_to_latent(mask: torch.Tensor, codec: LatentCodec) -> torch.Tensor:
     """(B, T, 1, H, W) -> (B, t, 1, H/s, W/s), grouped in time as the codec groups frames."""
     b, t, _, h, w = mask.shape
@@ -155,16 +166,7 @@ class CogVideoXCodec:
     def _latents(self, video: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         latent_frames(video.shape[1], self.temporal_factor)
         x = video.permute(0, 2, 1, 3, 4).to(self.vae.device, self.vae.dtype)  # (B, 3, T, H, W)
-        dist = self.vae.encode(x).latent_dist
-        if not self.sample:
-            z = dist.mode()
-        else:
-            # drawn from `generator` (a CPU one by default, seeded by the caller), never from the
-            # global RNG: the same seed must give the same video
-            if generator is None:
-                generator = torch.Generator().manual_seed(0)
-            noise = torch.randn(dist.mean.shape, generator=generator, device=generator.device, dtype=torch.float32)
-            z = dist.mean + dist.std * noise.to(dist.mean.device, dist.mean.dtype)
+        z = posterior_latents(self.vae.encode(x).latent_dist, not self.sample, generator)
         return z.permute(0, 2, 1, 3, 4)
 
     @torch.no_grad()
@@ -220,14 +222,7 @@ class WanVAECodec:
     @torch.no_grad()
     def _encode(self, x: torch.Tensor, generator: torch.Generator | None, mode: bool) -> torch.Tensor:
         """(B, 3, T, H, W) in [-1, 1] -> normalised latents (B, C, t, h, w), float32."""
-        dist = self.vae.encode(x.to(self.vae.device, self.vae.dtype)).latent_dist
-        if mode:
-            z = dist.mode()
-        else:
-            if generator is None:
-                generator = torch.Generator().manual_seed(0)
-            noise = torch.randn(dist.mean.shape, generator=generator, device=generator.device, dtype=torch.float32)
-            z = dist.mean + dist.std * noise.to(dist.mean.device, dist.mean.dtype)
+        z = posterior_latents(self.vae.encode(x.to(self.vae.device, self.vae.dtype)).latent_dist, mode, generator)
         return (z.float() - self.mean.to(z.device)) * self.inv_std.to(z.device)
 
     def encode(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

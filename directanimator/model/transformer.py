@@ -385,11 +385,7 @@ class CueFusionTransformer3D(CogVideoXTransformer3DModel):
         cfg = self.config
         if h % cfg.patch_size or w % cfg.patch_size:
             raise ValueError(f"latent size {h}x{w} is not a multiple of the patch size {cfg.patch_size}")
-        depths = sorted(set(int(d) for d in feature_depths))
-        if depths and not 1 <= depths[0] <= depths[-1] <= cfg.num_layers:
-            raise ValueError(f"feature depths must lie in 1..{cfg.num_layers}, got {depths}")
-        if features_only and not depths:
-            raise ValueError("features_only needs feature_depths")
+        depths = check_feature_depths(feature_depths, features_only, cfg.num_layers)
         if front_padding(f, cfg.patch_size_t):
             raise ValueError(
                 f"{f} latent frames are not a multiple of patch_size_t={cfg.patch_size_t}: pad them at the front "
@@ -438,6 +434,16 @@ class CueFusionTransformer3D(CogVideoXTransformer3DModel):
             return output.permute(0, 1, 4, 2, 5, 3, 6).flatten(5, 6).flatten(3, 4)
         output = tokens.reshape(b, f // pt, h // p, w // p, -1, pt, p, p)
         return output.permute(0, 1, 5, 4, 2, 6, 3, 7).flatten(6, 7).flatten(4, 5).flatten(1, 2)
+
+
+def check_feature_depths(feature_depths, features_only: bool, num_layers: int) -> list[int]:
+    """The asked feature depths (1-based block indices), sorted and unique, checked against the model."""
+    depths = sorted(set(int(d) for d in feature_depths))
+    if depths and not 1 <= depths[0] <= depths[-1] <= num_layers:
+        raise ValueError(f"feature depths must lie in 1..{num_layers}, got {depths}")
+    if features_only and not depths:
+        raise ValueError("features_only needs feature_depths")
+    return depths
 
 
 def front_padding(num_frames: int, patch_size_t: int | None) -> int:

@@ -42,7 +42,7 @@ from torch import nn
 
 from ..errors import InputError
 from .cue_fusion import CuePatchEmbed, SharedCueFusion, initialise_cue_modules
-from .transformer import CueFusionOutput, read_safetensors_folder
+from .transformer import CueFusionOutput, check_feature_depths, read_safetensors_folder
 from .weights import find_component
 
 WAN_INJECTIONS = ("cuefusion", "none")
@@ -192,7 +192,7 @@ class WanCueFusionTransformer3D(WanTransformer3DModel):
         (1-based); with `features_only` the later blocks are skipped and no sample is returned."""
         b, _, f, h, w = hidden_states.shape
         pt, ph, pw = self.config.patch_size
-        depths = self._check_depths(feature_depths, features_only)
+        depths = check_feature_depths(feature_depths, features_only, self.config.num_layers)
         rotary_emb = self.rope(hidden_states)
         tokens = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()
         cues = [self._cue_tokens(lat, m, n, hidden_states, e) for (lat, m, n), e in
@@ -211,14 +211,6 @@ class WanCueFusionTransformer3D(WanTransformer3DModel):
         output = self._head(tokens, temb).reshape(b, f // pt, h // ph, w // pw, pt, ph, pw, -1)
         output = output.permute(0, 7, 1, 4, 2, 5, 3, 6).flatten(6, 7).flatten(4, 5).flatten(2, 3)
         return CueFusionOutput(sample=output, features=features or None) if return_dict else (output, features)
-
-    def _check_depths(self, feature_depths, features_only: bool) -> list[int]:
-        depths = sorted(set(int(d) for d in feature_depths))
-        if depths and not 1 <= depths[0] <= depths[-1] <= self.config.num_layers:
-            raise ValueError(f"feature depths must lie in 1..{self.config.num_layers}, got {depths}")
-        if features_only and not depths:
-            raise ValueError("features_only needs feature_depths")
-        return depths
 
     def _run_blocks(self, tokens, context, timestep_proj, rotary_emb, temb, cues, last: int, depths: list[int]):
         """The first `last` blocks, each preceded by the cue injection (eqs 1-3, e_t = Wan's temb, the

@@ -118,9 +118,14 @@ def wan_model_input(latents: torch.Tensor, cond: WanCondition, t: torch.Tensor,
     b = latents.shape[0]
     if cond.form == "ti2v":
         x = (1 - cond.mask) * cond.latents + cond.mask * latents
-        per_token = (cond.mask[0][0][:, ::patch_size[1], ::patch_size[2]] * t).flatten()
-        return x, per_token.unsqueeze(0).expand(b, -1)
+        return x, token_timesteps(cond, t.expand(b), patch_size)
     return torch.cat([latents, cond.mask, cond.latents], dim=1), t.expand(b)
+
+
+def token_timesteps(cond: WanCondition, t: torch.Tensor, patch_size: tuple[int, ...]) -> torch.Tensor:
+    """ti2v: each sample's timestep `t` (B,) on every token, 0 on the reference frame's: (B, N)."""
+    per_token = cond.mask[0][0][:, ::patch_size[1], ::patch_size[2]].flatten()
+    return per_token[None] * t[:, None]
 
 
 def wan_velocity(transformer, latents, t, cond: WanCondition, prompt_embeds, cues: dict, guidance_scale: float,
@@ -189,8 +194,7 @@ def wan_flow_loss(transformer, latents: torch.Tensor, cond: WanCondition, prompt
     t = sigma.to(latents.device) * 1000
     if cond.form == "ti2v":
         hidden = (1 - cond.mask) * cond.latents + cond.mask * noisy
-        per_token = cond.mask[0][0][:, ::transformer.config.patch_size[1], ::transformer.config.patch_size[2]]
-        timestep = per_token.flatten()[None] * t[:, None]
+        timestep = token_timesteps(cond, t, transformer.config.patch_size)
     else:
         hidden, timestep = torch.cat([noisy, cond.mask, cond.latents], dim=1), t
     image = cond.image_embeds.to(dtype) if cond.image_embeds is not None else None
