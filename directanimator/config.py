@@ -201,7 +201,7 @@ class TransformerConfig:
 class CodecConfig:
     """Pixels <-> latents (model/codec.py)."""
 
-    kind: Literal["pixel_shuffle", "cogvideox"] = "pixel_shuffle"
+    kind: Literal["pixel_shuffle", "cogvideox", "wan"] = "pixel_shuffle"
     # pixel_shuffle: pixels per latent cell side; cogvideox: fixed by the VAE (8)
     spatial_factor: int = 4
     # pixel_shuffle: DCT frequencies kept per cell side / per 4-frame group (None = all: lossless)
@@ -240,8 +240,12 @@ class TextConfig:
 class ModelConfig:
     """The CueFusion DiT and its codec (paper 3.1)."""
 
-    # Local CogVideoX / CogVideoX1.5 I2V folder: the transformer starts from its weights.
+    # Local CogVideoX / CogVideoX1.5 I2V folder, or with backbone wan a Wan2.x folder (diffusers
+    # layout): the transformer starts from its weights.
     pretrained: str | None = None
+    # the diffusion transformer the cue stream is built into: CogVideoX (model/transformer.py; from
+    # scratch or a folder) or Wan (model/wan.py; from a folder, model.pretrained, with codec.kind wan)
+    backbone: Literal["cogvideox", "wan"] = "cogvideox"
     injection: Literal["cuefusion", "concat", "cross_attention", "none"] = "cuefusion"
     use_face_cue: bool = True
     use_location_cue: bool = True
@@ -263,6 +267,11 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.frames < 1 or (self.frames - 1) % 4:
             raise InputError(f"model.frames must be 1 + 4k (the codec groups 4 frames), got {self.frames}")
+        if self.backbone == "wan":
+            if self.codec.kind != "wan":
+                raise InputError(f"model.backbone wan needs model.codec.kind wan (its own VAE), got {self.codec.kind}")
+            if self.injection not in ("cuefusion", "none"):
+                raise InputError(f"model.injection on a Wan backbone must be cuefusion or none, got {self.injection}")
 
 
 @dataclass

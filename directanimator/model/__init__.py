@@ -7,16 +7,16 @@ import dataclasses
 import torch
 
 from ..config import ModelConfig
-from .codec import CogVideoXCodec, LatentCodec, PixelShuffleCodec, mask_to_latent
+from .codec import CogVideoXCodec, LatentCodec, PixelShuffleCodec, WanVAECodec, mask_to_latent
 from .cue_fusion import CueFusion, downsample_mask
-from .text import CachedPrompt, NullPrompt, T5PromptEncoder
+from .text import CachedPrompt, NullPrompt, T5PromptEncoder, UMT5PromptEncoder
 from .transformer import (INJECTIONS, REFERENCE_LAYOUTS, CueFusionOutput, CueFusionTransformer3D, front_padding,
                           i2v_hidden_states, pad_front, reference_layout_of)
 
 __all__ = [
     "INJECTIONS", "REFERENCE_LAYOUTS", "CogVideoXCodec", "CueFusion", "CueFusionOutput", "CueFusionTransformer3D", "LatentCodec",
     "CachedPrompt", "NullPrompt", "PixelShuffleCodec", "T5PromptEncoder", "build_codec", "build_text_encoder",
-    "build_transformer", "downsample_mask", "front_padding", "i2v_hidden_states", "reference_layout_of", "mask_to_latent", "pad_front", "transformer_kwargs",
+    "build_transformer", "downsample_mask", "is_wan", "spatial_patch", "front_padding", "i2v_hidden_states", "reference_layout_of", "mask_to_latent", "pad_front", "transformer_kwargs",
 ]
 
 
@@ -28,8 +28,15 @@ def build_codec(cfg: ModelConfig, device: str | torch.device = "cpu", dtype: tor
     if path is None:
         from ..errors import InputError
 
-        raise InputError("model.codec.kind is cogvideox but neither model.codec.path nor model.pretrained is set: "
-                         "give the local CogVideoX1.5-5B-I2V folder (it holds vae/)")
+        folder = "Wan2.x folder" if c.kind == "wan" else "CogVideoX1.5-5B-I2V folder"
+        raise InputError(f"model.codec.kind is {c.kind} but neither model.codec.path nor model.pretrained is set: "
+                         f"give the local {folder} (it holds vae/)")
+    if c.kind == "wan":
+        from .wan_sampling import check_animation_form
+
+        if cfg.pretrained:  # the commands' Wan folders: those that animate
+            check_animation_form(cfg.pretrained)
+        return WanVAECodec(path, dtype=dtype, device=device)
     return CogVideoXCodec(path, dtype=dtype, device=device, slicing=c.slicing, tiling=c.tiling)
 
 
@@ -49,9 +56,33 @@ def transformer_kwargs(cfg: ModelConfig, latent_channels: int) -> dict:
     return kw
 
 
-def build_transformer(cfg: ModelConfig, latent_channels: int) -> CueFusionTransformer3D:
-    """Random-initialised tiny model, or the pretrained CogVideoX with cue modules added."""
-    if cfg.pretrained:
+def is_wan(transformer) -> bool:
+    """Whether a transformer is the Wan backbone's (model/wan.py) rather than CogVideoX's."""
+    return type(transformer).__name__ == "WanCueFusionTransformer3D"
+
+
+def spatial_patch(transformer) -> int:
+    """The transformer's spatial patch side in latent cells (CogVideoX: `patch_size`; Wan: the last
+    of its (t, h, w) `patch_size`)."""
+    p = transformer.config.patch_size
+    return int(p[-1]) if isinstance(p, (list, tuple)) else int(p)
+
+
+def build_transformer(cfg: ModelConfig, latent_channels: int):
+    """Random-initialised tiny model, or the pretrained CogVideoX or Wan with cue modules added."""
+    if cfg.backbone == "wan":
+        from .wan import WanCueFusionTransformer3D
+
+        if not cfg.pretrained:
+            from ..errors import InputError
+
+            raise InputError("model.backbone wan needs model.pretrained: the local Wan2.x folder in the diffusers "
+                             "layout (transformer/, vae/, scheduler/, text_encoder/, tokenizer/)")
+
+        model = WanCueFusionTransformer3D.from_wan(cfg.pretrained, injection=cfg.injection,
+                                                   use_face_cue=cfg.use_face_cue,
+                                                   use_location_cue=cfg.use_location_cue)
+    elif cfg.pretrained:
         model = CueFusionTransformer3D.from_cogvideox(
             cfg.pretrained, injection=cfg.injection, use_face_cue=cfg.use_face_cue,
             use_location_cue=cfg.use_location_cue, reference_layout=cfg.reference_layout,
@@ -68,7 +99,12 @@ def build_text_encoder(cfg: ModelConfig, transformer: CueFusionTransformer3D, de
     """T5 when `model.text.encoder_path` is set; for a pretrained model without it, T5 of the prompt
     from the model folder's own T5, cached on disk (what the pretrained model saw for an empty
     prompt is T5(""), not zeros); the null prompt (zeros) for models from scratch. Lengths follow
-    the transformer."""
+    the transformer. A Wan backbone's encoder is UMT5 (512 tokens, its text_encoder/)."""
+    if is_wan(transformer):
+        if cfg.text.encoder_path:
+            return UMT5PromptEncoder(cfg.text.encoder_path, device=device)
+        return CachedPrompt(cfg.pretrained, UMT5PromptEncoder.default_length, device=device,
+                            encoder=UMT5PromptEncoder)
     length, dim = transformer.config.max_text_seq_length, transformer.config.text_embed_dim
     if cfg.text.encoder_path:
         return T5PromptEncoder(cfg.text.encoder_path, length, device=device)

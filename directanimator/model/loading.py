@@ -54,7 +54,12 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 
 def check_compatible(model: CueFusionTransformer3D, cfg: Config, latent_channels: int, what: str) -> None:
-    """A checkpoint must have been made for this config's model (sizes, injection, switches)."""
+    """A checkpoint must have been made for this config's model (backbone, sizes, injection, switches)."""
+    from . import is_wan
+
+    made = "wan" if is_wan(model) else "cogvideox"
+    if made != cfg.model.backbone:
+        raise InputError(f"{what} is a {made} model; this config has model.backbone {cfg.model.backbone}")
     if cfg.model.pretrained:
         return
     want = transformer_kwargs(cfg.model, latent_channels)
@@ -64,6 +69,19 @@ def check_compatible(model: CueFusionTransformer3D, cfg: Config, latent_channels
             raise InputError(f"{what} was made for another config: model {key} = {have!r}, this config has {value!r}")
 
 
+def transformer_class(folder: Path) -> type:
+    """The CueFusion class a saved model folder holds (its config.json's `_class_name`): CogVideoX's
+    or Wan's."""
+    import json
+
+    name = json.loads((folder / "config.json").read_text()).get("_class_name")
+    if name == "WanCueFusionTransformer3D":
+        from .wan import WanCueFusionTransformer3D
+
+        return WanCueFusionTransformer3D
+    return CueFusionTransformer3D
+
+
 def load_transformer(path: str | Path, dtype=None, merge_lora: bool = True) -> CueFusionTransformer3D:
     """The transformer of a run, checkpoint or model folder, in `dtype` (default: as stored). A
     partial run's adapter (a sibling `adapter/` folder, model/adapters.py) is applied: its LoRA merged
@@ -71,11 +89,12 @@ def load_transformer(path: str | Path, dtype=None, merge_lora: bool = True) -> C
     from .adapters import ADAPTER_DIR, load_adapter
 
     folder = resolve_model_dir(path)
+    cls = transformer_class(folder)
     try:
         if dtype is not None:
-            model = CueFusionTransformer3D.from_pretrained(str(folder), torch_dtype=dtype)
+            model = cls.from_pretrained(str(folder), torch_dtype=dtype)
         else:
-            model = CueFusionTransformer3D.from_pretrained(str(folder))
+            model = cls.from_pretrained(str(folder))
         if (folder.parent / ADAPTER_DIR / "adapter.json").is_file():
             load_adapter(model, folder.parent / ADAPTER_DIR, merge=merge_lora)
         return model

@@ -25,10 +25,16 @@ COGVIDEOX_SCHEDULER = dict(
 )
 
 
-def build_scheduler(kind: str = "ddim", pretrained: str | Path | None = None):
+def build_scheduler(kind: str = "ddim", pretrained: str | Path | None = None, backbone: str = "cogvideox"):
     """The one scheduler factory (training and inference): CogVideoX's DDIM or DPM scheduler, from
-    `<pretrained>/scheduler/` when that folder exists, else with CogVideoX's settings."""
+    `<pretrained>/scheduler/` when that folder exists, else with CogVideoX's settings. A Wan backbone
+    samples with its checkpoint's own flow-matching scheduler whatever `kind` says."""
     from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
+
+    if backbone == "wan":
+        from .wan_sampling import build_wan_scheduler
+
+        return build_wan_scheduler(pretrained)
 
     cls = CogVideoXDPMScheduler if kind == "dpm" else CogVideoXDDIMScheduler
     if pretrained is not None and (Path(pretrained) / "scheduler").is_dir():
@@ -40,13 +46,17 @@ CUE_KEYS = ("pose_latents", "face_latents", "body_mask", "face_mask")
 
 
 def compute_dtype(transformer) -> torch.dtype:
-    """The dtype the transformer computes in: its weights' dtype, or, with fp8 weight storage
-    (layerwise casting, `compute_dtype` recorded by the pipeline), the dtype they are cast to."""
+    """The dtype the transformer computes in: the dtype most of its weights have (a Wan model keeps
+    a few small modules in float32 whatever it is loaded in, diffusers' `_keep_in_fp32_modules`), or,
+    with fp8 weight storage (layerwise casting, `compute_dtype` recorded by the pipeline), the dtype
+    they are cast to."""
     recorded = getattr(transformer, "compute_dtype", None)
     if recorded is not None:
         return recorded
-    params = list(transformer.parameters()) if isinstance(transformer, torch.nn.Module) else []
-    return params[0].dtype if params else torch.float32
+    counts: dict[torch.dtype, int] = {}
+    for p in (transformer.parameters() if isinstance(transformer, torch.nn.Module) else ()):
+        counts[p.dtype] = counts.get(p.dtype, 0) + p.numel()
+    return max(counts, key=counts.get) if counts else torch.float32
 
 
 def diffusion_target(transformer, latents: torch.Tensor, reference_latent: torch.Tensor) -> torch.Tensor:
@@ -105,10 +115,18 @@ def sample_latents(transformer, scheduler, reference_latent: torch.Tensor, cues:
     """Latents (B, F, C, h, w) from noise drawn with `generator` (CPU), on the cues' device. For a
     model with `patch_size_t` and an F that does not fit it, `front_padding` extra latent frames are
     sampled in front (their own noise, the reference latent there) and dropped at the end, as
-    diffusers' CogVideoX1.5 I2V pipeline does."""
+    diffusers' CogVideoX1.5 I2V pipeline does. A Wan transformer samples in its own way
+    (model/wan_sampling.py, the animation layout) with its flow-matching scheduler."""
     from tqdm import tqdm
 
+    from . import is_wan
     from .transformer import front_padding, pad_front
+
+    if is_wan(transformer):
+        from .wan_sampling import sample_wan_animation
+
+        return sample_wan_animation(transformer, scheduler, reference_latent, cues, encoder_hidden_states, steps,
+                                    generator, guidance_scale, progress)
 
     b, f, *rest = cues["pose_latents"].shape
     pad = front_padding(f, transformer.config.get("patch_size_t"))

@@ -157,8 +157,9 @@ class UMT5PromptEncoder(T5PromptEncoder):
 
     model_class = "UMT5EncoderModel"
     checkpoint = "a Wan2.1-I2V or Wan2.2-TI2V diffusers folder"
+    default_length = 512  # the length Wan was trained with (diffusers' max_sequence_length)
 
-    def __init__(self, path: str | Path, max_length: int = 512, **kwargs):
+    def __init__(self, path: str | Path, max_length: int = default_length, **kwargs):
         super().__init__(path, max_length, **kwargs)
 
     def _encode(self, prompt: str) -> torch.Tensor:
@@ -183,10 +184,11 @@ def prompt_cache_dir() -> Path:
 
 class CachedPrompt(_Prompts):
     """T5 embeddings of prompts for a pretrained model folder, from a disk cache keyed by the folder
-    (its path and its T5 config) and the prompt; the folder's T5 is loaded only on a cache miss."""
+    (its path and its T5 config) and the prompt; the folder's T5 (`encoder`: T5PromptEncoder, or
+    UMT5PromptEncoder for Wan) is loaded only on a cache miss."""
 
     def __init__(self, folder: str | Path, max_length: int, device: str | torch.device = "cpu",
-                 cache_dir: str | Path | None = None):
+                 cache_dir: str | Path | None = None, encoder: type[T5PromptEncoder] = T5PromptEncoder):
         self.folder = Path(folder).resolve()
         enc_dir = self.folder / "text_encoder" if (self.folder / "text_encoder").is_dir() else self.folder
         config = enc_dir / "config.json"
@@ -196,6 +198,7 @@ class CachedPrompt(_Prompts):
         self.device = device
         self.cache_dir = Path(cache_dir) if cache_dir else prompt_cache_dir() / self._id
         self._encoder: T5PromptEncoder | None = None
+        self._encoder_class = encoder
         self._memory: dict[str, torch.Tensor] = {}
 
     def _embed(self, prompt: str) -> torch.Tensor:
@@ -208,8 +211,8 @@ class CachedPrompt(_Prompts):
             emb = load_file(str(file))["prompt_embeds"]
         else:
             if self._encoder is None:
-                self._encoder = T5PromptEncoder(self.folder, self.max_length, device=self.device,
-                                                cache_dir=self.cache_dir)
+                self._encoder = self._encoder_class(self.folder, self.max_length, device=self.device,
+                                                    cache_dir=self.cache_dir)
             emb = self._encoder([prompt])[0].float().cpu()
         self._memory[prompt] = emb
         return emb

@@ -181,22 +181,32 @@ def flow_sigmas(batch: int, shift: float, generator: torch.Generator | None = No
     return shift * u / (1 + (shift - 1) * u)
 
 
-def wan_flow_loss(transformer, latents: torch.Tensor, cond: WanCondition, prompt_embeds: torch.Tensor,
-                  cues: dict[str, torch.Tensor], sigma: torch.Tensor, noise: torch.Tensor,
-                  feature_depths: tuple[int, ...] = ()) -> tuple[torch.Tensor, dict[int, torch.Tensor] | None]:
-    """The denoising loss of Wan's flow matching on clean latents (B, C, F, h, w): x_s = (1 - s) x_0 + s e
-    at the model's timestep 1000 s, the target velocity e - x_0, mean squared error. For ti2v the
-    reference frame stays clean (timestep 0 for its tokens, as in sampling) and is not scored.
-    Returns (loss, the vision tokens after `feature_depths` for the S2X term, or None)."""
-    dtype = next(transformer.parameters()).dtype
+def flow_input(transformer, latents: torch.Tensor, cond: WanCondition, sigma: torch.Tensor,
+               noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hidden_states, timestep) of flow-matching training on clean latents (B, C, F, h, w): x_s =
+    (1 - s) x_0 + s e at the model's timestep 1000 s; for ti2v the reference frame stays clean
+    (timestep 0 for its tokens, as in sampling)."""
     s = sigma.view(-1, 1, 1, 1, 1).to(latents)
     noisy = (1 - s) * latents + s * noise
     t = sigma.to(latents.device) * 1000
     if cond.form == "ti2v":
         hidden = (1 - cond.mask) * cond.latents + cond.mask * noisy
-        timestep = token_timesteps(cond, t, transformer.config.patch_size)
-    else:
-        hidden, timestep = torch.cat([noisy, cond.mask, cond.latents], dim=1), t
+        return hidden, token_timesteps(cond, t, transformer.config.patch_size)
+    return torch.cat([noisy, cond.mask, cond.latents], dim=1), t
+
+
+def wan_flow_loss(transformer, latents: torch.Tensor, cond: WanCondition, prompt_embeds: torch.Tensor,
+                  cues: dict[str, torch.Tensor], sigma: torch.Tensor, noise: torch.Tensor,
+                  feature_depths: tuple[int, ...] = (), dtype: torch.dtype | None = None,
+                  ) -> tuple[torch.Tensor, dict[int, torch.Tensor] | None]:
+    """The denoising loss of Wan's flow matching (`flow_input`): the target velocity e - x_0, mean
+    squared error; for ti2v the reference frame is not scored. Inputs in `dtype` (default: the
+    model's compute dtype). Returns (loss, the vision tokens after `feature_depths` for the S2X term,
+    or None)."""
+    from .sampling import compute_dtype
+
+    dtype = dtype or compute_dtype(transformer)
+    hidden, timestep = flow_input(transformer, latents, cond, sigma, noise)
     image = cond.image_embeds.to(dtype) if cond.image_embeds is not None else None
     out = transformer(hidden_states=hidden.to(dtype), timestep=timestep, encoder_hidden_states=prompt_embeds.to(dtype),
                       encoder_hidden_states_image=image, feature_depths=feature_depths,
@@ -207,3 +217,70 @@ def wan_flow_loss(transformer, latents: torch.Tensor, cond: WanCondition, prompt
         return error.sum() / (cond.mask.expand_as(error).sum()), out.features
     return error.mean(), out.features
 
+
+# ----------------------------------------------------------------------------- the animation layout
+#
+# How a window is animated on Wan, the one rule training (train/losses.py) and inference share. The
+# window's latents are those of its own frames, exactly as on CogVideoX (the same caches, windows and
+# joining); the reference's latent is put in front of them as one more latent frame, held clean with
+# timestep 0 (Wan2.2 TI2V's own way of taking an image: its first latent frame), with no cue (zeros).
+# The model denoises the window's frames behind it; the reference frame is dropped from the result and
+# never scored. Only the ti2v form takes a clean frame; Wan2.1 I2V's channel condition is not used for
+# animation yet.
+
+
+def check_animation_form(transformer) -> None:
+    """A transformer (or a Wan folder, whose transformer/config.json is read) that takes the animation
+    layout: the ti2v form; else one clear error."""
+    from ..errors import InputError
+
+    if isinstance(transformer, (str, Path)):
+        import json
+        from types import SimpleNamespace
+
+        from .weights import find_component
+
+        folder = find_component(Path(transformer), "transformer", "Wan transformer", "its config.json")
+        transformer = SimpleNamespace(config=SimpleNamespace(**json.loads((folder / "config.json").read_text())))
+    if wan_form(transformer) != "ti2v":
+        raise InputError("animation on a Wan backbone takes the reference as a clean first latent frame, which "
+                         "Wan2.2-TI2V checkpoints (in_channels = out_channels) are made for; a Wan2.1-I2V folder's "
+                         "channel condition is not supported for animation and training yet")
+
+
+def animation_condition(reference_latent: torch.Tensor, latent_frames: int) -> WanCondition:
+    """The reference latent (B, 1, C, h, w) in front of `latent_frames` latent frames to denoise."""
+    ref = reference_latent.permute(0, 2, 1, 3, 4).float()
+    b, c, _, h, w = ref.shape
+    latents = torch.cat([ref, ref.new_zeros(b, c, latent_frames, h, w)], dim=2)
+    mask = ref.new_ones(1, 1, latent_frames + 1, h, w)
+    mask[:, :, 0] = 0
+    return WanCondition(latents, mask, None, "ti2v")
+
+
+def animation_cues(cues: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The cues of a window (B, F, C, h, w), as the caches and the pipeline hold them, in Wan's layout
+    (B, C, 1 + F, h, w) with a zero (no cue) frame for the reference in front."""
+    out = {}
+    for k, v in cues.items():
+        v = v.permute(0, 2, 1, 3, 4)
+        out[k] = torch.cat([torch.zeros_like(v[:, :, :1]), v], dim=2)
+    return out
+
+
+def animation_target(reference_latent: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    """A window's latents (B, F, C, h, w) behind its reference's (B, 1, C, h, w): (B, C, 1 + F, h, w)."""
+    return torch.cat([reference_latent.to(latents), latents], dim=1).permute(0, 2, 1, 3, 4)
+
+
+@torch.no_grad()
+def sample_wan_animation(transformer, scheduler, reference_latent: torch.Tensor, cues: dict[str, torch.Tensor],
+                         prompt_embeds: torch.Tensor, steps: int, generator: torch.Generator,
+                         guidance_scale: float = 1.0, progress: bool = False) -> torch.Tensor:
+    """A window's latents (B, F, C, h, w) in the animation layout, for `cues` (CUE_KEYS, (B, F, ...))."""
+    check_animation_form(transformer)
+    device = cues["pose_latents"].device
+    cond = animation_condition(reference_latent.to(device), cues["pose_latents"].shape[1])
+    latents = sample_wan_latents(transformer, scheduler, cond, prompt_embeds, steps, generator,
+                                 animation_cues({k: cues[k] for k in CUE_KEYS}), guidance_scale, progress)
+    return latents[:, :, 1:].permute(0, 2, 1, 3, 4)

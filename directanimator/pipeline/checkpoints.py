@@ -54,5 +54,5 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
     return names[dtype]
 
 
-def make_inference_scheduler(kind: str, pretrained: str | None = None):
-    return build_scheduler(kind, pretrained)
+def make_inference_scheduler(kind: str, pretrained: str | None = None, backbone: str = "cogvideox"):
+    return build_scheduler(kind, pretrained, backbone)

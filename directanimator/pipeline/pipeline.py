@@ -46,8 +46,8 @@ from ..config import Config, InferenceConfig, check_seed, check_size, dump_confi
 from ..cues.extract import extract_cues
 from ..cues.files import CUE_ARRAYS, CueFileSink, mask_from_uint8
 from ..errors import InputError
-from ..model import CueFusionTransformer3D, build_codec, build_text_encoder
-from ..model.sampling import CUE_KEYS, from_diffusion_target, sample_fused_latents, sample_latents
+from ..model import CueFusionTransformer3D, build_codec, build_text_encoder, is_wan, spatial_patch
+from ..model.sampling import CUE_KEYS, compute_dtype, from_diffusion_target, sample_fused_latents, sample_latents
 from ..storage import work_dir
 from ..video import iter_frames, load_image, probe_video
 from ..windows import cue_latents, fused_window_layout, video_tensor, window_step, windows_covering
@@ -106,7 +106,7 @@ class DirectAnimatorPipeline:
         self.text_encoder = text_encoder
         self.config = config
         self.device = torch.device(device)
-        self.dtype = next(transformer.parameters()).dtype  # the compute dtype, whatever the storage
+        self.dtype = compute_dtype(transformer)  # the compute dtype, whatever the storage
     @property
     def components(self) -> dict:
         return {"transformer": self.transformer, "scheduler": self.scheduler, "codec": self.codec,
@@ -134,7 +134,7 @@ class DirectAnimatorPipeline:
         codec = build_codec(cfg.model, device=device, dtype=dtype)
         check_compatible(transformer, cfg, codec.latent_channels, f"checkpoint {model_dir}")
         kind = scheduler or cfg.inference.scheduler
-        pipe = cls(transformer, make_inference_scheduler(kind, cfg.model.pretrained), codec,
+        pipe = cls(transformer, make_inference_scheduler(kind, cfg.model.pretrained, cfg.model.backbone), codec,
                    build_text_encoder(cfg.model, transformer, device=device), cfg, device)
         pipe.apply_memory_option(memory)
         return pipe
@@ -200,7 +200,7 @@ class DirectAnimatorPipeline:
             raise InputError(f"--steps must lie between 1 and {max_steps} (the scheduler's training timesteps), "
                              f"got {steps}")
         check_size(self.config, size)
-        unit = self.codec.spatial_factor * self.transformer.config.patch_size
+        unit = self.codec.spatial_factor * spatial_patch(self.transformer)
         rounded = max(unit, int(round(size / unit)) * unit)
         if rounded != size:
             print(f"note: size {size} rounded to {rounded} (a multiple of {unit} for this model)")
@@ -220,6 +220,9 @@ class DirectAnimatorPipeline:
             if window_fusion not in ("latent", "pixel"):
                 raise InputError(f"window fusion must be latent or pixel, got {window_fusion!r}")
             inf = replace(inf, window_fusion=window_fusion)
+        if inf.window_fusion == "latent" and is_wan(self.transformer):
+            raise InputError("window fusion latent is not available on a Wan backbone yet: use --window-fusion pixel "
+                             "(windows denoised one by one, blended in pixels)")
         if not (0.0 <= inf.keep_background_margin <= 0.5):
             raise InputError(f"inference.keep_background_margin must be in [0, 0.5] (a fraction of the frame), "
                              f"got {inf.keep_background_margin}")

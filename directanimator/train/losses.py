@@ -1,4 +1,5 @@
-"""Training objectives: the CogVideoX denoising loss and the Same2X alignment loss (eq 4)."""
+"""Training objectives: the denoising loss (CogVideoX's v-prediction, or Wan's flow matching) and
+the Same2X alignment loss (eq 4)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 
 from ..model import front_padding, i2v_hidden_states, pad_front, reference_layout_of
 from ..model.sampling import CUE_KEYS, build_scheduler, diffusion_target
+from ..model.wan_sampling import flow_sigmas
 
 
 def make_scheduler(pretrained: str | Path | None = None):
@@ -49,10 +51,12 @@ def s2x_loss(h_teacher: torch.Tensor, h_student: torch.Tensor) -> torch.Tensor:
 
 def _param_dtype(module: torch.nn.Module) -> torch.dtype | None:
     """The dtype the module computes in: its trained weights' (a partial run may hold its frozen
-    backbone in bf16, train.frozen_dtype), else its weights'."""
+    backbone in bf16, train.frozen_dtype), else most of its weights' (model/sampling.py)."""
+    from ..model.sampling import compute_dtype
+
     floating = [p for p in module.parameters() if p.is_floating_point()]
     trained = [p for p in floating if p.requires_grad]
-    return (trained or floating)[0].dtype if floating else None
+    return trained[0].dtype if trained else (compute_dtype(module) if floating else None)
 
 
 def _cast(dtype: torch.dtype | None, x: torch.Tensor, enc: torch.Tensor, cues: dict[str, torch.Tensor]):
@@ -145,3 +149,76 @@ class Same2XObjective:
 
     def total(self, loss_d: torch.Tensor, loss_a: torch.Tensor) -> torch.Tensor:
         return loss_d + self.weight * loss_a if self.aligns else loss_d
+
+
+class WanSame2XObjective(Same2XObjective):
+    """The same objective on a Wan backbone: Wan's flow matching (model/wan_sampling.py) in the
+    animation layout (the reference's latent a clean frame in front of the window's, unscored), noise
+    levels drawn as the checkpoint's `flow_shift` moves them, and the S2X term on the vision tokens of
+    block D as on CogVideoX (the reference frame's tokens included: the teacher sees the same)."""
+
+    def __init__(self, flow_shift: float, teacher: torch.nn.Module | None = None, depth: int | None = None,
+                 weight: float = 0.0, projector: torch.nn.Module | None = None, cue_dropout: float = 0.0):
+        super().__init__(None, teacher, depth, weight, projector, cue_dropout)
+        self.flow_shift = float(flow_shift)
+
+    def __call__(self, student, encoder_hidden_states: torch.Tensor, latents: torch.Tensor, cond, sigma: torch.Tensor,
+                 noise: torch.Tensor, cues: dict[str, torch.Tensor],
+                 teacher_cues: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        from ..model.wan_sampling import flow_input, wan_flow_loss
+
+        loss_d, features = wan_flow_loss(student, latents, cond, encoder_hidden_states, cues, sigma, noise,
+                                         (self.depth,) if self.aligns else (), dtype=self._dtype_of(student))
+        if not self.aligns:
+            return loss_d, torch.zeros((), device=loss_d.device)
+        if teacher_cues is None:
+            raise ValueError("the cross-ID stage needs the teacher's cues (the clip's own)")
+        dtype = self._dtype_of(self.teacher)
+        with torch.no_grad():
+            hidden, timestep = flow_input(self.teacher, latents, cond, sigma, noise)
+            h_t = self.teacher(hidden_states=hidden.to(dtype), timestep=timestep,
+                               encoder_hidden_states=encoder_hidden_states.to(dtype), feature_depths=(self.depth,),
+                               features_only=True, **{k: v.to(dtype) for k, v in teacher_cues.items()}
+                               ).features[self.depth]
+        h_s = features[self.depth]
+        if self.projector is not None:
+            h_s = self.projector(h_s)
+        return loss_d, s2x_loss(h_t, h_s)
+
+    def inputs(self, model, batch: dict[str, torch.Tensor], generator: torch.Generator,
+               sigma: torch.Tensor | None = None) -> dict:
+        """One batch's inputs, drawn from `generator` in a fixed order (noise, noise levels, cue
+        dropout); `sigma` (B,) fixes the noise levels instead (validation)."""
+        from ..model.wan_sampling import animation_condition, animation_cues, animation_target, check_animation_form
+
+        check_animation_form(model)
+        device = batch["latents"].device
+        lat = animation_target(batch["reference_latent"], batch["latents"])
+        b = lat.shape[0]
+        noise = torch.randn(lat.shape, generator=generator).to(device)
+        drawn = flow_sigmas(b, self.flow_shift, generator)
+        sigma = (drawn if sigma is None else sigma).to(device)
+        keep = (torch.rand(b, generator=generator) >= self.cue_dropout).float().to(device).view(b, 1, 1, 1, 1)
+        cues = {k: batch[k] * keep for k in CUE_KEYS}
+        teacher_cues = None
+        if self.aligns:
+            teacher_cues = animation_cues(dict(pose_latents=batch["teacher_pose_latents"] * keep,
+                                               face_latents=batch["teacher_face_latents"] * keep,
+                                               body_mask=cues["body_mask"], face_mask=cues["face_mask"]))
+        cond = animation_condition(batch["reference_latent"], batch["latents"].shape[1])
+        return {"latents": lat, "cond": cond, "sigma": sigma, "noise": noise, "cues": animation_cues(cues),
+                "teacher_cues": teacher_cues}
+
+
+def make_objective(cfg, model, teacher=None, depth: int | None = None, projector=None) -> Same2XObjective:
+    """The objective of a run's backbone: `Same2XObjective` (CogVideoX) or `WanSame2XObjective`."""
+    from ..model import is_wan
+
+    tc = cfg.train
+    if is_wan(model):
+        from ..model.wan_sampling import build_wan_scheduler
+
+        shift = build_wan_scheduler(cfg.model.pretrained).config.get("flow_shift", 1.0)
+        return WanSame2XObjective(shift, teacher, depth, tc.s2x.weight, projector, cue_dropout=tc.cue_dropout)
+    return Same2XObjective(make_scheduler(cfg.model.pretrained), teacher, depth, tc.s2x.weight, projector,
+                           cue_dropout=tc.cue_dropout)

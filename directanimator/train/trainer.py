@@ -4,7 +4,8 @@ same_id   L = L_denoise on (reference, same-ID cues) -> the clip itself
 cross_id  L = L_denoise + lambda * L_S2X: the student sees pseudo cues, the frozen same-ID teacher
           sees the clip's own cues, both with the same noisy latents and timestep (eq 4)
 
-L_denoise is CogVideoX's v-prediction MSE with timesteps uniform over {0..999} (train/losses.py).
+L_denoise is CogVideoX's v-prediction MSE with timesteps uniform over {0..999}, or on a Wan backbone
+Wan's flow-matching loss with shifted noise levels (train/losses.py).
 Noise, timesteps and cue dropout come from a generator seeded by (seed, step, micro-batch, rank),
 and the data order from (seed, epoch), so a resumed run draws exactly what the uninterrupted run
 would have drawn and continues the same loss curve.
@@ -32,9 +33,10 @@ from ..data.sampler import BucketBatchSampler
 from ..errors import InputError, TrainingError
 from ..model import CueFusionTransformer3D, build_codec, build_text_encoder, build_transformer
 from ..model.loading import check_compatible, load_transformer  # noqa: F401 (re-exported)
+from ..model.sampling import build_scheduler
 from .checkpoint import latest_checkpoint, load_checkpoint, partial_folder, save_checkpoint, start_partial
 from .sharded import load_shard, save_shard
-from .losses import Same2XObjective, make_scheduler
+from .losses import make_objective
 
 
 def s2x_depth(cfg: Config, num_layers: int) -> int:
@@ -324,9 +326,8 @@ class _Run:
             self.model_p, self.projector, self.optimizer = acc.prepare(self.model, self.projector, self.optimizer)
         else:
             self.model_p, self.optimizer = acc.prepare(self.model, self.optimizer)
-        self.objective = Same2XObjective(make_scheduler(self.cfg.model.pretrained),
-                                         self.teacher if self.use_s2x else None, self.depth, tc.s2x.weight,
-                                         self.projector, cue_dropout=tc.cue_dropout)
+        self.objective = make_objective(self.cfg, self.model, self.teacher if self.use_s2x else None, self.depth,
+                                        self.projector)
         self.ema = ({k: v.detach().float().clone() for k, v in self.model.state_dict().items()}
                     if tc.ema_decay > 0 else None)
 
@@ -499,7 +500,9 @@ class _Run:
         if self.ema is not None:  # with EMA on, the EMA weights are the model that is judged and kept
             judged = copy.deepcopy(judged)
             judged.load_state_dict({k: v.to(judged.state_dict()[k].dtype) for k, v in self.ema.items()})
-        metrics = validate(judged, self.val_set, self.codec, enc, vc.sample_steps, device=self.device)
+        metrics = validate(judged, self.val_set, self.codec, enc, vc.sample_steps, device=self.device,
+                           sampler=build_scheduler("ddim", self.cfg.model.pretrained, self.cfg.model.backbone),
+                           objective=make_objective(self.cfg, judged))
         row = {"step": self.state["step"], **metrics, "seconds": round(time.perf_counter() - t_val, 2),
                "train_seconds": round(self.train_seconds(), 1)}
         with open(out / "validation.jsonl", "a") as fh:

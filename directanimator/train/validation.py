@@ -123,19 +123,46 @@ def baseline_metrics(vs: ValidationSet) -> dict[str, dict[str, float]]:
     return {k: mean_metrics(v, SAMPLE_KEYS) for k, v in rows.items()}
 
 
-@torch.no_grad()
-def validate(model, vs: ValidationSet, codec: LatentCodec, encoder_hidden_states: torch.Tensor, steps: int,
-             device: torch.device | str = "cpu", seed: int = 0, batch: int = 8, sampler=None) -> dict[str, float]:
-    """val_loss and the sample metrics (module docstring); `sampler` defaults to CogVideoX's DDIM
-    scheduler. The model is left in the mode it had."""
+def _losses(model, part: dict, enc: torch.Tensor, gen: torch.Generator, objective) -> list[float]:
+    """The trainer's denoising loss of one batch of windows at each of LOSS_TIMESTEPS (summed over
+    the batch): CogVideoX's at those timesteps, Wan's at the noise levels t / 1000."""
     from .. import model as model_pkg
 
+    b, device = part["latents"].shape[0], part["latents"].device
+    cues = {k: part[k] for k in ("pose_latents", "face_latents", "body_mask", "face_mask")}
+    if model_pkg.is_wan(model):
+        out = []
+        for t_value in LOSS_TIMESTEPS:
+            inputs = objective.inputs(model, part, gen, sigma=torch.full((b,), t_value / 1000.0))
+            out.append(objective(model, enc, **inputs)[0].item() * b)
+        return out
+    scheduler = objective.scheduler
+    layout = model_pkg.reference_layout_of(model)
+    target = diffusion_target(model, part["latents"], part["reference_latent"])
+    pad = model_pkg.front_padding(target.shape[1], model.config.get("patch_size_t"))  # as the trainer
+    target = model_pkg.pad_front(target, pad)
+    padded_cues = {k: model_pkg.pad_front(v, pad) for k, v in cues.items()}
+    out = []
+    for t_value in LOSS_TIMESTEPS:
+        noise = torch.randn(target.shape, generator=gen).to(device)
+        t = torch.full((b,), t_value, dtype=torch.long, device=device)
+        x = model_pkg.i2v_hidden_states(add_noise(target, noise, t, scheduler), part["reference_latent"], layout)
+        loss, _ = objective(model, x, enc, t, padded_cues, target, noise, pad=pad)  # the trainer's loss
+        out.append(loss.item() * b)
+    return out
+
+
+@torch.no_grad()
+def validate(model, vs: ValidationSet, codec: LatentCodec, encoder_hidden_states: torch.Tensor, steps: int,
+             device: torch.device | str = "cpu", seed: int = 0, batch: int = 8, sampler=None,
+             objective=None) -> dict[str, float]:
+    """val_loss and the sample metrics (module docstring); `sampler` defaults to CogVideoX's DDIM
+    scheduler, `objective` (whose denoising term is scored) to CogVideoX's. The model is left in the
+    mode it had."""
     was_training = model.training
     model.eval()
-    scheduler = make_scheduler()
-    objective = Same2XObjective(scheduler)  # the denoising term alone, padding left out as in training
+    objective = objective if objective is not None else Same2XObjective(make_scheduler())
     sampler = sampler if sampler is not None else build_scheduler("ddim")
-    layout = model_pkg.reference_layout_of(model)
     losses, rows = [], []
     n = len(vs)
     for s in range(0, n, batch):
@@ -144,16 +171,7 @@ def validate(model, vs: ValidationSet, codec: LatentCodec, encoder_hidden_states
         enc = encoder_hidden_states.to(device).expand(b, -1, -1)
         cues = {k: part[k] for k in ("pose_latents", "face_latents", "body_mask", "face_mask")}
         gen = torch.Generator().manual_seed(seed * 7919 + s)
-        target = diffusion_target(model, part["latents"], part["reference_latent"])
-        pad = model_pkg.front_padding(target.shape[1], model.config.get("patch_size_t"))  # as the trainer
-        target = model_pkg.pad_front(target, pad)
-        padded_cues = {k: model_pkg.pad_front(v, pad) for k, v in cues.items()}
-        for t_value in LOSS_TIMESTEPS:
-            noise = torch.randn(target.shape, generator=gen).to(device)
-            t = torch.full((b,), t_value, dtype=torch.long, device=device)
-            x = model_pkg.i2v_hidden_states(add_noise(target, noise, t, scheduler), part["reference_latent"], layout)
-            loss, _ = objective(model, x, enc, t, padded_cues, target, noise, pad=pad)  # the trainer's loss
-            losses.append(loss.item() * b)
+        losses += _losses(model, part, enc, gen, objective)
         lat = sample_latents(model, sampler, part["reference_latent"], cues, enc, steps, gen)
         video = codec.decode(lat.float().cpu())
         for j in range(b):

@@ -1,0 +1,215 @@
+"""The Wan backbone through the whole system on a tiny folder in Wan2.2-TI2V-5B's exact layout
+(tests/wan_folder.py): `model.backbone: wan` from configs/wan2.2-ti2v-5b.yaml, the caches made by its
+VAE, both Same2X stages (full, LoRA, cue-only), a stopped run resumed on the same loss curve, and
+`animate` from the trained run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ..media import write_clip
+from ..wan_folder import make_tiny_wan_folder
+
+SIZE, FRAMES, PROMPT = 64, 9, "a person dances"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return make_tiny_wan_folder(tmp_path_factory.mktemp("models") / "Wan2.2-TI2V-5B", "wan2.2-ti2v")
+
+
+def wan_config(folder: Path, world: Path | None = None, stage: str = "same_id", teacher: Path | None = None,
+               max_steps: int = 4, trainable: str = "full"):
+    """configs/wan2.2-ti2v-5b.yaml pointed at the tiny folder, at 64 px and 9 frames, quick training."""
+    from directanimator.config import load_config
+
+    cfg = load_config("configs/wan2.2-ti2v-5b.yaml")
+    cfg.cues.size = SIZE
+    m = cfg.model
+    m.pretrained, m.frames, m.size, m.gradient_checkpointing = str(folder), FRAMES, SIZE, False
+    m.text.encoder_path, m.text.prompt = str(folder), PROMPT
+    cfg.inference.steps, cfg.inference.keep_background = 3, False
+    t = cfg.train
+    t.trainable, t.lora.rank, t.lora.alpha = trainable, 4, 4.0
+    t.stage, t.teacher, t.max_steps = stage, str(teacher) if teacher else None, max_steps
+    t.batch_size, t.warmup_steps, t.checkpoint_every, t.keep_last, t.log_every = 2, 1, 2, 3, 1
+    t.lr, t.s2x.depth = 1e-3, 1
+    cfg.data.dataset = str(world) if world else None
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def wan_world(folder, tmp_path_factory):
+    """A small puppet world with pseudo clips and caches made by the tiny folder's VAE."""
+    from directanimator.data.preprocess import preprocess
+    from directanimator.synth.world import build_world
+    from directanimator.train.pseudo import make_pseudo
+
+    from .test_real_layout import keep_every_pseudo_clip
+
+    root = tmp_path_factory.mktemp("wan_puppets") / "world"
+    build_world(root, identities=4, motions=4, clips=4, frames=FRAMES, size=SIZE, seed=2, progress=False)
+    cfg = keep_every_pseudo_clip(wan_config(folder, root))
+    make_pseudo(root, cfg, progress=False)
+    report = preprocess(root, cfg, progress=False)
+    assert report["failed"] == 0 and report["built"] > 0
+    return root
+
+
+def read_losses(run: Path) -> list[tuple[int, float, float]]:
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+    return [(r["step"], r["loss"], r["loss_s2x"]) for r in rows if "loss" in r]
+
+
+def expected_trainable_count(folder: Path, trainable: str) -> int:
+    """Counted here from the tiny folder's sizes, independently of model/adapters.py: the cue modules
+    (absent from the checkpoint), plus rank x (in + out) per attention projection for LoRA rank 4."""
+    from directanimator.model.wan import WanCueFusionTransformer3D
+
+    model = WanCueFusionTransformer3D.from_wan(folder)
+    total = sum(p.numel() for p in model.parameters())
+    cue = sum(p.numel() for n, p in model.named_parameters() if n.startswith(("cue_embed.", "cue_fusion.")))
+    if trainable == "full":
+        return total
+    if trainable == "cue_only":
+        return cue
+    width = 2 * 16  # heads x head dim of tests/wan_folder.py
+    # 2 blocks x (self-attention + cross-attention) x (q, k, v, out) x rank 4 x (in + out)
+    return cue + 2 * 2 * 4 * 4 * (width + width)
+
+
+def test_the_backbone_switch_builds_wan_and_refuses_what_does_not_fit(folder):
+    from directanimator.config import load_config
+    from directanimator.errors import InputError
+    from directanimator.model import build_codec, build_transformer, is_wan
+    from directanimator.model.codec import WanVAECodec
+
+    cfg = wan_config(folder)
+    model = build_transformer(cfg.model, 6)
+    assert is_wan(model) and isinstance(build_codec(cfg.model), WanVAECodec)
+    cfg.model.pretrained = None
+    with pytest.raises(InputError, match="model.pretrained"):
+        build_transformer(cfg.model, 6)
+    bad = Path(folder).parent / "bad.yaml"
+    bad.write_text("model:\n  backbone: wan\n  codec:\n    kind: pixel_shuffle\n")
+    with pytest.raises(InputError, match="codec.kind wan"):
+        load_config(bad)
+    bad.write_text("model:\n  backbone: wan\n  injection: concat\n  codec:\n    kind: wan\n")
+    with pytest.raises(InputError, match="cuefusion or none"):
+        load_config(bad)
+
+
+def test_the_animation_layout_puts_the_reference_in_front_clean_and_unscored(folder):
+    """The window's latents follow the reference's clean frame: the transformer sees the reference
+    exactly, at timestep 0, whatever the noise; the reference frame's target never reaches the loss
+    (changed there, the loss is the same to the bit) while the window's frames do."""
+    from directanimator.model.wan import WanCueFusionTransformer3D
+    from directanimator.model.wan_sampling import (animation_condition, animation_cues, animation_target, flow_input,
+                                                   wan_flow_loss)
+
+    model = WanCueFusionTransformer3D.from_wan(folder)
+    g = torch.Generator().manual_seed(0)
+    ref, lat = torch.randn(2, 1, 6, 4, 4, generator=g), torch.randn(2, 3, 6, 4, 4, generator=g)
+    x0, cond = animation_target(ref, lat), animation_condition(ref, 3)
+    assert x0.shape == (2, 6, 4, 4, 4) and torch.equal(x0[:, :, 0], ref[:, 0])
+    assert torch.equal(x0[:, :, 1:], lat.transpose(1, 2))
+    noise, sigma = torch.randn(x0.shape, generator=g), torch.tensor([0.3, 0.9])
+    hidden, timestep = flow_input(model, x0, cond, sigma, noise)
+    assert torch.equal(hidden[:, :, 0], ref[:, 0])
+    per_frame = timestep.view(2, 4, -1)  # (B, latent frames, tokens per frame)
+    assert (per_frame[:, 0] == 0).all()
+    assert torch.allclose(per_frame[:, 1:], (sigma * 1000).view(2, 1, 1).expand(2, 3, 4))
+    cues = animation_cues({"pose_latents": torch.randn(2, 3, 6, 4, 4, generator=g),
+                           "face_latents": torch.randn(2, 3, 6, 4, 4, generator=g),
+                           "body_mask": torch.ones(2, 3, 1, 4, 4), "face_mask": torch.ones(2, 3, 1, 4, 4)})
+    assert all(v.shape[2] == 4 and not v[:, :, 0].any() for v in cues.values())  # no cue on the reference frame
+    enc = torch.randn(2, 512, 16, generator=g)
+    with torch.no_grad():
+        loss, _ = wan_flow_loss(model, x0, cond, enc, cues, sigma, noise)
+        on_ref, on_window = noise.clone(), noise.clone()
+        on_ref[:, :, 0] += 5.0
+        on_window[:, :, 1] += 5.0
+        assert torch.equal(wan_flow_loss(model, x0, cond, enc, cues, sigma, on_ref)[0], loss)
+        assert not torch.allclose(wan_flow_loss(model, x0, cond, enc, cues, sigma, on_window)[0], loss)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trainable", ["full", "lora", "cue_only"])
+def test_both_stages_train_and_resume_on_wan(folder, wan_world, tmp_path, trainable, cli_here):
+    """Both stages from the tiny Wan2.2-TI2V folder (its transformer with the cue stream added, its
+    VAE's latents, its UMT5), for each `train.trainable` (trained parameter counts checked against a
+    count made here): losses finite, the S2X term live in the cross-ID stage; a run stopped at a
+    checkpoint and resumed logs the same losses, bit for bit, as one that ran straight through; the
+    run animates from the command line (17 frames: 3 windows of 9; bf16 for the LoRA run)."""
+    from directanimator.model.loading import latest_checkpoint
+    from directanimator.synth.render import render_clip
+    from directanimator.train.trainer import train
+    from directanimator.video import iter_frames, save_image
+
+    want = expected_trainable_count(folder, trainable)
+    same = tmp_path / "same_id"
+    cfg = wan_config(folder, wan_world, max_steps=4, trainable=trainable)
+    if trainable == "full":  # held-out validation on the Wan sampler and loss, with the trivial answers' row
+        v = cfg.train.validation
+        v.dataset, v.triples, v.every, v.sample_steps = str(wan_world), 2, 2, 2
+    summary = train(cfg, same, progress=False)
+    assert summary["trainable_parameters"] == want
+    losses = read_losses(same)
+    assert [s for s, _, _ in losses] == [1, 2, 3, 4] and all(np.isfinite(v) for _, v, _ in losses)
+    if trainable == "full":
+        rows = [json.loads(x) for x in (same / "validation.jsonl").read_text().splitlines()]
+        assert "trivial_answers" in rows[0] and [r["step"] for r in rows[1:]] == [2, 4]
+        assert all(np.isfinite(r["val_loss"]) and 0 < r["val_ssim"] < 1 for r in rows[1:])
+        assert (same / "best" / "best.json").is_file()
+    cross = tmp_path / "cross_id"
+    summary = train(wan_config(folder, wan_world, "cross_id", teacher=same, max_steps=4, trainable=trainable),
+                    cross, progress=False)
+    assert summary["trainable_parameters"] == want
+    cross_losses = read_losses(cross)
+    assert len(cross_losses) == 4 and latest_checkpoint(cross) is not None
+    assert all(-1.0 <= a < 0 for _, _, a in cross_losses)  # S2X: minus a mean cosine, the teacher's features live
+    stopped = tmp_path / "stopped"
+    train(wan_config(folder, wan_world, max_steps=2, trainable=trainable), stopped, progress=False)
+    train(wan_config(folder, wan_world, max_steps=4, trainable=trainable), stopped, progress=False, resume=True)
+    assert read_losses(stopped) == losses
+    clip, ref = render_clip(906, 806, 706, 17, 64), render_clip(901, 801, 702, 1, 64)
+    drv, photo = tmp_path / "driving17.mp4", tmp_path / "reference.png"
+    write_clip(drv, list(clip.frames), fps=15, audio=False)
+    save_image(photo, ref.frames[0])
+    out = tmp_path / "out.mp4"
+    dtype = "bfloat16" if trainable == "lora" else "float32"  # bf16 as on a GPU, the float32 modules kept
+    r = cli_here("animate", "--reference", photo, "--driving", drv, "--out", out, "--checkpoint", cross,
+                 "--device", "cpu", "--dtype", dtype, "--steps", "2", "--quiet")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(list(iter_frames(out))) == 17
+    if trainable == "full":  # joining windows in latent space is CogVideoX's only, said in one line
+        r = cli_here("animate", "--reference", photo, "--driving", drv, "--out", tmp_path / "latent.mp4",
+                     "--checkpoint", cross, "--steps", "2", "--window-fusion", "latent", "--quiet")
+        assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: window fusion latent")
+
+
+def test_a_wan21_i2v_folder_is_refused_by_the_commands_in_one_line(tmp_path, cli_here):
+    """Wan2.1-I2V's channel condition is not in the caches: preprocessing and training on its folder
+    stop at once with one `error:` line that says which checkpoints animate."""
+    import yaml
+
+    from directanimator.synth.world import build_world
+
+    world = tmp_path / "world"
+    build_world(world, identities=2, motions=2, clips=2, frames=FRAMES, size=SIZE, seed=3, progress=False)
+    i2v = make_tiny_wan_folder(tmp_path / "Wan2.1-I2V-14B", "wan2.1-i2v")
+    cfg = yaml.safe_load(Path("configs/wan2.2-ti2v-5b.yaml").read_text())
+    cfg["model"]["pretrained"] = str(i2v)
+    path = tmp_path / "wan21.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    for args in (("preprocess", "--dataset", world),
+                 ("train", "--stage", "same_id", "--dataset", world, "--out", tmp_path / "run")):
+        r = cli_here(*args, "--config", path)
+        assert r.returncode != 0
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith("error:") and "Wan2.2-TI2V" in last, r.stderr[-500:]
