@@ -16,6 +16,8 @@ window holds (t latent frames of C x h x w):
   reference_latent (1, C, h, w)     the reference frame (one frame of the clip, fixed per clip)
   pose_latents, face_latents        the Pose Cue (gray, as RGB) and Face Cue through the codec
   body_mask, face_mask (t, 1, h, w) the Location Cue on the latent grid
+and, for a Wan2.1-I2V model (model/wan_sampling.py REFERENCE_KEYS), what its form takes of the
+reference: condition_latents (t, C, h, w) and image_embeds (L, D).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from ..cues.face import GivenFaceBoxes
 from ..cues.segment import GivenMasks
 from ..errors import InputError
 from ..model.codec import LatentCodec
+from ..model.wan_sampling import REFERENCE_KEYS
 from ..video import Letterbox, iter_frames, probe_video
 from ..windows import cue_latents, video_tensor, windows_inside
 from .format import ClipRecord, clip_dir
@@ -228,6 +231,9 @@ def encode_windows(codec: LatentCodec, frames: np.ndarray | None, cues: DrivingC
     if frames is not None and reference is not None:
         ref = codec.encode_reference(video_tensor(reference[None]), gen)[0].to("cpu", dtype)  # (1, C, h, w)
         result["reference_latent"] = ref[None].expand(len(starts), -1, -1, -1, -1).contiguous()
+        if hasattr(codec, "reference_inputs"):  # Wan2.1-I2V: the reference's channel condition and CLIP tokens
+            for key, value in codec.reference_inputs(reference).items():
+                result[key] = value.to("cpu", dtype).expand(len(starts), *value.shape[1:]).contiguous()
     return result
 
 
@@ -278,6 +284,7 @@ def build_clip_entry(dataset: Path, record: ClipRecord, cfg: Config, codec: Late
     meta = {"clip_id": record.clip_id, "fingerprint": fp, "key": cache_key(cfg), "starts": starts, "caption": caption,
             "text_encoder": text_encoder_id(cfg) if "prompt_embeds" in tensors else None,
             "reference_index": ref, "num_frames": n, "shape": list(tensors["latents"].shape[1:]),
+            "reference_keys": [k for k in REFERENCE_KEYS if k in tensors],
             "pose_valid": float(cues.pose_valid.mean()), "face_valid": float(cues.face_valid.mean())}
     write_entry(out, tensors, meta)
     return meta

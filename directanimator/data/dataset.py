@@ -59,6 +59,8 @@ class CachedSamples(Dataset):
             raise InputError(f"no cached {stage} samples for this config in {self.root}: run "
                              f"`directanimator preprocess --dataset {dataset} --config CONFIG` first")
         self.captions = self._caption_embeddings(metas, cfg)
+        # what a Wan2.1-I2V model takes of the reference (the same for every clip of one config)
+        self.reference_keys = tuple(next(iter(metas.values())).get("reference_keys", ()))
 
     def _caption_embeddings(self, metas: dict[str, dict], cfg: Config) -> bool:
         """True when every sample has its clip's caption embedding (`prompt_embeds`), False when none
@@ -79,7 +81,7 @@ class CachedSamples(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         source, pseudo, w = self.items[i]
         # with captions, the clip's own caption: one for all its windows (and its pseudo driving clips)
-        sample = read_window(source, w, ENTRY_KEYS, ("prompt_embeds",) if self.captions else ())
+        sample = read_window(source, w, ENTRY_KEYS + self.reference_keys, ("prompt_embeds",) if self.captions else ())
         if pseudo is not None:
             p = read_window(pseudo, w, PSEUDO_KEYS)
             sample["teacher_pose_latents"] = sample["pose_latents"]

@@ -32,10 +32,11 @@ def build_codec(cfg: ModelConfig, device: str | torch.device = "cpu", dtype: tor
         raise InputError(f"model.codec.kind is {c.kind} but neither model.codec.path nor model.pretrained is set: "
                          f"give the local {folder} (it holds vae/)")
     if c.kind == "wan":
-        from .wan_sampling import check_animation_form
+        from .codec import WanI2VCodec
+        from .wan_sampling import folder_form
 
-        if cfg.pretrained:  # the commands' Wan folders: those that animate
-            check_animation_form(cfg.pretrained)
+        if cfg.pretrained and folder_form(cfg.pretrained) == "i2v":  # with the reference's condition and CLIP tokens
+            return WanI2VCodec(path, cfg.frames, dtype=dtype, device=device, image_path=cfg.pretrained)
         return WanVAECodec(path, dtype=dtype, device=device)
     return CogVideoXCodec(path, dtype=dtype, device=device, slicing=c.slicing, tiling=c.tiling)
 

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from ..errors import InputError
@@ -249,3 +250,26 @@ class WanVAECodec:
         z = z / self.inv_std.to(z.device) + self.mean.to(z.device)
         return self.vae.decode(z.to(self.vae.device, self.vae.dtype)).sample.permute(0, 2, 1, 3, 4).float().clamp(-1, 1)
 
+
+
+class WanI2VCodec(WanVAECodec):
+    """Wan2.1-I2V's VAE, with what its image-to-video form takes of the reference besides the latents
+    (`reference_inputs`): the reference followed by black frames over a window of `num_frames`,
+    encoded (the channel condition), and the reference's CLIP image tokens (the folder's
+    `image_encoder/`). The caches hold both per window; the pipeline computes them once per video."""
+
+    def __init__(self, path: str | Path, num_frames: int, dtype: torch.dtype = torch.float32,
+                 device: str | torch.device = "cpu", sample: bool = True, image_path: str | Path | None = None):
+        from .wan_sampling import WanImageEncoder
+
+        super().__init__(path, dtype=dtype, device=device, sample=sample)
+        self.num_frames = num_frames
+        self.image_encoder = WanImageEncoder(image_path or path, dtype=dtype, device=device)
+
+    @torch.no_grad()
+    def reference_inputs(self, image) -> dict[str, torch.Tensor]:
+        """`image`: the reference, RGB uint8 (H, W, 3) -> {"condition_latents": (1, t, C, h, w),
+        "image_embeds": (1, L, D)}, float32."""
+        x = torch.from_numpy(np.ascontiguousarray(image)).float().div(127.5).sub(1.0).permute(2, 0, 1)[None, None]
+        return {"condition_latents": self.encode_condition(x, self.num_frames),
+                "image_embeds": self.image_encoder(image).float()}

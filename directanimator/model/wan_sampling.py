@@ -103,12 +103,7 @@ def wan_condition(codec, reference: torch.Tensor, num_frames: int, form: str,
         return WanCondition(latents, mask, None, form)
     latents = codec.encode_condition(reference, num_frames).permute(0, 2, 1, 3, 4)  # (B, C, F, h, w)
     b, _, _, h, w = latents.shape
-    frame_mask = latents.new_zeros(b, 1, num_frames, h, w)
-    frame_mask[:, :, 0] = 1
-    # as diffusers: frame 0's mask repeated over the temporal factor, then grouped into latent frames
-    frame_mask = torch.cat([frame_mask[:, :, :1].repeat_interleave(tf, dim=2), frame_mask[:, :, 1:]], dim=2)
-    mask = frame_mask.view(b, -1, tf, h, w).transpose(1, 2)
-    return WanCondition(latents, mask, image_embeds, form)
+    return WanCondition(latents, i2v_mask(b, f, h, w, tf, like=latents), image_embeds, form)
 
 
 def wan_model_input(latents: torch.Tensor, cond: WanCondition, t: torch.Tensor,
@@ -222,34 +217,48 @@ def wan_flow_loss(transformer, latents: torch.Tensor, cond: WanCondition, prompt
 #
 # How a window is animated on Wan, the one rule training (train/losses.py) and inference share. The
 # window's latents are those of its own frames, exactly as on CogVideoX (the same caches, windows and
-# joining); the reference's latent is put in front of them as one more latent frame, held clean with
-# timestep 0 (Wan2.2 TI2V's own way of taking an image: its first latent frame), with no cue (zeros).
-# The model denoises the window's frames behind it; the reference frame is dropped from the result and
-# never scored. Only the ti2v form takes a clean frame; Wan2.1 I2V's channel condition is not used for
-# animation yet.
+# joining); every frame of the window is a driving frame. The reference enters as each form takes an
+# image:
+#   ti2v  its latent is put in front of the window's as one more latent frame, held clean with
+#         timestep 0 and with no cue (zeros): Wan2.2-TI2V's own way of taking an image (its first latent
+#         frame) moved one frame earlier; that frame is dropped from the result and never scored.
+#   i2v   as Wan2.1-I2V was trained: the window's mask and the encoded reference-then-black video on
+#         channels (`condition_latents`), its CLIP tokens in the context (`image_embeds`); both come
+#         with the window's inputs (the caches hold them, the pipeline computes them once per video).
+
+REFERENCE_KEYS = ("condition_latents", "image_embeds")
 
 
-def check_animation_form(transformer) -> None:
-    """A transformer (or a Wan folder, whose transformer/config.json is read) that takes the animation
-    layout: the ti2v form; else one clear error."""
-    from ..errors import InputError
+def folder_form(path: str | Path) -> str:
+    """`wan_form` of a Wan folder, from its transformer/config.json."""
+    import json
+    from types import SimpleNamespace
 
-    if isinstance(transformer, (str, Path)):
-        import json
-        from types import SimpleNamespace
+    from .weights import find_component
 
-        from .weights import find_component
-
-        folder = find_component(Path(transformer), "transformer", "Wan transformer", "its config.json")
-        transformer = SimpleNamespace(config=SimpleNamespace(**json.loads((folder / "config.json").read_text())))
-    if wan_form(transformer) != "ti2v":
-        raise InputError("animation on a Wan backbone takes the reference as a clean first latent frame, which "
-                         "Wan2.2-TI2V checkpoints (in_channels = out_channels) are made for; a Wan2.1-I2V folder's "
-                         "channel condition is not supported for animation and training yet")
+    folder = find_component(Path(path), "transformer", "Wan transformer", "its config.json")
+    return wan_form(SimpleNamespace(config=SimpleNamespace(**json.loads((folder / "config.json").read_text()))))
 
 
-def animation_condition(reference_latent: torch.Tensor, latent_frames: int) -> WanCondition:
-    """The reference latent (B, 1, C, h, w) in front of `latent_frames` latent frames to denoise."""
+def i2v_mask(batch: int, latent_frames: int, h: int, w: int, temporal_factor: int = 4,
+             like: torch.Tensor | None = None) -> torch.Tensor:
+    """Wan2.1-I2V's frame mask (B, temporal_factor, t, h, w): 1 on the reference's latent frame. What
+    diffusers builds from pixel frames (frame 0's mask repeated over the temporal factor, then grouped
+    into latent frames) comes to this."""
+    mask = torch.zeros(batch, temporal_factor, latent_frames, h, w, device=None if like is None else like.device)
+    mask[:, :, 0] = 1
+    return mask
+
+
+def animation_condition(reference_latent: torch.Tensor, latent_frames: int,
+                        given: dict[str, torch.Tensor] | None = None) -> WanCondition:
+    """The condition of a window of `latent_frames` latent frames. ti2v: the reference latent
+    (B, 1, C, h, w) in front; i2v (`given` holds REFERENCE_KEYS, (B, t, C, h, w) and (B, L, D)): the
+    channel condition and the CLIP tokens."""
+    if given is not None and "condition_latents" in given:
+        cond = given["condition_latents"].permute(0, 2, 1, 3, 4).float()
+        b, _, t, h, w = cond.shape
+        return WanCondition(cond, i2v_mask(b, t, h, w, like=cond), given["image_embeds"], "i2v")
     ref = reference_latent.permute(0, 2, 1, 3, 4).float()
     b, c, _, h, w = ref.shape
     latents = torch.cat([ref, ref.new_zeros(b, c, latent_frames, h, w)], dim=2)
@@ -258,29 +267,35 @@ def animation_condition(reference_latent: torch.Tensor, latent_frames: int) -> W
     return WanCondition(latents, mask, None, "ti2v")
 
 
-def animation_cues(cues: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def animation_cues(cues: dict[str, torch.Tensor], form: str = "ti2v") -> dict[str, torch.Tensor]:
     """The cues of a window (B, F, C, h, w), as the caches and the pipeline hold them, in Wan's layout
-    (B, C, 1 + F, h, w) with a zero (no cue) frame for the reference in front."""
+    (B, C, F, h, w); for ti2v with a zero (no cue) frame for the reference in front."""
     out = {}
     for k, v in cues.items():
         v = v.permute(0, 2, 1, 3, 4)
-        out[k] = torch.cat([torch.zeros_like(v[:, :, :1]), v], dim=2)
+        out[k] = torch.cat([torch.zeros_like(v[:, :, :1]), v], dim=2) if form == "ti2v" else v
     return out
 
 
-def animation_target(reference_latent: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-    """A window's latents (B, F, C, h, w) behind its reference's (B, 1, C, h, w): (B, C, 1 + F, h, w)."""
-    return torch.cat([reference_latent.to(latents), latents], dim=1).permute(0, 2, 1, 3, 4)
+def animation_target(reference_latent: torch.Tensor, latents: torch.Tensor, form: str = "ti2v") -> torch.Tensor:
+    """A window's latents (B, F, C, h, w) in Wan's layout, for ti2v behind its reference's (B, 1, C, h, w):
+    (B, C, [1 +] F, h, w)."""
+    if form == "ti2v":
+        latents = torch.cat([reference_latent.to(latents), latents], dim=1)
+    return latents.permute(0, 2, 1, 3, 4)
 
 
 @torch.no_grad()
 def sample_wan_animation(transformer, scheduler, reference_latent: torch.Tensor, cues: dict[str, torch.Tensor],
                          prompt_embeds: torch.Tensor, steps: int, generator: torch.Generator,
                          guidance_scale: float = 1.0, progress: bool = False) -> torch.Tensor:
-    """A window's latents (B, F, C, h, w) in the animation layout, for `cues` (CUE_KEYS, (B, F, ...))."""
-    check_animation_form(transformer)
+    """A window's latents (B, F, C, h, w) in the animation layout, for `cues` (CUE_KEYS, (B, F, ...),
+    and for i2v REFERENCE_KEYS)."""
+    form = wan_form(transformer)
     device = cues["pose_latents"].device
-    cond = animation_condition(reference_latent.to(device), cues["pose_latents"].shape[1])
+    if form == "i2v" and "condition_latents" not in cues:
+        raise ValueError("a Wan2.1-I2V model animates with the reference's condition_latents and image_embeds")
+    cond = animation_condition(reference_latent.to(device), cues["pose_latents"].shape[1], cues)
     latents = sample_wan_latents(transformer, scheduler, cond, prompt_embeds, steps, generator,
-                                 animation_cues({k: cues[k] for k in CUE_KEYS}), guidance_scale, progress)
-    return latents[:, :, 1:].permute(0, 2, 1, 3, 4)
+                                 animation_cues({k: cues[k] for k in CUE_KEYS}, form), guidance_scale, progress)
+    return (latents[:, :, 1:] if form == "ti2v" else latents).permute(0, 2, 1, 3, 4)

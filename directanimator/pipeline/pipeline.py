@@ -95,6 +95,8 @@ class _Job:
     return_frames: bool
     progress: bool
     callback: Callable[[str, int, int], None] | None
+    # what a Wan2.1-I2V model takes of the reference besides its latent (model/wan_sampling.py), once per call
+    reference_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class DirectAnimatorPipeline:
@@ -427,6 +429,8 @@ class DirectAnimatorPipeline:
             # 4a. the reference through the codec
             t0 = time.perf_counter()
             ref_lb, ref_latent = self.encode_reference(spool, job.seed)
+            if hasattr(self.codec, "reference_inputs"):
+                job.reference_inputs = {k: v.to(self.device) for k, v in self.codec.reference_inputs(ref_lb).items()}
             seconds["codec"] += time.perf_counter() - t0
             # 3. windows on the codec's frame grid
             starts = windows_covering(n, self.config.model.frames, overlap, self.codec.temporal_factor)
@@ -459,7 +463,7 @@ class DirectAnimatorPipeline:
         try:
             for wi, s in enumerate(starts):
                 latents, pose_cue = self._window_latents(wi, s, spool, n, ref_latent, job.seed, job.steps,
-                                                         job.guidance, fused, seconds, text)
+                                                         job.guidance, fused, seconds, text, job.reference_inputs)
                 # 6. decode and blend; 7. keep the background; 8. write
                 t0 = time.perf_counter()
                 frames = self.decode_frames(latents)
@@ -491,10 +495,11 @@ class DirectAnimatorPipeline:
         return overlap
 
     def _window_latents(self, wi: int, start: int, spool: Path, n: int, ref_latent: torch.Tensor, seed: int,
-                        steps: int, guidance: float, fused, seconds: dict,
-                        text: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+                        steps: int, guidance: float, fused, seconds: dict, text: torch.Tensor,
+                        reference_inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, np.ndarray]:
         """Window `wi`'s clean latents and its Pose Cue: 4b. its cues through the codec, 5. denoised
-        alone; or taken from the windows denoised together (`fused`: latents and their layout)."""
+        alone (with `reference_inputs`, a Wan2.1-I2V model's); or taken from the windows denoised
+        together (`fused`: latents and their layout)."""
         window = self.config.model.frames
         if fused is not None:
             latents_by_frame, layout = fused
@@ -506,7 +511,8 @@ class DirectAnimatorPipeline:
         seconds["codec"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(seed * 1_000_003 + wi)
-        latents = self.denoise(ref_latent, enc_cues, g, steps, guidance, encoder_hidden_states=text)
+        latents = self.denoise(ref_latent, {**enc_cues, **reference_inputs}, g, steps, guidance,
+                               encoder_hidden_states=text)
         seconds["transformer"] += time.perf_counter() - t0
         return latents, enc_cues["pose_cue"]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
 from ..model import front_padding, i2v_hidden_states, pad_front, reference_layout_of
 from ..model.sampling import CUE_KEYS, build_scheduler, diffusion_target
 from ..model.wan_sampling import flow_sigmas
@@ -153,9 +154,10 @@ class Same2XObjective:
 
 class WanSame2XObjective(Same2XObjective):
     """The same objective on a Wan backbone: Wan's flow matching (model/wan_sampling.py) in the
-    animation layout (the reference's latent a clean frame in front of the window's, unscored), noise
+    animation layout (Wan2.2-TI2V: the reference's latent a clean frame in front of the window's,
+    unscored; Wan2.1-I2V: the reference's channel condition and CLIP tokens from the batch), noise
     levels drawn as the checkpoint's `flow_shift` moves them, and the S2X term on the vision tokens of
-    block D as on CogVideoX (the reference frame's tokens included: the teacher sees the same)."""
+    block D as on CogVideoX (TI2V's reference frame's tokens included: the teacher sees the same)."""
 
     def __init__(self, flow_shift: float, teacher: torch.nn.Module | None = None, depth: int | None = None,
                  weight: float = 0.0, projector: torch.nn.Module | None = None, cue_dropout: float = 0.0):
@@ -176,8 +178,10 @@ class WanSame2XObjective(Same2XObjective):
         dtype = self._dtype_of(self.teacher)
         with torch.no_grad():
             hidden, timestep = flow_input(self.teacher, latents, cond, sigma, noise)
+            image = cond.image_embeds.to(dtype) if cond.image_embeds is not None else None
             h_t = self.teacher(hidden_states=hidden.to(dtype), timestep=timestep,
-                               encoder_hidden_states=encoder_hidden_states.to(dtype), feature_depths=(self.depth,),
+                               encoder_hidden_states=encoder_hidden_states.to(dtype),
+                               encoder_hidden_states_image=image, feature_depths=(self.depth,),
                                features_only=True, **{k: v.to(dtype) for k, v in teacher_cues.items()}
                                ).features[self.depth]
         h_s = features[self.depth]
@@ -189,11 +193,11 @@ class WanSame2XObjective(Same2XObjective):
                sigma: torch.Tensor | None = None) -> dict:
         """One batch's inputs, drawn from `generator` in a fixed order (noise, noise levels, cue
         dropout); `sigma` (B,) fixes the noise levels instead (validation)."""
-        from ..model.wan_sampling import animation_condition, animation_cues, animation_target, check_animation_form
+        from ..model.wan_sampling import animation_condition, animation_cues, animation_target, wan_form
 
-        check_animation_form(model)
+        form = wan_form(model)
         device = batch["latents"].device
-        lat = animation_target(batch["reference_latent"], batch["latents"])
+        lat = animation_target(batch["reference_latent"], batch["latents"], form)
         b = lat.shape[0]
         noise = torch.randn(lat.shape, generator=generator).to(device)
         drawn = flow_sigmas(b, self.flow_shift, generator)
@@ -204,9 +208,12 @@ class WanSame2XObjective(Same2XObjective):
         if self.aligns:
             teacher_cues = animation_cues(dict(pose_latents=batch["teacher_pose_latents"] * keep,
                                                face_latents=batch["teacher_face_latents"] * keep,
-                                               body_mask=cues["body_mask"], face_mask=cues["face_mask"]))
-        cond = animation_condition(batch["reference_latent"], batch["latents"].shape[1])
-        return {"latents": lat, "cond": cond, "sigma": sigma, "noise": noise, "cues": animation_cues(cues),
+                                               body_mask=cues["body_mask"], face_mask=cues["face_mask"]), form)
+        cond = animation_condition(batch["reference_latent"], batch["latents"].shape[1], batch)
+        if form == "i2v" and cond.form != "i2v":
+            raise InputError("a Wan2.1-I2V model trains on caches with the reference's condition_latents and "
+                             "image_embeds: preprocess again with this config")
+        return {"latents": lat, "cond": cond, "sigma": sigma, "noise": noise, "cues": animation_cues(cues, form),
                 "teacher_cues": teacher_cues}
 
 

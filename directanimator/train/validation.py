@@ -35,6 +35,7 @@ from ..errors import InputError
 from ..eval.puppet import mean_metrics, puppet_metrics, trivial_answers
 from ..model.codec import LatentCodec
 from ..model.sampling import build_scheduler, diffusion_target, sample_latents
+from ..model.wan_sampling import REFERENCE_KEYS
 from .losses import Same2XObjective, add_noise, make_scheduler
 
 LOSS_TIMESTEPS = (49, 199, 399, 599, 799, 949)
@@ -70,7 +71,7 @@ def build_validation_set(dataset: str | Path, cfg: Config, codec: LatentCodec, t
         from safetensors.numpy import load_file
 
         arrays = load_file(str(path))
-        tensors = {k: torch.from_numpy(arrays[k]) for k in TENSOR_KEYS}
+        tensors = {k: torch.from_numpy(arrays[k]) for k in TENSOR_KEYS + REFERENCE_KEYS if k in arrays}
         return ValidationSet(tensors, arrays["truth"], arrays["truth_masks"].astype(bool),
                              arrays["reference_masks"].astype(bool), arrays["references"], arrays["driving"],
                              arrays["driving_masks"].astype(bool))
@@ -89,13 +90,14 @@ def build_validation_set(dataset: str | Path, cfg: Config, codec: LatentCodec, t
                                               skeleton_errors=cues_cfg.pose.skeleton_errors).kwargs(),
                    reference_mask=ref_mask))
         t = encode_windows(codec, gt.frames, cues, [0], frames, cues.reference)
-        for k in TENSOR_KEYS:
-            parts.setdefault(k, []).append(t[k][0])
+        for k in TENSOR_KEYS + REFERENCE_KEYS:  # the last for a Wan2.1-I2V model only
+            if k in t:
+                parts.setdefault(k, []).append(t[k][0])
         for k, v in (("truth", gt.frames[:frames]), ("truth_masks", gt.masks[:frames] > 0.5),
                      ("reference_masks", ref_mask), ("references", ref.frames[0]),
                      ("driving", drv.frames[:frames]), ("driving_masks", drv.masks[:frames] > 0.5)):
             parts.setdefault(k, []).append(np.asarray(v))
-    tensors = {k: torch.stack(parts[k]).contiguous() for k in TENSOR_KEYS}
+    tensors = {k: torch.stack(parts[k]).contiguous() for k in TENSOR_KEYS + REFERENCE_KEYS if k in parts}
     arrays = {k: np.stack(parts[k]) for k in ("truth", "truth_masks", "reference_masks", "references", "driving",
                                               "driving_masks")}
     store = {**tensors, **{k: torch.from_numpy(v.astype(np.uint8)) for k, v in arrays.items()}}
@@ -169,7 +171,8 @@ def validate(model, vs: ValidationSet, codec: LatentCodec, encoder_hidden_states
         part = {k: v[s:s + batch].to(device) for k, v in vs.tensors.items()}
         b = part["latents"].shape[0]
         enc = encoder_hidden_states.to(device).expand(b, -1, -1)
-        cues = {k: part[k] for k in ("pose_latents", "face_latents", "body_mask", "face_mask")}
+        cues = {k: part[k] for k in ("pose_latents", "face_latents", "body_mask", "face_mask") + REFERENCE_KEYS
+                if k in part}
         gen = torch.Generator().manual_seed(seed * 7919 + s)
         losses += _losses(model, part, enc, gen, objective)
         lat = sample_latents(model, sampler, part["reference_latent"], cues, enc, steps, gen)

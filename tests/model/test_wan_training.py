@@ -1,7 +1,8 @@
-"""The Wan backbone through the whole system on a tiny folder in Wan2.2-TI2V-5B's exact layout
-(tests/wan_folder.py): `model.backbone: wan` from configs/wan2.2-ti2v-5b.yaml, the caches made by its
-VAE, both Same2X stages (full, LoRA, cue-only), a stopped run resumed on the same loss curve, and
-`animate` from the trained run."""
+"""The Wan backbone through the whole system on tiny folders in the exact layouts of Wan2.2-TI2V-5B
+and Wan2.1-I2V-14B (tests/wan_folder.py): `model.backbone: wan` from each checkpoint's config, the
+caches made by its VAE (and for I2V the reference's channel condition and CLIP tokens), both Same2X
+stages (full, LoRA, cue-only), validation, a stopped run resumed on the same loss curve, `animate`
+and the web page's service from the trained run."""
 
 from __future__ import annotations
 
@@ -23,12 +24,16 @@ def folder(tmp_path_factory) -> Path:
     return make_tiny_wan_folder(tmp_path_factory.mktemp("models") / "Wan2.2-TI2V-5B", "wan2.2-ti2v")
 
 
+TI2V, I2V = "configs/wan2.2-ti2v-5b.yaml", "configs/wan2.1-i2v-14b.yaml"
+
+
 def wan_config(folder: Path, world: Path | None = None, stage: str = "same_id", teacher: Path | None = None,
-               max_steps: int = 4, trainable: str = "full"):
-    """configs/wan2.2-ti2v-5b.yaml pointed at the tiny folder, at 64 px and 9 frames, quick training."""
+               max_steps: int = 4, trainable: str = "full", config: str = TI2V):
+    """The checkpoint's config pointed at the tiny folder, at 64 px and 9 frames, quick training in
+    float32."""
     from directanimator.config import load_config
 
-    cfg = load_config("configs/wan2.2-ti2v-5b.yaml")
+    cfg = load_config(config)
     cfg.cues.size = SIZE
     m = cfg.model
     m.pretrained, m.frames, m.size, m.gradient_checkpointing = str(folder), FRAMES, SIZE, False
@@ -36,6 +41,7 @@ def wan_config(folder: Path, world: Path | None = None, stage: str = "same_id", 
     cfg.inference.steps, cfg.inference.keep_background = 3, False
     t = cfg.train
     t.trainable, t.lora.rank, t.lora.alpha = trainable, 4, 4.0
+    t.mixed_precision, t.frozen_dtype = "no", "float32"
     t.stage, t.teacher, t.max_steps = stage, str(teacher) if teacher else None, max_steps
     t.batch_size, t.warmup_steps, t.checkpoint_every, t.keep_last, t.log_every = 2, 1, 2, 3, 1
     t.lr, t.s2x.depth = 1e-3, 1
@@ -145,7 +151,8 @@ def test_both_stages_train_and_resume_on_wan(folder, wan_world, tmp_path, traina
     VAE's latents, its UMT5), for each `train.trainable` (trained parameter counts checked against a
     count made here): losses finite, the S2X term live in the cross-ID stage; a run stopped at a
     checkpoint and resumed logs the same losses, bit for bit, as one that ran straight through; the
-    run animates from the command line (17 frames: 3 windows of 9; bf16 for the LoRA run)."""
+    run animates from the command line (17 frames: 3 windows of 9; bf16 for the LoRA run) and, for the
+    cue-only run, through the web page's service with serve's --device/--dtype/--memory."""
     from directanimator.model.loading import latest_checkpoint
     from directanimator.synth.render import render_clip
     from directanimator.train.trainer import train
@@ -187,29 +194,78 @@ def test_both_stages_train_and_resume_on_wan(folder, wan_world, tmp_path, traina
                  "--device", "cpu", "--dtype", dtype, "--steps", "2", "--quiet")
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(list(iter_frames(out))) == 17
+    if trainable == "cue_only":  # the web page's service on the Wan run, with serve's --device/--dtype/--memory
+        from directanimator.ui import AnimateService
+
+        service = AnimateService(checkpoint=str(cross), workdir=tmp_path, device="cpu", dtype="bfloat16",
+                                 memory="none")
+        result = service.animate(str(photo), str(drv), steps=1)
+        assert len(list(iter_frames(result.folder / "animation.mp4"))) == 17
+        service.close()
     if trainable == "full":  # joining windows in latent space is CogVideoX's only, said in one line
         r = cli_here("animate", "--reference", photo, "--driving", drv, "--out", tmp_path / "latent.mp4",
                      "--checkpoint", cross, "--steps", "2", "--window-fusion", "latent", "--quiet")
         assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: window fusion latent")
 
 
-def test_a_wan21_i2v_folder_is_refused_by_the_commands_in_one_line(tmp_path, cli_here):
-    """Wan2.1-I2V's channel condition is not in the caches: preprocessing and training on its folder
-    stop at once with one `error:` line that says which checkpoints animate."""
+@pytest.mark.slow
+def test_wan21_i2v_trains_both_stages_validates_and_animates(tmp_path, cli_here):
+    """The Wan2.1-I2V form through the commands: its caches hold, per window, the reference's channel
+    condition (the reference then black frames, encoded) and its CLIP tokens, equal to what the
+    pipeline computes from the same image; both stages train (the S2X term live), validation runs
+    on its sampler, a stopped run resumes on the same losses, and `animate` runs from the run."""
     import yaml
+    from safetensors import safe_open
 
+    from directanimator.data.cache import load_clip_frames
+    from directanimator.data.format import clip_dir
+    from directanimator.data.preprocess import preprocess
+    from directanimator.model import build_codec
+    from directanimator.synth.render import render_clip
     from directanimator.synth.world import build_world
+    from directanimator.train.pseudo import make_pseudo
+    from directanimator.train.trainer import train
+    from directanimator.video import iter_frames, save_image
 
+    from .test_real_layout import keep_every_pseudo_clip
+
+    folder = make_tiny_wan_folder(tmp_path / "Wan2.1-I2V-14B", "wan2.1-i2v")
     world = tmp_path / "world"
-    build_world(world, identities=2, motions=2, clips=2, frames=FRAMES, size=SIZE, seed=3, progress=False)
-    i2v = make_tiny_wan_folder(tmp_path / "Wan2.1-I2V-14B", "wan2.1-i2v")
-    cfg = yaml.safe_load(Path("configs/wan2.2-ti2v-5b.yaml").read_text())
-    cfg["model"]["pretrained"] = str(i2v)
-    path = tmp_path / "wan21.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    for args in (("preprocess", "--dataset", world),
-                 ("train", "--stage", "same_id", "--dataset", world, "--out", tmp_path / "run")):
-        r = cli_here(*args, "--config", path)
-        assert r.returncode != 0
-        last = r.stderr.strip().splitlines()[-1]
-        assert last.startswith("error:") and "Wan2.2-TI2V" in last, r.stderr[-500:]
+    build_world(world, identities=4, motions=4, clips=4, frames=FRAMES, size=SIZE, seed=2, progress=False)
+    cfg = keep_every_pseudo_clip(wan_config(folder, world, config=I2V))
+    make_pseudo(world, cfg, progress=False)
+    assert preprocess(world, cfg, progress=False)["failed"] == 0
+    entry = sorted((world / "cache").glob("*/clips/*.safetensors"))[0]
+    with safe_open(str(entry), "pt") as f:
+        cond, embeds = f.get_tensor("condition_latents"), f.get_tensor("image_embeds")
+        meta = yaml.safe_load(f.metadata()["meta"])
+    assert cond.shape[1:] == (3, 4, 8, 8) and embeds.shape[0] == cond.shape[0]
+    assert meta["reference_keys"] == ["condition_latents", "image_embeds"]
+    same = tmp_path / "same_id"
+    v = cfg.train.validation
+    v.dataset, v.triples, v.every, v.sample_steps = str(world), 2, 2, 2
+    train(cfg, same, progress=False)
+    rows = [json.loads(x) for x in (same / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows[1:]] == [2, 4] and all(np.isfinite(r["val_loss"]) for r in rows[1:])
+    losses = read_losses(same)
+    stopped = tmp_path / "stopped"
+    train(wan_config(folder, world, max_steps=2, config=I2V), stopped, progress=False)
+    train(wan_config(folder, world, max_steps=4, config=I2V), stopped, progress=False, resume=True)
+    assert read_losses(stopped) == losses
+    cross = tmp_path / "cross_id"
+    train(wan_config(folder, world, "cross_id", teacher=same, config=I2V), cross, progress=False)
+    assert all(-1.0 <= a < 0 for _, _, a in read_losses(cross))
+    clip, ref = render_clip(906, 806, 706, 17, 64), render_clip(901, 801, 702, 1, 64)
+    drv, photo = tmp_path / "driving17.mp4", tmp_path / "reference.png"
+    write_clip(drv, list(clip.frames), fps=15, audio=False)
+    save_image(photo, ref.frames[0])
+    r = cli_here("animate", "--reference", photo, "--driving", drv, "--out", tmp_path / "out.mp4", "--checkpoint",
+                 cross, "--device", "cpu", "--steps", "2", "--quiet")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(list(iter_frames(tmp_path / "out.mp4"))) == 17
+    # the cached condition is what the pipeline's codec makes of the clip's reference image
+    clip = load_clip_frames(clip_dir(world, meta["clip_id"]), SIZE)
+    image = clip.reference if meta["reference_index"] < 0 else clip.frames[meta["reference_index"]]
+    want = build_codec(cfg.model).reference_inputs(image)
+    assert torch.allclose(cond[0].float(), want["condition_latents"][0], atol=2e-3)  # float16 cache
+    assert torch.allclose(embeds[0].float(), want["image_embeds"][0], atol=2e-3)

@@ -86,10 +86,19 @@ def test_deepspeed_zero2_two_processes_resume_on_the_same_loss_curve(puppet_data
 
 
 @pytest.mark.slow
-def test_fsdp2_shards_resume_two_cpu_processes_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("backbone", ["cogvideox", "wan"])
+def test_fsdp2_shards_resume_two_cpu_processes_bit_for_bit(tmp_path, backbone):
+    """FSDP2 per transformer block (CogVideoXBlock, or WanTransformerBlock on the tiny Wan2.2-TI2V
+    folder): the shards of a run stopped after step 2 resume to the same losses and weights."""
+    wan = []
+    if backbone == "wan":
+        from ..wan_folder import make_tiny_wan_folder
+
+        wan = [str(make_tiny_wan_folder(tmp_path / "Wan2.2-TI2V-5B", "wan2.2-ti2v"))]
+
     def launch(mode, result):
         r = subprocess.run([PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-                            str(ROOT / "tests/fsdp2_worker.py"), mode, str(tmp_path / "ckpt"), str(result)],
+                            str(ROOT / "tests/fsdp2_worker.py"), mode, str(tmp_path / "ckpt"), str(result), *wan],
                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
         return json.loads(result.read_text())

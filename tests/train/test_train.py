@@ -480,12 +480,15 @@ def test_accelerate_config_files_load_with_accelerate():
         c = load_config_from_file(str(f))
         types[f.stem] = str(c.distributed_type).split(".")[-1]
     assert types == {"ddp_cpu_2proc": "MULTI_CPU", "ddp_8gpu": "MULTI_GPU", "deepspeed_zero2_8gpu": "DEEPSPEED",
-                     "fsdp_8gpu": "FSDP"}
+                     "fsdp_8gpu": "FSDP", "fsdp_wan_8gpu": "FSDP"}
     ds = load_config_from_file(str(ROOT / "configs/accelerate/deepspeed_zero2_8gpu.yaml"))
     assert ds.deepspeed_config["zero_stage"] == 2 and ds.mixed_precision == "bf16"
     fsdp = load_config_from_file(str(ROOT / "configs/accelerate/fsdp_8gpu.yaml"))
     assert fsdp.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "CogVideoXBlock"
     assert fsdp.fsdp_config["fsdp_version"] == 2  # train/sharded.py resumes FSDP2's DTensor shards
+    wan = load_config_from_file(str(ROOT / "configs/accelerate/fsdp_wan_8gpu.yaml"))
+    assert wan.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "WanTransformerBlock"
+    assert wan.fsdp_config["fsdp_version"] == 2
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_cfg):
