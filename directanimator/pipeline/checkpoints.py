@@ -38,6 +38,12 @@ def resolve_checkpoint(path: str | Path | None) -> tuple[Path, Config]:
         cfg = from_dict(Config, json.loads((model_dir.parent / "state.json").read_text()).get("config"))
     if cfg is None:
         raise InputError(f"{p}: no config.yaml next to the checkpoint (needed to rebuild its codec and cues)")
+    codec = cfg.model.codec
+    if codec.kind == "cogvideox" and not codec.path and not cfg.model.pretrained:
+        # a toy model's own VAE, saved in its pipeline folder as a real model folder holds vae/
+        folder = next((c for c in (p, model_dir.parent) if (c / "vae" / "config.json").is_file()), None)
+        if folder is not None:
+            codec.path = str(folder)
     return model_dir, cfg
 
 

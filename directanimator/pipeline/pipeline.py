@@ -177,13 +177,18 @@ class DirectAnimatorPipeline:
         return option
 
     def save_pretrained(self, path: str | Path) -> None:
+        """transformer/, scheduler/, config.yaml; and vae/ for a learned codec of a model made from scratch
+        (a toy model's own CogVideoX VAE), so the folder is whole as a real one is."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.transformer.save_pretrained(path / "transformer", safe_serialization=True)
         self.scheduler.save_pretrained(path / "scheduler")
-        tc = self.config.train
+        tc, model = self.config.train, self.config.model
+        if model.codec.kind == "cogvideox" and not model.pretrained:
+            self.codec.vae.save_pretrained(path / "vae", safe_serialization=True)
+            model = replace(model, codec=replace(model.codec, path=None))  # found in the folder when loaded
         cfg = replace(self.config, data=replace(self.config.data, dataset=None),  # no local paths in a shipped model
-                      train=replace(tc, teacher=None, validation=replace(tc.validation, dataset=None)))
+                      model=model, train=replace(tc, teacher=None, validation=replace(tc.validation, dataset=None)))
         (path / "config.yaml").write_text(dump_config(cfg))
 
     # ------------------------------------------------------------------ steps
