@@ -377,6 +377,10 @@ class TrainConfig:
     # cross_id: where the student starts: the same-ID teacher's weights, or the base model
     init: Literal["same_id", "base"] = "same_id"
     teacher: str | None = None
+    # either stage: the student starts from these weights instead (a run, checkpoint, model or pipeline
+    # folder of this config's model; "embedded": the shipped demo model), with a new optimizer and the
+    # warm-up; the held-out validation then also scores the start (a row at step 0)
+    init_from: str | None = None
     max_steps: int = 1000
     batch_size: int = 4
     lr: float = 1e-3

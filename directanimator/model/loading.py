@@ -39,6 +39,8 @@ def resolve_model_dir(path: str | Path) -> Path:
     p = Path(path)
     if not p.exists():
         raise InputError(f"checkpoint not found: {p}")
+    if (p / "transformer" / "config.json").is_file():  # a pipeline folder
+        p = p / "transformer"
     if (p / "checkpoints").is_dir():
         latest = latest_checkpoint(p)
         if latest is None:

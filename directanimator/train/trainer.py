@@ -173,7 +173,8 @@ def _check_train_config(cfg: Config, out: Path, resume: bool) -> None:
         raise InputError(f"dataset not found: {cfg.data.dataset}")
     if tc.max_steps < 1:
         raise InputError(f"train.max_steps (--max-steps) must be at least 1, got {tc.max_steps}")
-    if tc.stage == "cross_id" and tc.teacher is None and (tc.init == "same_id" or tc.s2x.weight > 0):
+    if tc.stage == "cross_id" and tc.teacher is None and ((tc.init == "same_id" and not tc.init_from)
+                                                          or tc.s2x.weight > 0):
         raise InputError("the cross_id stage needs a same-ID teacher (it starts from it or aligns to it): "
                          "pass --teacher RUN_OR_CHECKPOINT")
     if not resume and latest_checkpoint(out) is not None:
@@ -248,17 +249,21 @@ class _Run:
             teacher = load_transformer(tc.teacher)
             check_compatible(teacher, cfg, self.codec.latent_channels, f"teacher {tc.teacher}")
             teacher.requires_grad_(False).eval().to(self.device)
-        if teacher is not None and tc.init == "same_id":
+        start = "init_from" if tc.init_from else ("teacher" if teacher is not None and tc.init == "same_id" else "base")
+        if start == "init_from":  # fp32 trainable weights, whatever they were stored in (the shipped model: fp16)
+            model = load_transformer(self._init_from_path()).float().train().requires_grad_(True)
+            check_compatible(model, cfg, self.codec.latent_channels, f"train.init_from {tc.init_from}")
+        elif start == "teacher":
             # fp32 trainable weights, whatever the teacher was stored in (a DeepSpeed bf16 run stores bf16)
             model = copy.deepcopy(teacher).float().train().requires_grad_(True)
-            if cfg.model.gradient_checkpointing:
-                model.enable_gradient_checkpointing()
+        if start != "base" and cfg.model.gradient_checkpointing:
+            model.enable_gradient_checkpointing()
         self.teacher_digest = None
         if teacher is not None:
             if _mixed_precision(tc.mixed_precision) == "bf16":  # frozen: bf16 halves it (11 GiB at 5B, README)
                 teacher.to(torch.bfloat16)
             self.teacher_digest = weights_digest(teacher)
-        if teacher is None or tc.init != "same_id":
+        if start == "base":
             torch.manual_seed(tc.seed)
             model = build_transformer(cfg.model, self.codec.latent_channels)
         model.train()
@@ -267,6 +272,13 @@ class _Run:
         self.depth = s2x_depth(cfg, model.config.num_layers) if teacher is not None else None
         self.use_s2x = teacher is not None and tc.s2x.weight > 0
         self.projector = self._projector() if self.use_s2x else None
+
+    def _init_from_path(self) -> Path:
+        if self.tc.init_from == "embedded":
+            from ..pipeline.checkpoints import EMBEDDED
+
+            return EMBEDDED
+        return Path(self.tc.init_from)
 
     def _set_trainable(self) -> None:
         """`train.trainable` (full, lora, cue_only) and, for the last two, the frozen weights' dtype."""
@@ -380,6 +392,8 @@ class _Run:
         self.t_start, self.cpu_start = time.perf_counter(), time.process_time()
         # the CPU total covers every sitting unless a sitting's checkpoint did not carry it
         state["cpu_complete"] = state["step"] == 0 or state.get("cpu_complete", "cpu_seconds_before" in state)
+        if self.tc.init_from and state["step"] == 0 and self.val_set is not None:
+            self.validate()  # the start's own score: what the run must beat
 
     def _batches(self):
         state = self.state

@@ -949,3 +949,53 @@ def test_cross_id_stage_says_when_no_pseudo_clip_passed_the_filter(tmp_path, tin
     with pytest.raises(InputError, match=r"no pseudo clip of .* passed the quality filter \(3 made, 0 kept; "
                                          r".*filter_report.json says why"):
         CachedSamples(tmp_path, tiny_cfg(), "cross_id")
+
+
+def test_a_run_starts_from_given_weights_and_scores_them_first(same_id_run, puppet_dataset, tiny_cfg, tmp_path):
+    """train.init_from: the student starts from another run's weights (new optimizer, warm-up); the
+    held-out validation scores the start at step 0, and that row equals the source run's last one
+    (same weights, same triples, same seed). A start made for another model is refused."""
+    import json
+
+    from directanimator.errors import InputError
+    from directanimator.train.trainer import train
+
+    def rows(run):
+        return [json.loads(x) for x in (run / "validation.jsonl").read_text().splitlines()][1:]
+
+    cfg = tiny_cfg(max_steps=2, init_from=str(same_id_run))
+    cfg.data.dataset = str(puppet_dataset)
+    v = cfg.train.validation
+    v.dataset, v.every, v.sample_steps = str(puppet_dataset), 2, 3
+    out = tmp_path / "continued"
+    train(cfg, out, progress=False)
+    got, source = rows(out), rows(same_id_run)
+    assert [r["step"] for r in got] == [0, 2]
+    keys = [k for k in source[-1] if k.startswith("val_")]
+    assert {k: got[0][k] for k in keys} == {k: source[-1][k] for k in keys}
+    wider = tiny_cfg(max_steps=1, init_from=str(same_id_run))
+    wider.data.dataset = str(puppet_dataset)
+    wider.model.transformer.num_attention_heads = 2
+    with pytest.raises(InputError, match="train.init_from .* num_attention_heads"):
+        train(wider, tmp_path / "wider", progress=False)
+
+
+def test_training_continues_from_the_shipped_model(puppet_dataset, tmp_path):
+    """train.init_from: embedded starts from the shipped demo model, with its own config."""
+    from directanimator.data.preprocess import preprocess
+    from directanimator.model.loading import latest_checkpoint, load_transformer
+    from directanimator.pipeline.checkpoints import EMBEDDED, resolve_checkpoint
+    from directanimator.train.trainer import train
+
+    _, cfg = resolve_checkpoint(None)
+    cfg.data.dataset = str(puppet_dataset)
+    t = cfg.train
+    t.stage, t.teacher, t.init_from, t.max_steps, t.batch_size, t.lr, t.warmup_steps = \
+        "cross_id", None, "embedded", 1, 2, 1e-5, 1
+    t.validation.dataset, t.s2x.weight = None, 0.0  # no teacher: the denoising loss alone
+    assert preprocess(puppet_dataset, cfg, progress=False)["failed"] == 0  # caches for the shipped config
+    train(cfg, tmp_path / "continued", progress=False)
+    shipped = load_transformer(EMBEDDED).float().state_dict()
+    trained = load_transformer(latest_checkpoint(tmp_path / "continued")).state_dict()
+    gaps = [float((trained[k] - v).abs().max()) for k, v in shipped.items()]
+    assert max(gaps) < 1e-3 and max(gaps) > 0  # one small step away from the shipped weights
