@@ -269,3 +269,20 @@ def test_wan21_i2v_trains_both_stages_validates_and_animates(tmp_path, cli_here)
     want = build_codec(cfg.model).reference_inputs(image)
     assert torch.allclose(cond[0].float(), want["condition_latents"][0], atol=2e-3)  # float16 cache
     assert torch.allclose(embeds[0].float(), want["image_embeds"][0], atol=2e-3)
+
+
+def test_without_a_text_encoder_path_the_prompt_is_the_folders_umt5_cached(folder, tmp_path, monkeypatch):
+    """model.text.encoder_path unset: the prompt's UMT5 embedding from the folder's own text encoder,
+    cached on disk, equal to encoding it directly."""
+    from directanimator.model import build_text_encoder, build_transformer
+    from directanimator.model.text import CachedPrompt, UMT5PromptEncoder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cfg = wan_config(folder)
+    cfg.model.text.encoder_path = None
+    encoder = build_text_encoder(cfg.model, build_transformer(cfg.model, 6))
+    assert isinstance(encoder, CachedPrompt)
+    got = encoder([PROMPT])
+    want = UMT5PromptEncoder(folder)([PROMPT])
+    assert got.shape == want.shape == (1, 512, 16) and torch.allclose(got, want)
+    assert any((tmp_path / "cache").rglob("*.safetensors"))
