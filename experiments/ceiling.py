@@ -26,6 +26,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def dc_channels(codec, lat):
+    """The DCT codec's latents (B, F, C, h, w) with only the 3 colour averages of each cell kept:
+    channels are laid out (temporal freq, colour, u, v), the DC of each colour at temporal freq 0."""
+    import torch
+
+    keep = torch.zeros(lat.shape[2])
+    keep[[c * codec.keep_spatial ** 2 for c in range(3)]] = 1
+    return lat * keep.view(1, 1, -1, 1, 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--world", default="out/demo_model/world")
@@ -62,10 +72,7 @@ def main() -> None:
                    ("exact background + codec(truth) person", np.where(region, round_trip, truth)),
                    ("exact background + 1.5 px blurred person", np.where(region, blur, truth))]
         if hasattr(codec, "keep_spatial"):  # the DCT codec: its colour averages alone (a learned codec has none)
-            keep = torch.zeros(lat.shape[2])
-            # channels are laid out (temporal freq, colour, u, v): the DC of each colour at temporal freq 0
-            keep[[c * codec.keep_spatial ** 2 for c in range(3)]] = 1
-            dc_only = u8(codec.decode(lat * keep.view(1, 1, -1, 1, 1))[0])
+            dc_only = u8(codec.decode(dc_channels(codec, lat))[0])
             oracles += [("DC-only codec(truth)", dc_only), ("exact background + DC-only person",
                                                              np.where(region, dc_only, truth))]
         for name, video in oracles:

@@ -99,14 +99,11 @@ def colour_reached(video: np.ndarray, truth: np.ndarray, reference: np.ndarray, 
 
 def coarse_oracle(codec, truth: np.ndarray) -> np.ndarray:
     """The truth through the codec, only the 3 DC channels kept (every 4x4 cell's colour average)."""
-    import torch
+    from ceiling import dc_channels
 
     from directanimator.windows import video_tensor
 
-    lat = codec.encode(video_tensor(truth))
-    keep = torch.zeros(lat.shape[2])
-    keep[[c * codec.keep_spatial ** 2 for c in range(3)]] = 1  # (temporal freq, colour, u, v) layout
-    video = codec.decode(lat * keep.view(1, 1, -1, 1, 1))[0]
+    video = codec.decode(dc_channels(codec, codec.encode(video_tensor(truth))))[0]
     return ((video.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 

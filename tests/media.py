@@ -67,3 +67,18 @@ def set_display_rotation(src, dst, clockwise_degrees=90):
     off = start + 8 + 4 + (20 if version == 0 else 32) + 8 + 8
     data[off:off + 36] = struct.pack(">9I", *matrix)
     open(dst, "wb").write(bytes(data))
+
+
+def puppet_driving_and_photo(folder, frames: int = 17):
+    """A puppet driving video (`folder`/driving<frames>.mp4, 15 fps) and another puppet's photo
+    (`folder`/reference.png), both 64 px: what the animate tests of trained runs take."""
+    from pathlib import Path
+
+    from directanimator.synth.render import render_clip
+    from directanimator.video import save_image
+
+    clip, ref = render_clip(906, 806, 706, frames, 64), render_clip(901, 801, 702, 1, 64)
+    drv, photo = Path(folder) / f"driving{frames}.mp4", Path(folder) / "reference.png"
+    write_clip(drv, list(clip.frames), fps=15, audio=False)
+    save_image(photo, ref.frames[0])
+    return drv, photo

@@ -16,7 +16,7 @@ from directanimator.video import iter_frames
 
 from ..cogvideox_folder import LATENT_CHANNELS, TEXT_LENGTH, make_tiny_cogvideox15_i2v
 from ..conftest import ROOT
-from ..media import write_clip
+from ..media import puppet_driving_and_photo, write_clip
 
 SIZE, FRAMES, PROMPT = 32, 9, "a person walks"
 
@@ -238,13 +238,9 @@ def test_both_stages_train_and_resume_on_the_real_layout(folder, real_world, tmp
     assert read_losses(stopped) == losses
     # the trained run animates from the command line in bf16 (17 frames: 3 windows of 9; latent fusion
     # gives each window its own padding latent)
-    from directanimator.synth.render import render_clip
-    from directanimator.video import iter_frames, save_image
+    from directanimator.video import iter_frames
 
-    clip, ref = render_clip(906, 806, 706, 17, 64), render_clip(901, 801, 702, 1, 64)
-    drv, photo = tmp_path / "driving17.mp4", tmp_path / "reference.png"
-    write_clip(drv, list(clip.frames), fps=15, audio=False)
-    save_image(photo, ref.frames[0])
+    drv, photo = puppet_driving_and_photo(tmp_path)
     fusion = {"full": "pixel", "lora": "latent", "cue_only": "pixel"}[trainable]
     out = tmp_path / f"{fusion}.mp4"
     r = cli_here("animate", "--reference", photo, "--driving", drv, "--out", out, "--checkpoint", cross,

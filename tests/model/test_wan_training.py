@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from ..media import write_clip
+from ..media import puppet_driving_and_photo
 from ..wan_folder import make_tiny_wan_folder
 
 SIZE, FRAMES, PROMPT = 64, 9, "a person dances"
@@ -154,9 +154,8 @@ def test_both_stages_train_and_resume_on_wan(folder, wan_world, tmp_path, traina
     run animates from the command line (17 frames: 3 windows of 9; bf16 for the LoRA run) and, for the
     cue-only run, through the web page's service with serve's --device/--dtype/--memory."""
     from directanimator.model.loading import latest_checkpoint
-    from directanimator.synth.render import render_clip
     from directanimator.train.trainer import train
-    from directanimator.video import iter_frames, save_image
+    from directanimator.video import iter_frames
 
     want = expected_trainable_count(folder, trainable)
     same = tmp_path / "same_id"
@@ -184,10 +183,7 @@ def test_both_stages_train_and_resume_on_wan(folder, wan_world, tmp_path, traina
     train(wan_config(folder, wan_world, max_steps=2, trainable=trainable), stopped, progress=False)
     train(wan_config(folder, wan_world, max_steps=4, trainable=trainable), stopped, progress=False, resume=True)
     assert read_losses(stopped) == losses
-    clip, ref = render_clip(906, 806, 706, 17, 64), render_clip(901, 801, 702, 1, 64)
-    drv, photo = tmp_path / "driving17.mp4", tmp_path / "reference.png"
-    write_clip(drv, list(clip.frames), fps=15, audio=False)
-    save_image(photo, ref.frames[0])
+    drv, photo = puppet_driving_and_photo(tmp_path)
     out = tmp_path / "out.mp4"
     dtype = "bfloat16" if trainable == "lora" else "float32"  # bf16 as on a GPU, the float32 modules kept
     r = cli_here("animate", "--reference", photo, "--driving", drv, "--out", out, "--checkpoint", cross,
@@ -221,11 +217,10 @@ def test_wan21_i2v_trains_both_stages_validates_and_animates(tmp_path, cli_here)
     from directanimator.data.format import clip_dir
     from directanimator.data.preprocess import preprocess
     from directanimator.model import build_codec
-    from directanimator.synth.render import render_clip
     from directanimator.synth.world import build_world
     from directanimator.train.pseudo import make_pseudo
     from directanimator.train.trainer import train
-    from directanimator.video import iter_frames, save_image
+    from directanimator.video import iter_frames
 
     from .test_real_layout import keep_every_pseudo_clip
 
@@ -255,10 +250,7 @@ def test_wan21_i2v_trains_both_stages_validates_and_animates(tmp_path, cli_here)
     cross = tmp_path / "cross_id"
     train(wan_config(folder, world, "cross_id", teacher=same, config=I2V), cross, progress=False)
     assert all(-1.0 <= a < 0 for _, _, a in read_losses(cross))
-    clip, ref = render_clip(906, 806, 706, 17, 64), render_clip(901, 801, 702, 1, 64)
-    drv, photo = tmp_path / "driving17.mp4", tmp_path / "reference.png"
-    write_clip(drv, list(clip.frames), fps=15, audio=False)
-    save_image(photo, ref.frames[0])
+    drv, photo = puppet_driving_and_photo(tmp_path)
     r = cli_here("animate", "--reference", photo, "--driving", drv, "--out", tmp_path / "out.mp4", "--checkpoint",
                  cross, "--device", "cpu", "--steps", "2", "--quiet")
     assert r.returncode == 0, r.stderr[-2000:]
