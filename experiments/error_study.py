@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from ceiling import dc_channels
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,8 +100,6 @@ def colour_reached(video: np.ndarray, truth: np.ndarray, reference: np.ndarray, 
 
 def coarse_oracle(codec, truth: np.ndarray) -> np.ndarray:
     """The truth through the codec, only the 3 DC channels kept (every 4x4 cell's colour average)."""
-    from ceiling import dc_channels
-
     from directanimator.windows import video_tensor
 
     video = codec.decode(dc_channels(codec, codec.encode(video_tensor(truth))))[0]
