@@ -404,6 +404,12 @@ class TrainConfig:
     # the cues of a training sample are dropped (zeros) with this probability, for classifier-free
     # guidance on the cues at inference
     cue_dropout: float = 0.0
+    # the denoising loss weighted towards the person: each latent cell's squared error counts
+    # 1 + person_loss_weight x its Location Cue value (the body mask on the latent grid), the sum
+    # divided by the weights' sum; 0 = the plain mean. The moved limbs are a few percent of the
+    # cells; experiments/reports/fit_probe.md measures what a weight buys. Validation losses stay the
+    # plain mean
+    person_loss_weight: float = 0.0
     # what is trained (model/adapters.py): every weight; LoRA adapters on the backbone's attention
     # plus the cue modules; or the cue modules only. The partial modes keep the backbone frozen and
     # save the trained part on its own (checkpoint/adapter/), loadable by animate merged or not.
@@ -415,6 +421,9 @@ class TrainConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     s2x: S2XConfig = field(default_factory=S2XConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+
+    def __post_init__(self) -> None:
+        _check_range("train.person_loss_weight", self.person_loss_weight, 0.0, 1000.0)
 
 
 @dataclass

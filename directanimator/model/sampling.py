@@ -45,6 +45,13 @@ def build_scheduler(kind: str = "ddim", pretrained: str | Path | None = None, ba
 CUE_KEYS = ("pose_latents", "face_latents", "body_mask", "face_mask")
 
 
+def weighted_mean(error: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum(error x weights) / sum(weights), the weights broadcast to the error's shape (a 0/1 mask
+    that leaves cells out multiplied in): the denoising losses weighted by train.person_loss_weight."""
+    w = weights.float().expand_as(error)
+    return (error * w).sum() / w.sum()
+
+
 def compute_dtype(transformer) -> torch.dtype:
     """The dtype the transformer computes in: the dtype most of its weights have (a Wan model keeps
     a few small modules in float32 whatever it is loaded in, diffusers' `_keep_in_fp32_modules`), or,

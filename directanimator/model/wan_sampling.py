@@ -193,12 +193,12 @@ def flow_input(transformer, latents: torch.Tensor, cond: WanCondition, sigma: to
 def wan_flow_loss(transformer, latents: torch.Tensor, cond: WanCondition, prompt_embeds: torch.Tensor,
                   cues: dict[str, torch.Tensor], sigma: torch.Tensor, noise: torch.Tensor,
                   feature_depths: tuple[int, ...] = (), dtype: torch.dtype | None = None,
-                  ) -> tuple[torch.Tensor, dict[int, torch.Tensor] | None]:
+                  weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[int, torch.Tensor] | None]:
     """The denoising loss of Wan's flow matching (`flow_input`): the target velocity e - x_0, mean
-    squared error; for ti2v the reference frame is not scored. Inputs in `dtype` (default: the
-    model's compute dtype). Returns (loss, the vision tokens after `feature_depths` for the S2X term,
-    or None)."""
-    from .sampling import compute_dtype
+    squared error, weighted by `weights` (B, 1, F, h, w) where given (train.person_loss_weight); for
+    ti2v the reference frame is not scored. Inputs in `dtype` (default: the model's compute dtype).
+    Returns (loss, the vision tokens after `feature_depths` for the S2X term, or None)."""
+    from .sampling import compute_dtype, weighted_mean
 
     dtype = dtype or compute_dtype(transformer)
     hidden, timestep = flow_input(transformer, latents, cond, sigma, noise)
@@ -207,6 +207,8 @@ def wan_flow_loss(transformer, latents: torch.Tensor, cond: WanCondition, prompt
                       encoder_hidden_states_image=image, feature_depths=feature_depths,
                       **{k: v.to(dtype) for k, v in cues.items()})
     error = (out.sample.float() - (noise - latents).float()).square()
+    if weights is not None:
+        return weighted_mean(error, weights * cond.mask if cond.form == "ti2v" else weights), out.features
     if cond.form == "ti2v":
         error = error * cond.mask
         return error.sum() / (cond.mask.expand_as(error).sum()), out.features

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..model import front_padding, i2v_hidden_states, pad_front, reference_layout_of
-from ..model.sampling import CUE_KEYS, build_scheduler, diffusion_target
+from ..model.sampling import CUE_KEYS, build_scheduler, diffusion_target, weighted_mean
 from ..model.wan_sampling import flow_sigmas
 
 
@@ -36,11 +36,22 @@ def velocity(latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, schedu
 
 
 def denoising_loss(v_pred: torch.Tensor, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
-                   scheduler) -> torch.Tensor:
+                   scheduler, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared error of the predicted velocity. CogVideoX's own trainer writes it in x_0 space
-    with weight 1 / (1 - a_t): ||x0_hat - x0||^2 = (1 - a_t) ||v_hat - v||^2, so the two agree."""
+    with weight 1 / (1 - a_t): ||x0_hat - x0||^2 = (1 - a_t) ||v_hat - v||^2, so the two agree.
+    With `weights` (`person_weights`), the weighted mean."""
     target = velocity(latents, noise, t, scheduler)
-    return F.mse_loss(v_pred.float(), target.float())
+    if weights is None:
+        return F.mse_loss(v_pred.float(), target.float())
+    return weighted_mean((v_pred.float() - target.float()).square(), weights)
+
+
+def person_weights(body_mask: torch.Tensor, weight: float) -> torch.Tensor | None:
+    """Loss weights per latent cell, 1 + weight x the Location Cue (body mask on the latent grid,
+    broadcast over the latent channels): the person's cells count more (train.person_loss_weight);
+    None for weight 0, the plain mean."""
+    return 1 + weight * body_mask.float() if weight > 0 else None
+
 
 
 def s2x_loss(h_teacher: torch.Tensor, h_student: torch.Tensor) -> torch.Tensor:
@@ -83,10 +94,11 @@ class Same2XObjective:
     is 0 and the student's forward returns no features."""
 
     def __init__(self, scheduler, teacher: torch.nn.Module | None = None, depth: int | None = None,
-                 weight: float = 0.0, projector: torch.nn.Module | None = None, cue_dropout: float = 0.0):
+                 weight: float = 0.0, projector: torch.nn.Module | None = None, cue_dropout: float = 0.0,
+                 person_loss_weight: float = 0.0):
         if teacher is not None and weight > 0 and depth is None:
             raise ValueError("Same2X needs the alignment depth D with a teacher")
-        self.scheduler, self.cue_dropout = scheduler, cue_dropout
+        self.scheduler, self.cue_dropout, self.person_loss_weight = scheduler, cue_dropout, person_loss_weight
         self.teacher = teacher.requires_grad_(False).eval() if teacher is not None else None
         self.depth = depth
         self.weight = float(weight) if teacher is not None else 0.0
@@ -104,13 +116,15 @@ class Same2XObjective:
 
     def __call__(self, student, x: torch.Tensor, encoder_hidden_states: torch.Tensor, t: torch.Tensor,
                  cues: dict[str, torch.Tensor], latents: torch.Tensor, noise: torch.Tensor,
-                 teacher_cues: dict[str, torch.Tensor] | None = None, pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                 teacher_cues: dict[str, torch.Tensor] | None = None, pad: int = 0,
+                 loss_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(denoising loss, alignment loss). `x` is the noisy I2V input of `latents` with `noise` at `t`;
         its first `pad` latent frames are padding (model/transformer.py front_padding) and out of the
-        denoising loss."""
+        denoising loss; `loss_weights` (`person_weights`, padded alike) weight its cells."""
         xs, es, cs = _cast(self._dtype_of(student), x, encoder_hidden_states, cues)
         out = student(xs, es, t, **cs, feature_depths=(self.depth,) if self.aligns else ())
-        loss_d = denoising_loss(out.sample[:, pad:], latents[:, pad:], noise[:, pad:], t, self.scheduler)
+        loss_d = denoising_loss(out.sample[:, pad:], latents[:, pad:], noise[:, pad:], t, self.scheduler,
+                                None if loss_weights is None else loss_weights[:, pad:])
         if not self.aligns:
             return loss_d, torch.zeros((), device=loss_d.device)
         if teacher_cues is None:
@@ -145,8 +159,9 @@ class Same2XObjective:
             teacher_cues = dict(pose_latents=pad_front(batch["teacher_pose_latents"], pad) * keep,
                                 face_latents=pad_front(batch["teacher_face_latents"], pad) * keep,
                                 body_mask=cues["body_mask"], face_mask=cues["face_mask"])
+        weights = person_weights(pad_front(batch["body_mask"], pad), self.person_loss_weight)
         return {"x": x, "t": t, "cues": cues, "latents": lat, "noise": noise, "teacher_cues": teacher_cues,
-                "pad": pad}
+                "pad": pad, "loss_weights": weights}
 
     def total(self, loss_d: torch.Tensor, loss_a: torch.Tensor) -> torch.Tensor:
         return loss_d + self.weight * loss_a if self.aligns else loss_d
@@ -160,17 +175,20 @@ class WanSame2XObjective(Same2XObjective):
     block D as on CogVideoX (TI2V's reference frame's tokens included: the teacher sees the same)."""
 
     def __init__(self, flow_shift: float, teacher: torch.nn.Module | None = None, depth: int | None = None,
-                 weight: float = 0.0, projector: torch.nn.Module | None = None, cue_dropout: float = 0.0):
-        super().__init__(None, teacher, depth, weight, projector, cue_dropout)
+                 weight: float = 0.0, projector: torch.nn.Module | None = None, cue_dropout: float = 0.0,
+                 person_loss_weight: float = 0.0):
+        super().__init__(None, teacher, depth, weight, projector, cue_dropout, person_loss_weight)
         self.flow_shift = float(flow_shift)
 
     def __call__(self, student, encoder_hidden_states: torch.Tensor, latents: torch.Tensor, cond, sigma: torch.Tensor,
                  noise: torch.Tensor, cues: dict[str, torch.Tensor],
-                 teacher_cues: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 teacher_cues: dict[str, torch.Tensor] | None = None,
+                 loss_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         from ..model.wan_sampling import flow_input, wan_flow_loss
 
         loss_d, features = wan_flow_loss(student, latents, cond, encoder_hidden_states, cues, sigma, noise,
-                                         (self.depth,) if self.aligns else (), dtype=self._dtype_of(student))
+                                         (self.depth,) if self.aligns else (), dtype=self._dtype_of(student),
+                                         weights=loss_weights)
         if not self.aligns:
             return loss_d, torch.zeros((), device=loss_d.device)
         if teacher_cues is None:
@@ -213,8 +231,9 @@ class WanSame2XObjective(Same2XObjective):
         if form == "i2v" and cond.form != "i2v":
             raise InputError("a Wan2.1-I2V model trains on caches with the reference's condition_latents and "
                              "image_embeds: preprocess again with this config")
+        weights = person_weights(animation_cues({"m": batch["body_mask"]}, form)["m"], self.person_loss_weight)
         return {"latents": lat, "cond": cond, "sigma": sigma, "noise": noise, "cues": animation_cues(cues, form),
-                "teacher_cues": teacher_cues}
+                "teacher_cues": teacher_cues, "loss_weights": weights}
 
 
 def make_objective(cfg, model, teacher=None, depth: int | None = None, projector=None) -> Same2XObjective:
@@ -222,10 +241,12 @@ def make_objective(cfg, model, teacher=None, depth: int | None = None, projector
     from ..model import is_wan
 
     tc = cfg.train
+    person = tc.person_loss_weight
     if is_wan(model):
         from ..model.wan_sampling import build_wan_scheduler
 
         shift = build_wan_scheduler(cfg.model.pretrained).config.get("flow_shift", 1.0)
-        return WanSame2XObjective(shift, teacher, depth, tc.s2x.weight, projector, cue_dropout=tc.cue_dropout)
+        return WanSame2XObjective(shift, teacher, depth, tc.s2x.weight, projector, cue_dropout=tc.cue_dropout,
+                                  person_loss_weight=person)
     return Same2XObjective(make_scheduler(cfg.model.pretrained), teacher, depth, tc.s2x.weight, projector,
-                           cue_dropout=tc.cue_dropout)
+                           cue_dropout=tc.cue_dropout, person_loss_weight=person)

@@ -127,7 +127,7 @@ def baseline_metrics(vs: ValidationSet) -> dict[str, dict[str, float]]:
 
 def _losses(model, part: dict, enc: torch.Tensor, gen: torch.Generator, objective) -> list[float]:
     """The trainer's denoising loss of one batch of windows at each of LOSS_TIMESTEPS (summed over
-    the batch): CogVideoX's at those timesteps, Wan's at the noise levels t / 1000."""
+    the batch): CogVideoX's at those timesteps, Wan's at the noise levels t / 1000; unweighted."""
     from .. import model as model_pkg
 
     b, device = part["latents"].shape[0], part["latents"].device
@@ -136,6 +136,7 @@ def _losses(model, part: dict, enc: torch.Tensor, gen: torch.Generator, objectiv
         out = []
         for t_value in LOSS_TIMESTEPS:
             inputs = objective.inputs(model, part, gen, sigma=torch.full((b,), t_value / 1000.0))
+            inputs["loss_weights"] = None  # the plain mean, comparable between runs (train.person_loss_weight)
             out.append(objective(model, enc, **inputs)[0].item() * b)
         return out
     scheduler = objective.scheduler

@@ -278,3 +278,29 @@ def test_without_a_text_encoder_path_the_prompt_is_the_folders_umt5_cached(folde
     want = UMT5PromptEncoder(folder)([PROMPT])
     assert got.shape == want.shape == (1, 512, 16) and torch.allclose(got, want)
     assert any((tmp_path / "cache").rglob("*.safetensors"))
+
+
+def test_the_person_weight_reaches_wan_training_and_not_its_validation(folder, wan_world):
+    """train.person_loss_weight on Wan: the training loss changes, the validation losses stay the plain
+    mean, equal to the bit to an unweighted run's on the same weights."""
+    from directanimator.data.dataset import CachedSamples
+    from directanimator.model import build_codec, build_transformer
+    from directanimator.train.losses import make_objective
+    from directanimator.train.validation import _losses
+
+    cfg = wan_config(folder, wan_world)
+    torch.manual_seed(0)
+    model = build_transformer(cfg.model, build_codec(cfg.model).latent_channels).eval()
+    samples = CachedSamples(wan_world, cfg, "same_id")
+    part = {k: torch.stack([samples[i][k] for i in range(2)]) for k, v in samples[0].items()
+            if isinstance(v, torch.Tensor)}
+    enc = torch.randn(2, 512, 16, generator=torch.Generator().manual_seed(1))
+    plain = make_objective(cfg, model)
+    cfg.train.person_loss_weight = 4.0
+    weighted = make_objective(cfg, model)
+    with torch.no_grad():
+        assert _losses(model, part, enc, torch.Generator().manual_seed(2), plain) == \
+            _losses(model, part, enc, torch.Generator().manual_seed(2), weighted)
+        a = plain(model, enc, **plain.inputs(model, part, torch.Generator().manual_seed(3)))[0]
+        b = weighted(model, enc, **weighted.inputs(model, part, torch.Generator().manual_seed(3)))[0]
+    assert abs(a.item() - b.item()) > 1e-6
