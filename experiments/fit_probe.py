@@ -2,12 +2,13 @@
 score it on those clips and on held-out triples, next to the trivial answers and the codec's oracles.
 Writes experiments/reports/fit_probe.md and .json.
 
-    .venv/bin/python experiments/fit_probe.py [--clips 16 --clips 256] [--steps 3000]
+    .venv/bin/python experiments/fit_probe.py [--clips 16 --clips 256 --clips 256:4] [--steps 3000]
         [--eval-world out/claims/eval_world] [--work out/fit_probe]
 
-Per arm (N training clips): a puppet world of N training clips (seed 31, 64 px, 17 frames), the
-same-ID stage of configs/demo.yaml (4 x 128, patch 2, the DCT codec) for --steps steps on one thread,
-then two scores of its last weights:
+Per arm, N[:W[:S]] (N training clips, train.person_loss_weight W, 0 if not given, training seed S, 0
+if not given): a puppet world of N training clips (seed 31, 64 px, 17 frames), the same-ID stage of
+configs/demo.yaml (4 x 128, patch 2, the DCT codec) for --steps steps on one thread, then two scores
+of its last weights:
 
   fit        reconstruction of its own training clips (up to 16): each clip's stored reference photo
              (the person in another motion's first pose) animated by the clip itself, against the clip;
@@ -42,12 +43,24 @@ FIT_CLIPS = 16
 HELD_OUT = 20
 
 
-def arm_config(work: Path, world: Path) -> Path:
-    """configs/demo.yaml with validation on the arm's own world (4 triples) and the shipped sampler."""
+def parse_arm(spec: str) -> tuple[int, float, int]:
+    """'256', '256:4' or '256:4:1' -> (training clips, train.person_loss_weight, training seed)."""
+    parts = spec.split(":")
+    try:
+        if len(parts) > 3:
+            raise ValueError
+        return int(parts[0]), float(parts[1] if len(parts) > 1 else 0), int(parts[2] if len(parts) > 2 else 0)
+    except ValueError:
+        raise SystemExit(f"error: --clips takes N, N:WEIGHT or N:WEIGHT:SEED, got {spec!r}") from None
+
+
+def arm_config(work: Path, world: Path, person_weight: float = 0.0, seed: int = 0) -> Path:
+    """configs/demo.yaml with validation on the arm's own world (4 triples), the shipped sampler and
+    the arm's person weight and training seed."""
     import yaml
 
     cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
-    cfg["train"].update(checkpoint_every=1000, log_every=50, seed=0)
+    cfg["train"].update(checkpoint_every=1000, log_every=50, seed=seed, person_loss_weight=person_weight)
     cfg["train"]["validation"] = {"triples": 4, "every": 1000, "sample_steps": 2, "dataset": str(world)}
     cfg["inference"] = {"steps": 2, "scheduler": "dpm", "window_overlap": 5}
     path = work / "config.yaml"
@@ -55,7 +68,7 @@ def arm_config(work: Path, world: Path) -> Path:
     return path
 
 
-def train_arm(work: Path, clips: int, steps: int) -> tuple[Path, float]:
+def train_arm(work: Path, clips: int, steps: int, person_weight: float = 0.0, seed: int = 0) -> tuple[Path, float]:
     """(the last checkpoint, one-thread CPU seconds of training) for an arm of `clips` training clips."""
     world, run = work / "world", work / "run"
     work.mkdir(parents=True, exist_ok=True)
@@ -63,7 +76,7 @@ def train_arm(work: Path, clips: int, steps: int) -> tuple[Path, float]:
         total = clips + max(1, (clips + 3) // 4)  # a fifth of all clips are test triples
         sh([*DA, "synth", "--out", str(world), "--identities", str(max(8, clips)), "--motions", str(max(8, clips)),
             "--clips", str(total), "--frames", "17", "--size", "64", "--seed", "31", "--quiet"])
-    config = arm_config(work, world)
+    config = arm_config(work, world, person_weight, seed)
     sh([*DA, "preprocess", "--dataset", str(world), "--config", str(config), "--quiet"])
     resume = ["--resume"] if (run / "checkpoints").is_dir() else []
     sh([*DA, "train", "--config", str(config), "--stage", "same_id", "--dataset", str(world), "--out", str(run),
@@ -165,7 +178,8 @@ def table(title: str, m: dict[str, dict[str, float]]) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clips", type=int, action="append", help="training clips of an arm (repeatable; default 16)")
+    ap.add_argument("--clips", action="append", help="an arm: N training clips, N:WEIGHT with "
+                    "train.person_loss_weight WEIGHT, N:WEIGHT:SEED with training seed SEED (repeatable; default 16)")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--eval-world", default="out/claims/eval_world")
     ap.add_argument("--work", default="out/fit_probe")
@@ -184,17 +198,20 @@ def main() -> None:
     if not (eval_world / "cross_id_pairs.jsonl").is_file():
         raise SystemExit(f"error: {eval_world} is not a puppet world with cross-ID triples (see the docstring)")
     results, lines = [], report_head(args)
-    for clips in args.clips or [16]:
+    for clips, weight, seed in map(parse_arm, args.clips or ["16"]):
         t0 = time.time()
-        last, cpu = train_arm((ROOT / args.work).resolve() / f"clips{clips}", clips, args.steps)
-        name = f"demo recipe fit on {clips} clips ({args.steps:,} steps)"
+        folder = f"clips{clips}" + (f"_person{weight:g}" if weight else "") + (f"_seed{seed}" if seed else "")
+        last, cpu = train_arm((ROOT / args.work).resolve() / folder, clips, args.steps, weight, seed)
+        person = (f", person weight {weight:g}" if weight else "") + (f", seed {seed}" if seed else "")
+        name = f"demo recipe fit on {clips} clips{person} ({args.steps:,} steps)"
         pipes = {name: DirectAnimatorPipeline.from_pretrained(str(last)),
                  "embedded demo model": DirectAnimatorPipeline.from_pretrained(None)}
         fit = means(fit_scores(last.parents[2] / "world", pipes, codec))
         held = means(held_out_scores(eval_world, pipes, codec))
-        results.append({"clips": clips, "steps": args.steps, "train_cpu_seconds": round(cpu, 1),
+        results.append({"clips": clips, "person_loss_weight": weight, "seed": seed, "steps": args.steps,
+                        "train_cpu_seconds": round(cpu, 1),
                         "wall_seconds": round(time.time() - t0, 1), "fit": fit, "held_out": held})
-        lines += [f"## {clips} training clips", "", f"Training: {cpu / 60:.1f} one-thread CPU minutes.", "",
+        lines += [f"## {clips} training clips{person}", "", f"Training: {cpu / 60:.1f} one-thread CPU minutes.", "",
                   *table(f"fit: its first {min(clips, FIT_CLIPS)} training clips", fit), "",
                   *table(f"held-out: {HELD_OUT} cross-ID triples of {args.eval_world}", held), ""]
     lines[len(report_head(args)):len(report_head(args))] = findings(results)
@@ -211,8 +228,10 @@ def findings(results: list[dict]) -> list[str]:
         fit, held = r["fit"], r["held_out"]
         model = next(k for k in fit if k.startswith("demo recipe"))
         rt, coarse = "codec round trip of the truth", "coarse oracle (every 4x4 colour average right)"
+        person = ((f", person weight {r['person_loss_weight']:g}" if r["person_loss_weight"] else "")
+                  + (f", seed {r['seed']}" if r["seed"] else ""))
         lines.append(
-            f"- {r['clips']} training clips, {r['steps']:,} steps: on its own training clips motion IoU "
+            f"- {r['clips']} training clips{person}, {r['steps']:,} steps: on its own training clips motion IoU "
             f"{fit[model]['motion_iou']:.3f} (the codec's round trip {fit[rt]['motion_iou']:.3f}, the coarse oracle "
             f"{fit[coarse]['motion_iou']:.3f}), person PSNR {fit[model]['person_psnr']:.2f} "
             f"({fit[rt]['person_psnr']:.2f}, {fit[coarse]['person_psnr']:.2f}); held out motion IoU "
@@ -222,7 +241,7 @@ def findings(results: list[dict]) -> list[str]:
 
 
 def report_head(args) -> list[str]:
-    clips = " ".join(f"--clips {c}" for c in args.clips or [16])
+    clips = " ".join(f"--clips {c}" for c in args.clips or ["16"])
     return ["# Can the demo recipe render moved limbs? A fit probe", "",
             f"`python experiments/fit_probe.py {clips} --steps {args.steps} --eval-world {args.eval_world}`", "",
             "How each score is made: experiments/fit_probe.py. Motion IoU: whether the answer moves where the truth "

@@ -49,3 +49,15 @@ def test_fit_scores_reconstruct_training_clips_from_their_stored_reference(puppe
     assert abs(still_row["person_psnr"] - m["still stand-in"]["person_psnr"]) < 0.5
     assert TRIVIAL_NAMES["pasted"] not in m  # the pasted clip is the truth itself here
     assert set(m) >= {"coarse oracle (every 4x4 colour average right)", TRIVIAL_NAMES["silhouette"]}
+
+
+def test_an_arm_is_clips_then_person_weight_then_seed():
+    import pytest
+
+    fp = load_experiment("fit_probe")
+    assert fp.parse_arm("256") == (256, 0.0, 0)
+    assert fp.parse_arm("256:4") == (256, 4.0, 0)
+    assert fp.parse_arm("16:0.5:2") == (16, 0.5, 2)
+    for bad in ("x", "16:a", "16:1:2:3"):
+        with pytest.raises(SystemExit, match="error: --clips takes"):
+            fp.parse_arm(bad)
