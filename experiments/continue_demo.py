@@ -2,7 +2,7 @@
 only if it beats the shipped model on the held-out validation.
 
     .venv/bin/python experiments/continue_demo.py [--world out/model11/world] [--work out/continue]
-        [--steps 6000] [--lr 2e-4] [--warmup 100] [--install] [--commit]
+        [--steps 6000] [--lr 2e-4] [--warmup 100] [--person-loss-weight 0] [--install] [--commit]
 
 The repository is the only lasting state, so the shipped model is the lasting state of its training;
 checkpoints outside git are a bonus (a stopped run resumes from its own), never relied on.
@@ -75,7 +75,7 @@ def run_config(work: Path, world: Path, args) -> Path:
     cfg = yaml.safe_load((EMBEDDED / "config.yaml").read_text())
     t = cfg["train"]
     t.update(stage="cross_id", init_from="embedded", teacher=None, lr=args.lr, warmup_steps=args.warmup,
-             lr_schedule="cosine", checkpoint_every=500, keep_last=1)
+             lr_schedule="cosine", checkpoint_every=500, keep_last=1, person_loss_weight=args.person_loss_weight)
     t["s2x"]["weight"] = 0.0
     t["validation"].update(dataset=str(world), triples=16, every=500)
     cfg["data"]["dataset"] = str(world)
@@ -92,6 +92,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--person-loss-weight", type=float, default=0.0,
+                    help="train.person_loss_weight of the continued run (experiments/reports/fit_probe.md)")
     ap.add_argument("--install", action="store_true")
     ap.add_argument("--commit", action="store_true", help="with --install: commit the model and BENCHMARKS.md")
     args = ap.parse_args()

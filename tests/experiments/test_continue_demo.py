@@ -34,3 +34,20 @@ def test_benchmark_rows_accumulate_in_one_table():
     table = [ln for ln in twice.split(cd.TABLE)[1].splitlines() if ln.startswith("| ")]
     assert table[1].startswith("| 6,000 | 1.50 | 17.00 -> 17.20 (step 500)") and table[1].endswith("| yes |")
     assert table[2].startswith("| 3,000 | 0.70 |") and table[2].endswith("| no |")
+
+
+def test_the_run_config_continues_the_shipped_model_as_asked(tmp_path):
+    """The config continues the embedded model's own config in the cross-ID stage without a teacher,
+    with the asked LR, warm-up and person weight, validated on the given world; it loads."""
+    from argparse import Namespace
+
+    from directanimator.config import load_config
+
+    cd = load_experiment("continue_demo")
+    args = Namespace(lr=3e-4, warmup=20, person_loss_weight=4.0)
+    cfg = load_config(cd.run_config(tmp_path / "work", tmp_path / "world", args))
+    t = cfg.train
+    assert (t.stage, t.init_from, t.teacher, t.s2x.weight) == ("cross_id", "embedded", None, 0.0)
+    assert (t.lr, t.warmup_steps, t.person_loss_weight) == (3e-4, 20, 4.0)
+    assert t.validation.dataset == cfg.data.dataset == str(tmp_path / "world")
+    assert cfg.model.transformer.num_attention_heads == 8  # the shipped 4 x 256 model's own config
