@@ -13,7 +13,9 @@ of its last weights:
   fit        reconstruction of its own training clips (up to 16): each clip's stored reference photo
              (the person in another motion's first pose) animated by the clip itself, against the clip;
              the task the same-ID stage trains on, on the very examples it trained on
-  held-out   the first 20 cross-ID triples of --eval-world (identities and motions never trained on)
+  held-out   the first 20 cross-ID triples of --eval-world (identities and motions never trained on;
+             the claims study's scoring world: `directanimator synth --out out/claims/eval_world
+             --identities 200 --motions 50 --clips 200 --frames 17 --size 64 --seed 12`)
 
 Next to them: the still photo and the silhouette fill (the pasted driving video is the truth itself
 in the fit score, so it is left out there), the coarse oracle (every 4x4 colour average right: the
