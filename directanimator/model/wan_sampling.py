@@ -207,12 +207,10 @@ def wan_flow_loss(transformer, latents: torch.Tensor, cond: WanCondition, prompt
                       encoder_hidden_states_image=image, feature_depths=feature_depths,
                       **{k: v.to(dtype) for k, v in cues.items()})
     error = (out.sample.float() - (noise - latents).float()).square()
+    w = cond.mask if cond.form == "ti2v" else None
     if weights is not None:
-        return weighted_mean(error, weights * cond.mask if cond.form == "ti2v" else weights), out.features
-    if cond.form == "ti2v":
-        error = error * cond.mask
-        return error.sum() / (cond.mask.expand_as(error).sum()), out.features
-    return error.mean(), out.features
+        w = weights if w is None else weights * w
+    return (error.mean() if w is None else weighted_mean(error, w)), out.features
 
 
 # ----------------------------------------------------------------------------- the animation layout

@@ -53,7 +53,6 @@ def person_weights(body_mask: torch.Tensor, weight: float) -> torch.Tensor | Non
     return 1 + weight * body_mask.float() if weight > 0 else None
 
 
-
 def s2x_loss(h_teacher: torch.Tensor, h_student: torch.Tensor) -> torch.Tensor:
     """Eq 4: L_S2X = -E[ 1/N sum_n cos(h_s^[D,n], h_x^[D,n]) ], over the N vision tokens (B, N, dim)
     of block D. The teacher is detached: it never receives a gradient. Ranges over [-1, 1]."""
