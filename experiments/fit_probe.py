@@ -56,12 +56,14 @@ def parse_arm(spec: str) -> tuple[int, float, int]:
         raise SystemExit(f"error: --clips takes N, N:WEIGHT or N:WEIGHT:SEED, got {spec!r}") from None
 
 
-def arm_config(work: Path, world: Path, person_weight: float = 0.0, seed: int = 0) -> Path:
+def arm_config(work: Path, world: Path, person_weight: float = 0.0, seed: int = 0, codec: dict | None = None) -> Path:
     """configs/demo.yaml with validation on the arm's own world (4 triples), the shipped sampler and
-    the arm's person weight and training seed."""
+    the arm's person weight and training seed; `codec` replaces model.codec (None: the DCT codec)."""
     import yaml
 
     cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    if codec is not None:
+        cfg["model"]["codec"] = dict(codec)
     cfg["train"].update(checkpoint_every=1000, log_every=50, seed=seed, person_loss_weight=person_weight)
     cfg["train"]["validation"] = {"triples": 4, "every": 1000, "sample_steps": 2, "dataset": str(world)}
     cfg["inference"] = {"steps": 2, "scheduler": "dpm", "window_overlap": 5}
@@ -70,7 +72,8 @@ def arm_config(work: Path, world: Path, person_weight: float = 0.0, seed: int = 
     return path
 
 
-def train_arm(work: Path, clips: int, steps: int, person_weight: float = 0.0, seed: int = 0) -> tuple[Path, float]:
+def train_arm(work: Path, clips: int, steps: int, person_weight: float = 0.0, seed: int = 0,
+              codec: dict | None = None) -> tuple[Path, float]:
     """(the last checkpoint, one-thread CPU seconds of training) for an arm of `clips` training clips."""
     world, run = work / "world", work / "run"
     work.mkdir(parents=True, exist_ok=True)
@@ -78,7 +81,7 @@ def train_arm(work: Path, clips: int, steps: int, person_weight: float = 0.0, se
         total = clips + max(1, (clips + 3) // 4)  # a fifth of all clips are test triples
         sh([*DA, "synth", "--out", str(world), "--identities", str(max(8, clips)), "--motions", str(max(8, clips)),
             "--clips", str(total), "--frames", "17", "--size", "64", "--seed", "31", "--quiet"])
-    config = arm_config(work, world, person_weight, seed)
+    config = arm_config(work, world, person_weight, seed, codec)
     sh([*DA, "preprocess", "--dataset", str(world), "--config", str(config), "--quiet"])
     resume = ["--resume"] if (run / "checkpoints").is_dir() else []
     sh([*DA, "train", "--config", str(config), "--stage", "same_id", "--dataset", str(world), "--out", str(run),
@@ -87,16 +90,21 @@ def train_arm(work: Path, clips: int, steps: int, person_weight: float = 0.0, se
     return last, json.loads((run / "summary.json").read_text())["cpu_seconds"]
 
 
-def oracle_answers(codec, truth: np.ndarray) -> dict[str, np.ndarray]:
-    """The coarse oracle and the codec's round trip of the true video."""
+def oracle_answers(codecs: dict, truth: np.ndarray) -> dict[str, np.ndarray]:
+    """Each codec's round trip of the true video ("<label> round trip of the truth" for {label: codec}),
+    and the coarse oracle of the DCT codec among them."""
     import torch
 
     from directanimator.windows import video_tensor
 
-    lat = codec.encode(video_tensor(truth), torch.Generator().manual_seed(0))
-    round_trip = ((codec.decode(lat)[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-    return {"coarse oracle (every 4x4 colour average right)": coarse_oracle(codec, truth),
-            "codec round trip of the truth": round_trip}
+    out = {}
+    for label, codec in codecs.items():
+        if hasattr(codec, "keep_spatial"):  # the DCT codec: its colour averages alone
+            out["coarse oracle (every 4x4 colour average right)"] = coarse_oracle(codec, truth)
+        lat = codec.encode(video_tensor(truth), torch.Generator().manual_seed(0))
+        rt = ((codec.decode(lat)[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        out[f"{label} round trip of the truth"] = rt
+    return out
 
 
 def as_stored(frame: np.ndarray, tmp: Path) -> np.ndarray:
@@ -111,8 +119,9 @@ def as_stored(frame: np.ndarray, tmp: Path) -> np.ndarray:
     return next(iter_frames(path))
 
 
-def fit_scores(world: Path, pipes: dict, codec) -> dict[str, list[dict]]:
-    """{answer: per-clip metrics} on the self-reconstruction of the first FIT_CLIPS training clips."""
+def fit_scores(world: Path, pipes: dict, codecs: dict) -> dict[str, list[dict]]:
+    """{answer: per-clip metrics} on the self-reconstruction of the first FIT_CLIPS training clips, with
+    the oracles of `codecs` ({label: codec})."""
     from directanimator.cues.detectors import Detectors
     from directanimator.data.format import clip_dir, read_annotations
     from directanimator.eval.puppet import TRIVIAL_NAMES, puppet_metrics, trivial_answers
@@ -129,7 +138,7 @@ def fit_scores(world: Path, pipes: dict, codec) -> dict[str, list[dict]]:
             ref, ref_mask = as_stored(ann["reference_frame"], Path(tmp)), ann["reference_mask"].astype(bool)
             answers = {TRIVIAL_NAMES[k]: v for k, v in trivial_answers(ref, ref_mask, truth, ann["masks"]).items()
                        if k != "pasted"}
-            answers.update(oracle_answers(codec, truth))
+            answers.update(oracle_answers(codecs, truth))
             detectors = Detectors.from_annotations(ann, {"masks": ref_mask[None],
                                                          "face_boxes": ann["reference_face_box"][None]})
             for name, pipe in pipes.items():
@@ -142,8 +151,9 @@ def fit_scores(world: Path, pipes: dict, codec) -> dict[str, list[dict]]:
     return rows
 
 
-def held_out_scores(world: Path, pipes: dict, codec) -> dict[str, list[dict]]:
-    """{answer: per-triple metrics} on the first HELD_OUT cross-ID triples of `world`."""
+def held_out_scores(world: Path, pipes: dict, codecs: dict) -> dict[str, list[dict]]:
+    """{answer: per-triple metrics} on the first HELD_OUT cross-ID triples of `world`, with the oracles
+    of `codecs` ({label: codec})."""
     from directanimator.data.format import clip_dir, read_annotations
     from directanimator.eval.puppet import TRIVIAL_NAMES, evaluate_triples, puppet_metrics
     from directanimator.video import iter_frames
@@ -159,7 +169,7 @@ def held_out_scores(world: Path, pipes: dict, codec) -> dict[str, list[dict]]:
         truth = np.stack(list(iter_frames(clip_dir(world, tr["ground_truth"]) / "video.mp4")))
         ref = next(iter_frames(clip_dir(world, tr["reference"]) / "video.mp4"))
         gt, ra = read_annotations(world, tr["ground_truth"]), read_annotations(world, tr["reference"])
-        for name, v in oracle_answers(codec, truth).items():
+        for name, v in oracle_answers(codecs, truth).items():
             rows.setdefault(name, []).append(puppet_metrics(v, truth, gt["masks"], ra["masks"][0], ref))
     return rows
 
@@ -208,8 +218,8 @@ def main() -> None:
         name = f"demo recipe fit on {clips} clips{person} ({args.steps:,} steps)"
         pipes = {name: DirectAnimatorPipeline.from_pretrained(str(last)),
                  "embedded demo model": DirectAnimatorPipeline.from_pretrained(None)}
-        fit = means(fit_scores(last.parents[2] / "world", pipes, codec))
-        held = means(held_out_scores(eval_world, pipes, codec))
+        fit = means(fit_scores(last.parents[2] / "world", pipes, {"codec": codec}))
+        held = means(held_out_scores(eval_world, pipes, {"codec": codec}))
         results.append({"clips": clips, "person_loss_weight": weight, "seed": seed, "steps": args.steps,
                         "train_cpu_seconds": round(cpu, 1),
                         "wall_seconds": round(time.time() - t0, 1), "fit": fit, "held_out": held})

@@ -34,7 +34,7 @@ def test_fit_scores_reconstruct_training_clips_from_their_stored_reference(puppe
 
     fp = load_experiment("fit_probe")
     truth, still = Replay(), Replay(still=True)
-    rows = fp.fit_scores(puppet_dataset, {"truth": truth, "still stand-in": still}, build_codec(tiny_cfg().model))
+    rows = fp.fit_scores(puppet_dataset, {"truth": truth, "still stand-in": still}, {"codec": build_codec(tiny_cfg().model)})
     manifest = [json.loads(x) for x in (puppet_dataset / "manifest.jsonl").read_text().splitlines() if x.strip()]
     train = [m["clip_id"] for m in manifest if m["split"] == "train"]
     assert len(rows["truth"]) == len(train) and len(truth.references) == len(train)
