@@ -211,7 +211,9 @@ def write_report(results: Path | None = None, report: Path | None = None, readme
             *scores_table(found), "", "## The claims: paired against the full arm", "",
             *(claims_table(rows) if rows else ["No arm has been run at a seed the full arm has yet."]), "",
             "## Figure 1: how fast each arm reaches the held-out cross-ID validation loss", "",
-            *figure1_lines(found), "", "## Still to run", "",
+            *figure1_lines(found), "", "Why the S2X term does little at this scale, measured on the full arm's own "
+            "training batches (how much the cues set the tokens at its depth, how far pseudo cues move them, its "
+            "gradient next to the denoising loss's): [s2x_probe.md](s2x_probe.md).", "", "## Still to run", "",
             *([f"- tier {ARMS[a].tier}: {a} seed {s}" for a, s in missing()] or ["Nothing."]), ""]
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(text))
