@@ -26,6 +26,7 @@ gradient small next to the denoising loss's: the term has little to align and li
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
@@ -73,7 +74,7 @@ def probe(run: Path, batches: int, seed: int) -> dict:
     # the teacher as the run loaded it (its same-ID run: the latest checkpoint), the student at the
     # start (the teacher itself) and at the end of the cross-ID stage (its latest checkpoint)
     teacher = load_transformer(cfg.train.teacher).float().eval().requires_grad_(False)
-    start = load_transformer(cfg.train.teacher).float().train()
+    start = copy.deepcopy(teacher).train().requires_grad_(True)  # as the trainer makes the student
     end = load_transformer(run / "cross_id").float().train()
     layers = teacher.config.num_layers
     depths = tuple(range(1, layers + 1))

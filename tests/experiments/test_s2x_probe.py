@@ -22,7 +22,7 @@ def run(tmp_path_factory, puppet_dataset, same_id_run, tiny_cfg):
     return folder
 
 
-def test_the_probe_measures_the_training_s2x_term(run, tmp_path):
+def test_the_probe_figures_per_block_and_its_report(run, tmp_path):
     sp = load_experiment("s2x_probe")
     result = sp.probe(run, batches=1, seed=0)
     layers = result["layers"]
@@ -36,9 +36,10 @@ def test_the_probe_measures_the_training_s2x_term(run, tmp_path):
     assert "| 1 |" in text and "## What it shows" in text and json.loads((tmp_path / "r.json").read_text())["layers"] == layers
 
 
-def test_the_gradient_ratio_is_zero_where_the_student_matches_the_teacher(run):
-    """At the start the student is the teacher: given the teacher's own cues the S2X cosine is 1, its
-    maximum, and its gradient 0; given other cues it pulls."""
+def test_the_probe_measures_the_training_s2x_term_and_its_gradient(run):
+    """The probe's cosine of the teacher's and the student's tokens is minus the training objective's
+    S2X loss. At the start the student is the teacher: given the teacher's own cues the S2X cosine is
+    1, its maximum, and its gradient 0; given other cues it pulls."""
     from directanimator.config import load_config
     from directanimator.data.dataset import CachedSamples
     from directanimator.model import build_text_encoder
@@ -61,3 +62,8 @@ def test_the_gradient_ratio_is_zero_where_the_student_matches_the_teacher(run):
     assert pulled > 0
     h = sp.features(teacher, inputs["x"], enc, inputs["t"], inputs["teacher_cues"], (1,))[1]
     assert sp.cos(h, h) == pytest.approx(1.0, abs=1e-5)
+    trained = load_transformer(run / "cross_id").float()
+    objective.depth = 1
+    _, loss_a = objective(trained, encoder_hidden_states=enc, **inputs)
+    h_s = sp.features(trained, inputs["x"], enc, inputs["t"], inputs["cues"], (1,))[1]
+    assert sp.cos(h, h_s) == pytest.approx(-float(loss_a), abs=1e-5) and sp.cos(h, h_s) < 1 - 1e-6
