@@ -217,16 +217,35 @@ def write_report(results: Path | None = None, report: Path | None = None, readme
             *([f"- tier {ARMS[a].tier}: {a} seed {s}" for a, s in missing()] or ["Nothing."]), ""]
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(text))
-    update_readme(readme, rows, cpu_hours(found), runs)
+    update_readme(readme, found, rows)
     print(f"wrote {report} and the claims table of {readme}")
     return 0
 
 
-def update_readme(readme: Path, rows: list[dict], hours: float, runs: int) -> None:
-    """The README's table between its two markers, replaced (the markers must be there)."""
+def full_and_trivial(found: dict[str, dict[int, dict]]) -> list[str]:
+    """The full arm's scores (mean over its seeds) next to the trivial answers on the same triples."""
+    keys = ("ssim", "person_psnr", "moving_psnr")
+    lines = ["| answer, on the same held-out triples | " + " | ".join(NAMES[m] for m in keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    if "full" in found:
+        seeds = found["full"]
+        lines.append(f"| the full method ({len(seeds)} seed{'s' if len(seeds) != 1 else ''}) | " + " | ".join(
+            f"{statistics.mean(r['score']['mean'][m] for r in seeds.values()):.{3 if m == 'ssim' else 2}f}"
+            for m in keys) + " |")
+    trivial = next(r for seeds in found.values() for r in seeds.values())["score"]["trivial"]
+    for key, label in TRIVIAL.items():
+        lines.append(f"| {label} | " + " | ".join(f"{trivial[key][m]:.{3 if m == 'ssim' else 2}f}" for m in keys) + " |")
+    return lines
+
+
+def update_readme(readme: Path, found: dict[str, dict[int, dict]], rows: list[dict]) -> None:
+    """The README's tables between its two markers, replaced (the markers must be there): the full arm
+    with the trivial answers, then the claims."""
     text = readme.read_text()
     start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
-    body = [f"{runs} run{'s' if runs != 1 else ''} so far, {hours:.1f} CPU hours; full report: "
+    runs = sum(len(s) for s in found.values())
+    body = [f"{runs} run{'s' if runs != 1 else ''} so far, {cpu_hours(found):.1f} CPU hours; full report: "
             "[experiments/reports/claims.md](experiments/reports/claims.md).", "",
+            *full_and_trivial(found), "",
             *(claims_table(rows) if rows else ["No comparison has both arms run yet."])]
     readme.write_text(text[:start] + "\n" + "\n".join(body) + "\n" + text[end:])

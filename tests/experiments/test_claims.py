@@ -151,3 +151,7 @@ def test_report_from_a_fixture_of_result_files(claims, tmp_path):
     assert "| fig1_b_same_id_no_s2x | full | stage 2 | 0 | 0.0300 | 18000 | 17000 | 1.06x |" in text
     assert "- tier 1: fig1_a_base_no_s2x seed 0" in text
     assert "old" not in top and top.endswith("after\n") and "S1: without the Face Cue" in top
+    # the full arm's means over its two seeds next to the trivial answers on the same triples
+    assert "| the full method (2 seeds) | 0.800 | 17.00 |" in top
+    assert "| trivial: reference photo held still | 0.800 | 14.00 | 14.00 |" in top
+    assert "| trivial: driving video pasted | 9.000 | 9.00 | 9.00 |" in top and "| trivial: silhouette fill |" in top
