@@ -410,6 +410,11 @@ class TrainConfig:
     # cells; experiments/reports/fit_probe.md measures what a weight buys. Validation losses stay the
     # plain mean
     person_loss_weight: float = 0.0
+    # the share of a batch's samples whose noise level is one the inference sampler visits
+    # (inference.scheduler at inference.steps: dpm at 2 steps visits t = 999 and 499), the rest
+    # uniform over all T; 0 = uniform only, as CogVideoX fine-tuning trains. A few-step sampler uses
+    # the model at a handful of noise levels; this spends more of the training there. CogVideoX only
+    sampler_timesteps: float = 0.0
     # what is trained (model/adapters.py): every weight; LoRA adapters on the backbone's attention
     # plus the cue modules; or the cue modules only. The partial modes keep the backbone frozen and
     # save the trained part on its own (checkpoint/adapter/), loadable by animate merged or not.
@@ -424,6 +429,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_range("train.person_loss_weight", self.person_loss_weight, 0.0, 1000.0)
+        _check_range("train.sampler_timesteps", self.sampler_timesteps, 0.0, 1.0)
 
 
 @dataclass

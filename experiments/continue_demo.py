@@ -2,7 +2,8 @@
 only if it beats the shipped model on the held-out validation.
 
     .venv/bin/python experiments/continue_demo.py [--world out/model11/world] [--work out/continue]
-        [--steps 6000] [--lr 2e-4] [--warmup 100] [--person-loss-weight 0] [--install] [--commit]
+        [--steps 6000] [--lr 2e-4] [--warmup 100] [--person-loss-weight 0] [--sampler-timesteps 0]
+        [--install] [--commit]
 
 The repository is the only lasting state, so the shipped model is the lasting state of its training;
 checkpoints outside git are a bonus (a stopped run resumes from its own), never relied on.
@@ -47,9 +48,15 @@ def decide(rows: list[dict], margin: float = MARGIN) -> dict:
     return {"beats": bool(beats), "start": start, "best": best}
 
 
-def benchmark_row(steps: int, cpu_hours: float, verdict: dict, installed: bool) -> str:
+def recipe(args) -> str:
+    """What a continued run changes from the plain denoising loss ("" for none), for its row."""
+    return ", ".join([f"person loss weight {args.person_loss_weight:g}"] * bool(args.person_loss_weight)
+                     + [f"sampler timesteps {args.sampler_timesteps:g}"] * bool(args.sampler_timesteps))
+
+
+def benchmark_row(steps: int, cpu_hours: float, verdict: dict, installed: bool, what: str = "") -> str:
     s, b = verdict["start"], verdict["best"]
-    return (f"| {steps:,} | {cpu_hours:.2f} | {s['val_moving_psnr']:.2f} -> {b['val_moving_psnr']:.2f} (step {b['step']:,}) "
+    return (f"| {steps:,}{f' ({what})' if what else ''} | {cpu_hours:.2f} | {s['val_moving_psnr']:.2f} -> {b['val_moving_psnr']:.2f} (step {b['step']:,}) "
             f"| {s['val_person_psnr']:.2f} -> {b['val_person_psnr']:.2f} | {'yes' if installed else 'no'} |")
 
 
@@ -75,7 +82,8 @@ def run_config(work: Path, world: Path, args) -> Path:
     cfg = yaml.safe_load((EMBEDDED / "config.yaml").read_text())
     t = cfg["train"]
     t.update(stage="cross_id", init_from="embedded", teacher=None, lr=args.lr, warmup_steps=args.warmup,
-             lr_schedule="cosine", checkpoint_every=500, keep_last=1, person_loss_weight=args.person_loss_weight)
+             lr_schedule="cosine", checkpoint_every=500, keep_last=1, person_loss_weight=args.person_loss_weight,
+             sampler_timesteps=args.sampler_timesteps)
     t["s2x"]["weight"] = 0.0
     t["validation"].update(dataset=str(world), triples=16, every=500)
     cfg["data"]["dataset"] = str(world)
@@ -94,6 +102,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--person-loss-weight", type=float, default=0.0,
                     help="train.person_loss_weight of the continued run (experiments/reports/fit_probe.md)")
+    ap.add_argument("--sampler-timesteps", type=float, default=0.0,
+                    help="train.sampler_timesteps of the continued run: the share of samples at the shipped "
+                         "sampler's noise levels")
     ap.add_argument("--install", action="store_true")
     ap.add_argument("--commit", action="store_true", help="with --install: commit the model and BENCHMARKS.md")
     args = ap.parse_args()
@@ -119,12 +130,14 @@ def main() -> None:
         (work / "pipeline").replace(dest)
     if args.install or args.commit:  # every run's CPU hours are kept, installed or not
         bench = ROOT / "BENCHMARKS.md"
-        bench.write_text(add_benchmark_row(bench.read_text(), benchmark_row(args.steps, hours, verdict, install)))
+        bench.write_text(add_benchmark_row(bench.read_text(), benchmark_row(args.steps, hours, verdict, install,
+                                                                         recipe(args))))
     if args.commit:
         paths = ["BENCHMARKS.md"] + (["directanimator/assets/demo_model"] if install else [])
         subprocess.run(["git", "add", *paths], check=True, cwd=ROOT)
         what = "installed" if install else "not installed: it did not beat the committed model"
-        subprocess.run(["git", "commit", "-q", "-m", f"Demo model continued {args.steps:,} steps from the committed "
+        subprocess.run(["git", "commit", "-q", "-m", f"Demo model continued {args.steps:,} steps"
+                        f"{f' ({recipe(args)})' if recipe(args) else ''} from the committed "
                         f"weights ({what}; held-out moving PSNR {verdict['start']['val_moving_psnr']:.2f} -> "
                         f"{verdict['best']['val_moving_psnr']:.2f})", "--", *paths], check=True, cwd=ROOT)
 

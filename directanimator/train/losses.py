@@ -20,9 +20,25 @@ def make_scheduler(pretrained: str | Path | None = None):
     return build_scheduler("ddim", pretrained)
 
 
-def sample_timesteps(batch: int, scheduler, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Uniform over {0, ..., T-1}, one per sample (as CogVideoX fine-tuning does)."""
-    return torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator)
+def sample_timesteps(batch: int, scheduler, generator: torch.Generator | None = None,
+                     focus: torch.Tensor | None = None, share: float = 0.0) -> torch.Tensor:
+    """Uniform over {0, ..., T-1}, one per sample (as CogVideoX fine-tuning does). With `focus` (the
+    timesteps the inference sampler visits) and `share` > 0, each sample takes one of `focus` instead
+    with probability `share` (train.sampler_timesteps); those draws come after the uniform ones, so
+    with `share` 0 the generator's stream is the uniform draw's alone."""
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator)
+    if focus is None or share <= 0:
+        return t
+    picked = torch.rand(batch, generator=generator) < share
+    which = torch.randint(0, len(focus), (batch,), generator=generator)
+    return torch.where(picked, focus.long()[which], t)
+
+
+def sampler_timesteps(cfg) -> torch.Tensor:
+    """The timesteps the run's inference sampler visits (inference.scheduler at inference.steps)."""
+    sampler = build_scheduler(cfg.inference.scheduler, cfg.model.pretrained)
+    sampler.set_timesteps(cfg.inference.steps)
+    return sampler.timesteps.clone()
 
 
 def add_noise(latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, scheduler) -> torch.Tensor:
@@ -94,10 +110,12 @@ class Same2XObjective:
 
     def __init__(self, scheduler, teacher: torch.nn.Module | None = None, depth: int | None = None,
                  weight: float = 0.0, projector: torch.nn.Module | None = None, cue_dropout: float = 0.0,
-                 person_loss_weight: float = 0.0):
+                 person_loss_weight: float = 0.0, focus_timesteps: torch.Tensor | None = None,
+                 focus_share: float = 0.0):
         if teacher is not None and weight > 0 and depth is None:
             raise ValueError("Same2X needs the alignment depth D with a teacher")
         self.scheduler, self.cue_dropout, self.person_loss_weight = scheduler, cue_dropout, person_loss_weight
+        self.focus_timesteps, self.focus_share = focus_timesteps, focus_share
         self.teacher = teacher.requires_grad_(False).eval() if teacher is not None else None
         self.depth = depth
         self.weight = float(weight) if teacher is not None else 0.0
@@ -148,7 +166,7 @@ class Same2XObjective:
         pad = front_padding(lat.shape[1], model.config.get("patch_size_t"))
         lat = pad_front(lat, pad)
         noise = torch.randn(lat.shape, generator=generator).to(device)
-        t = sample_timesteps(b, self.scheduler, generator).to(device)
+        t = sample_timesteps(b, self.scheduler, generator, self.focus_timesteps, self.focus_share).to(device)
         keep = (torch.rand(b, generator=generator) >= self.cue_dropout).float().to(device).view(b, 1, 1, 1, 1)
         layout = reference_layout_of(model)
         x = i2v_hidden_states(add_noise(lat, noise, t, self.scheduler), batch["reference_latent"], layout)
@@ -244,8 +262,13 @@ def make_objective(cfg, model, teacher=None, depth: int | None = None, projector
     if is_wan(model):
         from ..model.wan_sampling import build_wan_scheduler
 
+        if tc.sampler_timesteps > 0:
+            raise InputError("train.sampler_timesteps is for the CogVideoX backbone (Wan draws its noise levels "
+                             "as its checkpoint's flow_shift moves them); set it to 0")
         shift = build_wan_scheduler(cfg.model.pretrained).config.get("flow_shift", 1.0)
         return WanSame2XObjective(shift, teacher, depth, tc.s2x.weight, projector, cue_dropout=tc.cue_dropout,
                                   person_loss_weight=person)
+    focus = sampler_timesteps(cfg) if tc.sampler_timesteps > 0 else None
     return Same2XObjective(make_scheduler(cfg.model.pretrained), teacher, depth, tc.s2x.weight, projector,
-                           cue_dropout=tc.cue_dropout, person_loss_weight=person)
+                           cue_dropout=tc.cue_dropout, person_loss_weight=person, focus_timesteps=focus,
+                           focus_share=tc.sampler_timesteps)
