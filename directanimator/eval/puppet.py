@@ -188,13 +188,15 @@ def mean_metrics(rows: list[dict], keys: tuple[str, ...] = METRIC_KEYS) -> dict[
 
 
 def markdown_table(model_rows: dict[str, dict], baselines: dict[str, dict]) -> list[str]:
-    """A table of model rows and the three trivial answers, the four main metrics first."""
-    lines = ["| | SSIM ↑ | PSNR ↑ | person PSNR ↑ | moving-region PSNR ↑ | face PSNR ↑ |", "|---|---|---|---|---|---|"]
+    """A table of model rows and the three trivial answers, the four main metrics first, then motion
+    IoU (does the answer move where the truth moves: the still photo 0, a perfect answer 1)."""
+    lines = ["| | SSIM ↑ | PSNR ↑ | person PSNR ↑ | moving-region PSNR ↑ | face PSNR ↑ | motion IoU ↑ |",
+             "|---|---|---|---|---|---|---|"]
 
     def fmt(v, spec):
         return "n/a" if v is None else format(v, spec)
 
     for name, m in [*((f"trivial: {TRIVIAL_NAMES[k]}", v) for k, v in baselines.items()), *model_rows.items()]:
         lines.append(f"| {name} | {fmt(m['ssim'], '.3f')} | {fmt(m['psnr'], '.2f')} | {fmt(m['person_psnr'], '.2f')} | "
-                     f"{fmt(m['moving_psnr'], '.2f')} | {fmt(m.get('face_psnr'), '.2f')} |")
+                     f"{fmt(m['moving_psnr'], '.2f')} | {fmt(m.get('face_psnr'), '.2f')} | {fmt(m.get('motion_iou'), '.3f')} |")
     return lines

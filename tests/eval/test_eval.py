@@ -286,3 +286,14 @@ def test_motion_iou_on_hand_made_videos():
     masks[:, 0:4, 0:2] = True
     m = puppet_metrics(half, truth, masks, masks[0], ref)
     assert m["motion_iou"] == pytest.approx(8 / 24) and "motion_iou" not in puppet_metrics(half, truth, masks, masks[0])
+
+
+def test_the_puppet_table_has_motion_iou_next_to_the_trivial_answers():
+    from directanimator.eval.puppet import markdown_table
+
+    row = {"ssim": 0.8, "psnr": 23.0, "person_psnr": 16.0, "moving_psnr": 17.0, "face_psnr": 14.0, "motion_iou": 0.344}
+    still = dict(row, motion_iou=0.0)
+    lines = markdown_table({"model": row}, {"still": still, "silhouette": dict(row, motion_iou=None)})
+    assert lines[0].endswith("| motion IoU ↑ |") and lines[1].count("|") == lines[0].count("|")
+    assert lines[2].startswith("| trivial: reference photo held still |") and lines[2].endswith("| 0.000 |")
+    assert lines[3].endswith("| n/a |") and lines[4] == "| model | 0.800 | 23.00 | 16.00 | 17.00 | 14.00 | 0.344 |"
