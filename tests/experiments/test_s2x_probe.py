@@ -66,4 +66,4 @@ def test_the_probe_measures_the_training_s2x_term_and_its_gradient(run):
     objective.depth = 1
     _, loss_a = objective(trained, encoder_hidden_states=enc, **inputs)
     h_s = sp.features(trained, inputs["x"], enc, inputs["t"], inputs["cues"], (1,))[1]
-    assert sp.cos(h, h_s) == pytest.approx(-float(loss_a), abs=1e-5) and sp.cos(h, h_s) < 1 - 1e-6
+    assert sp.cos(h, h_s) == pytest.approx(-float(loss_a.detach()), abs=1e-5) and sp.cos(h, h_s) < 1 - 1e-6
