@@ -104,19 +104,27 @@ def fmt_mean(values: list[float], digits: int) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def digits(metric: str) -> int:
+    return 3 if metric == "ssim" else 2
+
+
+def trivial_scores(found: dict[str, dict[int, dict]]) -> dict[str, dict[str, float]]:
+    """The trivial answers' scores: every result holds them, on the same scoring triples."""
+    return next(r for seeds in found.values() for r in seeds.values())["score"]["trivial"]
+
+
 def scores_table(found: dict[str, dict[int, dict]]) -> list[str]:
     """Every arm's mean scores (mean ± sd over seeds) and the trivial answers on the same triples."""
     lines = ["| arm | seeds | " + " | ".join(NAMES[m] + " ↑" for m in METRICS) + " |",
              "|---|---|" + "---|" * len(METRICS)]
-    any_result = next(r for seeds in found.values() for r in seeds.values())
+    trivial = trivial_scores(found)
     for key, label in TRIVIAL.items():
-        lines.append(f"| {label} | | " + " | ".join(
-            f"{any_result['score']['trivial'][key][m]:.{3 if m == 'ssim' else 2}f}" for m in METRICS) + " |")
+        lines.append(f"| {label} | | " + " | ".join(f"{trivial[key][m]:.{digits(m)}f}" for m in METRICS) + " |")
     for arm in ARMS:
         if arm in found:
             seeds = found[arm]
             lines.append(f"| {ARMS[arm].label} | {len(seeds)} | " + " | ".join(
-                fmt_mean([r["score"]["mean"][m] for r in seeds.values()], 3 if m == "ssim" else 2) for m in METRICS) + " |")
+                fmt_mean([r["score"]["mean"][m] for r in seeds.values()], digits(m)) for m in METRICS) + " |")
     return lines
 
 
@@ -177,6 +185,10 @@ def figure1_lines(found: dict[str, dict[int, dict]]) -> list[str]:
     return lines if len(lines) > 2 else ["No pair of Figure 1 arms has been run at the same seed yet."]
 
 
+def run_count(found: dict[str, dict[int, dict]]) -> int:
+    return sum(len(seeds) for seeds in found.values())
+
+
 def cpu_hours(found: dict[str, dict[int, dict]]) -> float:
     return sum(sum(r["cpu_seconds"].values()) for seeds in found.values() for r in seeds.values()) / 3600
 
@@ -198,7 +210,7 @@ def write_report(results: Path | None = None, report: Path | None = None, readme
         print("error: no results in experiments/results/ yet: run `experiments/claims.py run` first")
         return 2
     rows = claims_rows(found)
-    runs = sum(len(s) for s in found.values())
+    runs = run_count(found)
     budget = (f"{BUDGET['same_id_steps']:,} same-ID + {BUDGET['cross_id_steps']:,} cross-ID steps "
               f"({BUDGET['same_id_config']}, {BUDGET['cross_id_config']}), one thread; scored on the first "
               f"{BUDGET['eval_triples']} cross-ID triples of a puppet world never trained on")
@@ -230,11 +242,10 @@ def full_and_trivial(found: dict[str, dict[int, dict]]) -> list[str]:
     if "full" in found:
         seeds = found["full"]
         lines.append(f"| the full method ({len(seeds)} seed{'s' if len(seeds) != 1 else ''}) | " + " | ".join(
-            f"{statistics.mean(r['score']['mean'][m] for r in seeds.values()):.{3 if m == 'ssim' else 2}f}"
-            for m in keys) + " |")
-    trivial = next(r for seeds in found.values() for r in seeds.values())["score"]["trivial"]
+            f"{statistics.mean(r['score']['mean'][m] for r in seeds.values()):.{digits(m)}f}" for m in keys) + " |")
+    trivial = trivial_scores(found)
     for key, label in TRIVIAL.items():
-        lines.append(f"| {label} | " + " | ".join(f"{trivial[key][m]:.{3 if m == 'ssim' else 2}f}" for m in keys) + " |")
+        lines.append(f"| {label} | " + " | ".join(f"{trivial[key][m]:.{digits(m)}f}" for m in keys) + " |")
     return lines
 
 
@@ -243,7 +254,7 @@ def update_readme(readme: Path, found: dict[str, dict[int, dict]], rows: list[di
     with the trivial answers, then the claims."""
     text = readme.read_text()
     start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
-    runs = sum(len(s) for s in found.values())
+    runs = run_count(found)
     body = [f"{runs} run{'s' if runs != 1 else ''} so far, {cpu_hours(found):.1f} CPU hours; full report: "
             "[experiments/reports/claims.md](experiments/reports/claims.md).", "",
             *full_and_trivial(found), "",
